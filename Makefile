@@ -1,0 +1,56 @@
+# Broken vs. fixed Flask state, side by side. `make` lists the targets.
+# Every recipe calls .venv/bin/... directly; the venv is rebuilt only when
+# pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-from-pyproject
+APP    ?= broken_global
+
+# The code runs from this folder and is not installed: only its dependencies,
+# read from pyproject.toml, go into the venv.
+export REQUIREMENTS := import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+  print(*p["dependencies"], *p["optional-dependencies"]["dev"], sep="\n")
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo run run-broken run-fixed test lint format clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Python 3.11+ is needed; $(PYTHON) is $$($(PYTHON) --version 2>&1). Try: make PYTHON=python3.12"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -c "$$REQUIREMENTS" | $(BIN)/python -m pip install --quiet -r /dev/stdin
+	@touch $@
+
+venv: $(STAMP) ## Build the virtual environment (.venv)
+
+demo: $(STAMP) ## Hammer every app side by side and print the verdicts
+	$(BIN)/python -m loadtests.hammer
+
+run: $(STAMP) ## Serve one app under gunicorn: make run APP=fixed_db
+	$(BIN)/python -m serve $(APP)
+
+run-broken: $(STAMP) ## Serve broken_global on http://127.0.0.1:5000
+	$(BIN)/python -m serve broken_global
+
+run-fixed: $(STAMP) ## Serve every fixed app on its port (5001-5003)
+	$(BIN)/python -m serve --fixed
+
+test: $(STAMP) ## Run the test suite
+	$(BIN)/python -m pytest
+
+lint: $(STAMP) ## ruff check and ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: ## Remove the venv and all runtime data under var/
+	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

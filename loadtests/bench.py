@@ -1,0 +1,203 @@
+"""Throughput and latency of one route against the same app's /healthz ceiling.
+
+Correctness runs need a recorded history; a benchmark needs a client that is
+not the bottleneck. This one keeps CONNECTIONS sockets alive in one selectors
+loop per client process, writes pre-built request bytes and parses only the
+status line and Content-Length, so nearly all of the machine's time goes to
+the server. Each route is driven for SECONDS, one after the other, in one run:
+compare the ratio, not the absolute numbers (machines are noisy).
+
+    $ python -m loadtests.bench fixed_db
+    fixed_db (gunicorn 2 workers x 4 threads, 16 connections, 5 s per route)
+    route                     req/s   p50 ms  p99 ms  vs /healthz
+    GET /healthz               2893     5.37    8.81        1.00x
+    POST /counter/increment    2484     6.22   10.63        0.86x
+"""
+
+import argparse
+import multiprocessing
+import re
+import selectors
+import socket
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from loadtests.client import ROUTES
+from serve.processes import APPS, AppServer, free_port
+
+DEFAULT_CONNECTIONS = 16
+DEFAULT_SECONDS = 5.0
+DEFAULT_PROCESSES = 1
+WORKER_PID = re.compile(rb"\r\nX-Worker: (\d+)-", re.IGNORECASE)
+
+
+def request_bytes(op: str, port: int) -> bytes:
+    method, path, _ = ROUTES[op]
+    body = b'{"article": "bench"}' if method == "POST" and op == "add_visit" else b""
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+@dataclass
+class Result:
+    completed: int
+    failed: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.completed / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: int) -> float:
+        if len(self.latencies_ms) < 2:
+            return self.latencies_ms[0] if self.latencies_ms else 0.0
+        return statistics.quantiles(self.latencies_ms, n=100)[p - 1]
+
+
+def response_length(buffer: bytes) -> int | None:
+    """Total length of the first response in buffer, once its headers are in."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    for line in buffer[:end].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return end + 4 + int(value)
+    return end + 4
+
+
+def connect_to_worker(port: int, placed: Counter, share: int, attempts: int = 50) -> socket.socket:
+    """A kept-alive connection to a worker process that has fewer than `share`.
+
+    gunicorn's workers race to accept connections, and a kept-alive connection
+    stays with the worker that won it. Left to chance, most connections of a
+    run can land on one process; a load balancer would spread them, and so
+    does this, so that every route is measured with the same placement."""
+    for _ in range(attempts):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(request_bytes("healthz", port))
+        buffer = b""
+        while (length := response_length(buffer)) is None or len(buffer) < length:
+            buffer += sock.recv(65536) or b"HTTP/1.1 0 closed\r\n\r\n"
+        pid = WORKER_PID.search(buffer[:length])
+        worker = pid.group(1) if pid else b""
+        if placed[worker] < share:
+            placed[worker] += 1
+            return sock
+        sock.close()
+    raise RuntimeError(f"could not spread connections over the workers: {dict(placed)}")
+
+
+def drive(port: int, payload: bytes, connections: int, seconds: float, workers: int) -> Result:
+    """Keep `connections` requests in flight for `seconds`; one process."""
+    selector = selectors.DefaultSelector()
+    latencies: list[float] = []
+    failed = 0
+    placed: Counter = Counter()
+    share = -(-connections // workers)
+
+    def open_connection() -> None:
+        sock = connect_to_worker(port, placed, share)
+        state = {"buffer": b"", "sent": time.perf_counter()}
+        selector.register(sock, selectors.EVENT_READ, state)
+        sock.sendall(payload)
+
+    for _ in range(connections):
+        open_connection()
+    began = time.perf_counter()
+    deadline = began + seconds
+    while time.perf_counter() < deadline:
+        for key, _ in selector.select(timeout=1.0):
+            sock, state = key.fileobj, key.data
+            chunk = sock.recv(65536)
+            if not chunk:  # the server closed a kept-alive connection
+                selector.unregister(sock)
+                sock.close()
+                failed += 1
+                placed.clear()  # place the replacement wherever there is room
+                open_connection()
+                continue
+            state["buffer"] += chunk
+            while (length := response_length(state["buffer"])) and len(state["buffer"]) >= length:
+                now = time.perf_counter()
+                if not state["buffer"].startswith(b"HTTP/1.1 2"):
+                    failed += 1
+                else:
+                    latencies.append((now - state["sent"]) * 1000)
+                state["buffer"] = state["buffer"][length:]
+                state["sent"] = now
+                sock.sendall(payload)
+    elapsed = time.perf_counter() - began
+    for key in list(selector.get_map().values()):
+        key.fileobj.close()
+    return Result(len(latencies), failed, elapsed, latencies)
+
+
+def _drive_args(args: tuple) -> Result:
+    return drive(*args)
+
+
+def measure(
+    port: int, op: str, connections: int, seconds: float, processes: int, workers: int
+) -> Result:
+    payload = request_bytes(op, port)
+    if processes == 1:
+        return drive(port, payload, connections, seconds, workers)
+    share = [(port, payload, max(1, connections // processes), seconds, workers)] * processes
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        parts = pool.map(_drive_args, share)
+    return Result(
+        sum(p.completed for p in parts),
+        sum(p.failed for p in parts),
+        max(p.seconds for p in parts),
+        [ms for p in parts for ms in p.latencies_ms],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.bench", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("app", choices=APPS)
+    parser.add_argument(
+        "--op", action="append", help="route to measure (default: the app's main write)"
+    )
+    parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
+    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
+    parser.add_argument("--processes", type=int, default=DEFAULT_PROCESSES)
+    args = parser.parse_args(argv)
+    ops = ["healthz", *(args.op or ["increment"])]
+
+    with AppServer(args.app, free_port()) as server:
+        print(
+            f"{args.app} ({server.shape()}, {args.connections} connections, "
+            f"{args.processes} client process(es), {args.seconds:g} s per route)",
+            flush=True,
+        )
+        print(f"{'route':<26}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}  vs /healthz")
+        ceiling = None
+        for op in ops:
+            workers = int(server.setting("GUNICORN_WORKERS", "2"))
+            result = measure(
+                server.port, op, args.connections, args.seconds, args.processes, workers
+            )
+            ceiling = ceiling or result.rate
+            method, path, _ = ROUTES[op]
+            print(
+                f"{method + ' ' + path:<26}{result.rate:>8.0f}{result.percentile(50):>9.2f}"
+                f"{result.percentile(99):>9.2f}{result.failed:>8}  {result.rate / ceiling:>9.2f}x",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Turn a recorded history into verdicts, and keep the smallest witness.
+
+A history is a list of client.Event. The rules, one per scope of state:
+
+counter  Acknowledged increments of a correct counter return distinct values.
+         Two increments answered by the same worker process with the same
+         value are a lost update (threads interleaved read and write). The
+         same value from two different processes is divergence (each has its
+         own copy). A read after the last increment must lie between the
+         acknowledged and the attempted count (after the history's reset).
+visits   Each user appends tokens nobody else uses. The user's last list must
+         hold each of their acknowledged tokens exactly once; any response
+         that shows a token of another user (or of nobody in this run) leaks.
+greet    Every greeting names the caller; any other name leaked in.
+
+Every anomaly comes with its witness, the events that prove it, smallest
+first: for a lost update, the two overlapping requests that returned the same
+value. Sample, from broken_global under 2 workers x 4 threads:
+
+    lost update: worker 2369 returned 17 twice
+      +0.0921s..+0.0957s  u05-3f1a  increment -> 17  (2369-2377)
+      +0.0922s..+0.0960s  u11-3f1a  increment -> 17  (2369-2380)
+"""
+
+import itertools
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from loadtests.client import Event
+
+NOT_SERVED = 501  # the app says this scope is not its job (fixed_session's counter)
+
+
+@dataclass
+class Anomaly:
+    kind: str
+    summary: str
+    witness: list[Event]
+
+
+@dataclass
+class Verdict:
+    operations: int = 0
+    errors: int = 0
+    not_served: int = 0
+    lost_updates: int = 0
+    divergence: int = 0
+    workers: int = 0
+    final_reads_wrong: int = 0
+    visits_lost: int = 0
+    visits_duplicated: int = 0
+    visits_leaked: int = 0
+    greet_leaks: int = 0
+    examples: list[Anomaly] = field(default_factory=list)  # one per kind, smallest
+
+    COUNTS = (
+        "lost_updates",
+        "divergence",
+        "final_reads_wrong",
+        "visits_lost",
+        "visits_duplicated",
+        "visits_leaked",
+        "greet_leaks",
+    )
+
+    @property
+    def anomalies(self) -> int:
+        return sum(getattr(self, name) for name in self.COUNTS)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            name: getattr(self, name)
+            for name in ("operations", "errors", "not_served", "workers", *self.COUNTS)
+        }
+
+
+def check(history: list[Event]) -> Verdict:
+    verdict = Verdict(operations=len(history))
+    verdict.not_served = sum(e.status == NOT_SERVED for e in history)
+    verdict.errors = sum(not e.ok and e.status != NOT_SERVED for e in history)
+    verdict.workers = len({e.pid for e in history if e.worker})
+    check_counter(history, verdict)
+    check_visits(history, verdict)
+    check_greet(history, verdict)
+    return verdict
+
+
+def span(events: list[Event]) -> float:
+    return max(e.end for e in events) - min(e.start for e in events)
+
+
+def smallest_pair(groups: list[list[Event]], same_pid: bool) -> list[Event] | None:
+    pairs = [
+        [a, b]
+        for events in groups
+        for a, b in itertools.combinations(events, 2)
+        if (a.pid == b.pid) == same_pid
+    ]
+    return min(pairs, key=span, default=None)
+
+
+def check_counter(history: list[Event], verdict: Verdict) -> None:
+    increments = [e for e in history if e.op == "increment" and e.status != NOT_SERVED]
+    acknowledged = [e for e in increments if e.ok]
+    by_value: dict[int, list[Event]] = defaultdict(list)
+    for event in acknowledged:
+        by_value[event.value].append(event)
+    repeated = [events for events in by_value.values() if len(events) > 1]
+    for events in repeated:
+        per_worker = Counter(e.pid for e in events)
+        verdict.lost_updates += sum(n - 1 for n in per_worker.values())
+        verdict.divergence += len(per_worker) - 1
+
+    if pair := smallest_pair(repeated, same_pid=True):
+        verdict.examples.append(
+            Anomaly(
+                "lost update",
+                f"worker {pair[0].pid} returned {pair[0].value} twice",
+                pair,
+            )
+        )
+    if pair := smallest_pair(repeated, same_pid=False):
+        verdict.examples.append(
+            Anomaly(
+                "divergence",
+                f"workers {pair[0].pid} and {pair[1].pid} both returned {pair[0].value}",
+                pair,
+            )
+        )
+
+    if not increments or not any(e.op == "reset" and e.ok for e in history):
+        return
+    last_increment_end = max(e.end for e in increments)
+    final_reads = [e for e in history if e.op == "read" and e.ok and e.start > last_increment_end]
+    low, high = len(acknowledged), len(increments)
+    wrong = [e for e in final_reads if not low <= e.value <= high]
+    verdict.final_reads_wrong = len(wrong)
+    if wrong:
+        worst = max(wrong, key=lambda e: abs(e.value - low))
+        verdict.examples.append(
+            Anomaly(
+                "final value",
+                f"read {worst.value} after {low} acknowledged of {high} attempted increments",
+                [worst],
+            )
+        )
+
+
+def check_visits(history: list[Event], verdict: Verdict) -> None:
+    appends = [e for e in history if e.op == "add_visit"]
+    owner = {e.arg: e.user for e in appends}
+    acknowledged: dict[str, list[str]] = defaultdict(list)
+    for event in appends:
+        if event.ok:
+            acknowledged[event.user].append(event.arg)
+
+    answers = [e for e in history if e.op in ("add_visit", "list_visits") and e.ok]
+    for event in answers:
+        foreign = [t for t in event.value if owner.get(t) != event.user]
+        if foreign:
+            verdict.visits_leaked += 1
+            if verdict.visits_leaked == 1:
+                source = next((e for e in appends if e.arg == foreign[0]), None)
+                verdict.examples.append(
+                    Anomaly(
+                        "visit leak",
+                        f"{event.user} was shown {foreign[0]!r}, "
+                        f"appended by {owner.get(foreign[0], 'nobody in this run')}",
+                        [e for e in (source, event) if e],
+                    )
+                )
+
+    last_list: dict[str, Event] = {}
+    for event in answers:
+        if event.op == "list_visits" and (
+            event.user not in last_list or event.start > last_list[event.user].start
+        ):
+            last_list[event.user] = event
+    for user, tokens in acknowledged.items():
+        final = last_list.get(user)
+        if final is None:
+            continue
+        seen = Counter(final.value)
+        lost = [t for t in tokens if seen[t] == 0]
+        verdict.visits_lost += len(lost)
+        verdict.visits_duplicated += sum(n - 1 for t, n in seen.items() if owner.get(t) == user)
+        if lost and not any(a.kind == "lost visit" for a in verdict.examples):
+            append = next(e for e in appends if e.arg == lost[0])
+            verdict.examples.append(
+                Anomaly(
+                    "lost visit",
+                    f"{user}'s append of {lost[0]!r} was acknowledged, then missing",
+                    [append, final],
+                )
+            )
+
+
+def check_greet(history: list[Event], verdict: Verdict) -> None:
+    greets = [e for e in history if e.op == "greet" and e.ok]
+    wrong = [e for e in greets if e.value != f"Hello, {e.arg}!"]
+    verdict.greet_leaks = len(wrong)
+    if wrong:
+        # The witness: a wrong answer and the overlapping request whose name it got.
+        def culprit(event: Event) -> Event | None:
+            overlapping = [
+                other
+                for other in greets
+                if other is not event
+                and other.start < event.end
+                and event.start < other.end
+                and event.value == f"Hello, {other.arg}!"
+            ]
+            return min(overlapping, key=lambda o: span([o, event]), default=None)
+
+        leak = min(wrong, key=lambda e: span([e, culprit(e) or e]))
+        other = culprit(leak)
+        verdict.examples.append(
+            Anomaly(
+                "greet leak",
+                f"{leak.user} asked to greet {leak.arg!r} and got {leak.value!r}",
+                [leak, other] if other else [leak],
+            )
+        )

@@ -1,0 +1,117 @@
+"""The one module that knows the apps' routes and URLs.
+
+Every call returns an Event, the unit of a recorded history: what was asked,
+by which user, when it started and ended, the HTTP status, the value the app
+returned and the X-Worker (process-thread) that answered. The checker reads
+nothing else.
+
+    >>> client = Client("http://127.0.0.1:5000", user="u01")
+    >>> client.increment()
+    Event(op='increment', user='u01', arg=None, start=..., status=200, value=1,
+          worker='4242-4250')
+"""
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import requests
+
+TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(slots=True)
+class Event:
+    op: str  # increment, read, reset, add_visit, list_visits, greet, healthz
+    user: str
+    arg: str | None  # the article appended or the name greeted
+    start: float  # time.monotonic(), comparable across processes
+    end: float
+    status: int  # 0 when no HTTP answer arrived
+    value: Any  # the counter value, the visits list, the greeting; else None
+    worker: str = ""  # X-Worker: "<pid>-<thread id>"
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def pid(self) -> str:
+        return self.worker.partition("-")[0]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# op: (method, path, the JSON key holding the answer)
+ROUTES = {
+    "healthz": ("GET", "/healthz", "status"),
+    "increment": ("POST", "/counter/increment", "value"),
+    "read": ("GET", "/counter", "value"),
+    "reset": ("POST", "/counter/reset", "value"),
+    "add_visit": ("POST", "/visits", "visits"),
+    "list_visits": ("GET", "/visits", "visits"),
+    "greet": ("GET", "/greet", "greeting"),
+}
+
+
+class Client:
+    """One user: a cookie jar and a kept-alive connection to one app."""
+
+    def __init__(self, base_url: str, user: str, timeout: float = TIMEOUT_SECONDS) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.user = user
+        self.timeout = timeout
+        self.http = requests.Session()
+
+    def healthz(self) -> Event:
+        return self._call("healthz")
+
+    def increment(self) -> Event:
+        return self._call("increment")
+
+    def read_counter(self) -> Event:
+        return self._call("read")
+
+    def reset(self) -> Event:
+        return self._call("reset")
+
+    def add_visit(self, article: str) -> Event:
+        return self._call("add_visit", article, json={"article": article})
+
+    def list_visits(self) -> Event:
+        return self._call("list_visits")
+
+    def greet(self, name: str) -> Event:
+        return self._call("greet", name, params={"name": name})
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, op: str, arg: str | None = None, **kwargs: Any) -> Event:
+        method, path, key = ROUTES[op]
+        start = time.monotonic()
+        try:
+            response = self.http.request(
+                method, self.base_url + path, timeout=self.timeout, **kwargs
+            )
+        except requests.RequestException as error:
+            return Event(op, self.user, arg, start, time.monotonic(), 0, None, error=str(error))
+        end = time.monotonic()
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        ok = 200 <= response.status_code < 300
+        return Event(
+            op,
+            self.user,
+            arg,
+            start,
+            end,
+            response.status_code,
+            body.get(key) if ok else None,
+            response.headers.get("X-Worker", ""),
+            "" if ok else str(body.get("detail") or response.reason),
+        )

@@ -1,0 +1,149 @@
+"""Hammer apps with concurrent users, record every operation, check the history.
+
+Each user is a thread with its own cookie jar and kept-alive connection. All
+users are released together by a barrier at the start of each scope, so the
+requests overlap for certain rather than by luck:
+
+    counter  one reset, then every user increments OPS times; then each reads
+    visits   every user appends OPS tokens of its own, one after another,
+             then reads its list
+    greet    every user asks OPS greetings for its own name
+
+Runs are bounded: OPS per user per scope, and --max-seconds overall.
+
+    $ python -m loadtests.hammer broken_global fixed_db
+    app            ops  lost updates  divergence  ...  greet leaks  errors  req/s
+    broken_global 2432          1089         384  ...          596       0   1867
+    fixed_db      2432             0           0  ...            0       0   2301
+"""
+
+import argparse
+import secrets
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from loadtests import report
+from loadtests.checker import Verdict, check
+from loadtests.client import Client, Event
+from plumbing.config import var_dir
+from serve.processes import APPS, AppServer, available_apps, free_port
+
+DEFAULT_USERS = 32
+DEFAULT_OPS = 25
+DEFAULT_MAX_SECONDS = 60.0
+
+
+def run_scenarios(
+    base_url: str,
+    users: int = DEFAULT_USERS,
+    ops: int = DEFAULT_OPS,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+) -> list[Event]:
+    """Run the three scopes against one app and return the recorded history."""
+    history: list[Event] = []  # list.append is atomic: threads share it safely
+    run_id = secrets.token_hex(2)  # tokens and names unique to this run
+    deadline = time.monotonic() + max_seconds
+    start_together = threading.Barrier(users)
+
+    def in_time() -> bool:
+        return time.monotonic() < deadline
+
+    def user(index: int) -> None:
+        client = Client(base_url, user=f"u{index:02d}-{run_id}")
+        try:
+            if index == 0:
+                history.append(client.reset())
+            start_together.wait()
+            for _ in range(ops):
+                if in_time():
+                    history.append(client.increment())
+            start_together.wait()
+            history.append(client.read_counter())
+
+            start_together.wait()
+            for n in range(ops):
+                if in_time():
+                    history.append(client.add_visit(f"{client.user}/{n}"))
+            history.append(client.list_visits())
+
+            start_together.wait()
+            for _ in range(ops):
+                if in_time():
+                    history.append(client.greet(client.user))
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return history
+
+
+def hammer_app(
+    app: str, users: int, ops: int, max_seconds: float, env: dict[str, str] | None = None
+) -> tuple[Verdict, list[Event]]:
+    """Start the app under the shared gunicorn config, hammer it, stop it."""
+    with AppServer(app, free_port(), env=env) as server:
+        history = run_scenarios(server.url, users, ops, max_seconds)
+    return check(history), history
+
+
+def expectations_met(app: str, verdict: Verdict) -> list[str]:
+    """What a run must show: nothing wrong in a fixed app, no errors anywhere."""
+    problems = []
+    if verdict.errors:
+        problems.append(f"{app}: {verdict.errors} requests failed")
+    if app.startswith("fixed_") and verdict.anomalies:
+        problems.append(f"{app}: {verdict.anomalies} anomalies in an app that should have none")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.hammer", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("apps", nargs="*", metavar="APP", help=" | ".join(APPS) + " (default: all)")
+    parser.add_argument("--users", type=int, default=DEFAULT_USERS, help="concurrent users")
+    parser.add_argument(
+        "--ops", type=int, default=DEFAULT_OPS, help="operations per user per scope"
+    )
+    parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS)
+    parser.add_argument("--out", type=Path, default=None, help="JSON results file")
+    args = parser.parse_args(argv)
+    apps = args.apps or available_apps()
+    if unknown := [a for a in apps if a not in available_apps()]:
+        parser.error(f"no such app in this checkout: {unknown[0]}")
+    if args.users < 2 or args.ops < 1:
+        parser.error("need at least 2 users and 1 operation")
+
+    rows, problems, payload = [], [], {"started": datetime.now(UTC).isoformat(), "apps": {}}
+    for app in apps:
+        print(
+            f"hammering {app}: {args.users} users x {args.ops} ops per scope ...",
+            end=" ",
+            flush=True,
+        )
+        began = time.monotonic()
+        verdict, history = hammer_app(app, args.users, args.ops, args.max_seconds)
+        print(f"{len(history)} operations in {time.monotonic() - began:.1f}s", flush=True)
+        rows.append(report.row(app, verdict, history))
+        problems += expectations_met(app, verdict)
+        print(report.format_witnesses(app, verdict, history))
+        payload["apps"][app] = {"summary": rows[-1], "history": [e.to_dict() for e in history]}
+
+    print()
+    print(report.format_table(rows))
+    out = args.out or var_dir() / "results" / "hammer.json"
+    print(f"\nresults: {report.write_json(out, payload)}")
+    for problem in problems:
+        print(f"UNEXPECTED: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

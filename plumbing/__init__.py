@@ -1,0 +1,58 @@
+"""Plumbing shared by all four apps, written once because it is not the lesson.
+
+create_base_app() returns a Flask app that already answers JSON errors, limits
+body size, stamps X-Worker on every response, knows the user-id cookie, has
+its secret key and serves GET /healthz. Each app folder adds its state
+strategy and the six routes of the contract in ../shared/DESIGN.md.
+"""
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, current_app
+
+from plumbing.config import MAX_BODY_BYTES, env_flag, load_secret_key, var_dir, work_seconds
+from plumbing.http import article_from_body, install_http, name_from_query, unavailable_when
+from plumbing.users import current_user_id, install_users
+
+__all__ = [
+    "article_from_body",
+    "create_base_app",
+    "current_user_id",
+    "do_some_work",
+    "name_from_query",
+    "unavailable_when",
+]
+
+
+def create_base_app(import_name: str, test_config: Mapping[str, Any] | None = None) -> Flask:
+    strategy = import_name.partition(".")[0]
+    app = Flask(import_name)
+    directory = var_dir()
+    app.config.from_mapping(
+        STRATEGY=strategy,
+        VAR_DIR=str(directory),
+        SECRET_KEY=load_secret_key(directory),
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        WORK_SECONDS=work_seconds(),
+        SESSION_COOKIE_SECURE=env_flag("COOKIE_SECURE"),
+        SESSION_COOKIE_SAMESITE="Lax",
+    )
+    if test_config:
+        app.config.update(test_config)
+    install_http(app)
+    install_users(app)
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok", "strategy": strategy}
+
+    return app
+
+
+def do_some_work() -> None:
+    """What a real handler does between reading and writing state: a query, an
+    API call, a template. Sleeping releases the GIL, as that I/O would, so other
+    threads run in the gap. Its length is WORK_MS."""
+    time.sleep(current_app.config["WORK_SECONDS"])

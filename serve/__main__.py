@@ -1,0 +1,56 @@
+"""Serve apps in the foreground on their fixed ports; Ctrl-C stops them all.
+
+python -m serve broken_global          # http://127.0.0.1:5000
+python -m serve --fixed                # every fixed app, each on its port
+python -m serve fixed_db --port 6002
+"""
+
+import argparse
+import signal
+import sys
+import time
+
+from serve.processes import APPS, PORTS, AppServer, fixed_apps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serve", description=__doc__.split("\n")[0])
+    parser.add_argument("apps", nargs="*", metavar="APP", help=" | ".join(APPS))
+    parser.add_argument("--fixed", action="store_true", help="serve every fixed app")
+    parser.add_argument("--port", type=int, help="port for a single app")
+    args = parser.parse_args(argv)
+    apps = args.apps + (fixed_apps() if args.fixed else [])
+    if unknown := [app for app in apps if app not in APPS]:
+        parser.error(f"unknown app {unknown[0]!r}; choose from {', '.join(APPS)}")
+    if not apps:
+        parser.error(f"name an app ({', '.join(APPS)}) or pass --fixed")
+    if args.port and len(apps) != 1:
+        parser.error("--port needs exactly one app")
+
+    # SIGTERM stops us the same way Ctrl-C does: through the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    servers: list[AppServer] = []
+    try:
+        for app in apps:
+            server = AppServer(app, args.port or PORTS[app]).start(foreground=True)
+            servers.append(server)
+            print(f"{app:<14} {server.url}  (gunicorn pid {server.process.pid})", flush=True)
+        print("Ctrl-C stops all of them.", flush=True)
+        while all(s.process.poll() is None for s in servers):
+            time.sleep(0.5)
+        dead = [s.app for s in servers if s.process.poll() is not None]
+        print(f"stopped unexpectedly: {', '.join(dead)}; stopping the rest", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping...", flush=True)
+        return 0
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        for server in servers:
+            server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

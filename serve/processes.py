@@ -1,0 +1,181 @@
+"""Start an app under gunicorn on a port, wait until it answers, stop it by PID.
+
+    with AppServer("fixed_db", free_port()) as server:
+        requests.get(server.url + "/healthz")
+
+A server that fails to start raises with the tail of its log, so a port in use
+or a broken import is a clear message, not a hang.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from plumbing.config import REPO_ROOT, var_dir
+
+APPS = ("broken_global", "fixed_session", "fixed_db", "fixed_cache")
+PORTS = {"broken_global": 5000, "fixed_session": 5001, "fixed_db": 5002, "fixed_cache": 5003}
+GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
+START_TIMEOUT_SECONDS = 20.0
+STOP_TIMEOUT_SECONDS = 10.0
+
+
+def available_apps() -> list[str]:
+    """The app folders that exist in this checkout, in the order of APPS."""
+    return [app for app in APPS if (REPO_ROOT / app / "app.py").exists()]
+
+
+def fixed_apps() -> list[str]:
+    return [app for app in available_apps() if app.startswith("fixed_")]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def stop_process(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+    """SIGTERM the process we started (by its PID), then SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+class AppServer:
+    """One app under the shared gunicorn config, in the background."""
+
+    def __init__(
+        self,
+        app: str,
+        port: int,
+        *,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        if app not in APPS:
+            raise ValueError(f"unknown app {app!r}; choose one of {', '.join(APPS)}")
+        self.app = app
+        self.port = port
+        self.env = dict(env or {})
+        self.log_path = log_path or var_dir() / "logs" / f"{app}-{port}.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            str(GUNICORN_CONF),
+            f"{self.app}.app:create_app()",
+        ]
+
+    def start(self, foreground: bool = False) -> "AppServer":
+        if not port_is_free(self.port):
+            raise RuntimeError(
+                f"port {self.port} is already in use: stop whatever serves it, "
+                f"or pick another port for {self.app}"
+            )
+        env = {**os.environ, **self.env, "PORT": str(self.port)}
+        if foreground:
+            output = None
+        else:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            output = self.log_path.open("ab")
+        try:
+            self.process = subprocess.Popen(
+                self.command(),
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+                start_new_session=True,  # signals reach it from us only, by PID
+            )
+        finally:
+            if output:
+                output.close()
+        self.wait_until_healthy()
+        return self
+
+    def setting(self, name: str, default: str) -> str:
+        return self.env.get(name, os.environ.get(name, default))
+
+    def shape(self) -> str:
+        """How the server runs, e.g. "gunicorn gthread 2 workers x 4 threads"."""
+        return (
+            f"gunicorn {self.setting('GUNICORN_WORKER_CLASS', 'gthread')} "
+            f"{self.setting('GUNICORN_WORKERS', '2')} workers x "
+            f"{self.setting('GUNICORN_THREADS', '4')} threads"
+        )
+
+    def wait_until_healthy(self) -> None:
+        """Return once every worker process has answered /healthz.
+
+        Workers boot in parallel; a load run that starts when only the first
+        is ready would send every kept-alive connection to that one process,
+        and prove nothing about several."""
+        workers = int(self.setting("GUNICORN_WORKERS", "2"))
+        seen: set[str] = set()
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.app} exited at start-up.{self._log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
+                    seen.add(response.headers["X-Worker"].partition("-")[0])
+            except OSError:
+                time.sleep(0.05)
+            if len(seen) >= workers:
+                return
+        self.stop()
+        raise RuntimeError(
+            f"{self.app}: {len(seen)} of {workers} workers answered /healthz "
+            f"in {START_TIMEOUT_SECONDS:.0f}s.{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 15) -> str:
+        if not self.log_path.exists():
+            return ""
+        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return f" Last lines of {self.log_path}:\n" + "\n".join(tail)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+    def __enter__(self) -> "AppServer":
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

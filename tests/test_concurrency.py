@@ -1,0 +1,99 @@
+"""Real gunicorn, real concurrency: broken_global breaks every time, fixed_db never.
+
+Each server runs under the shared config (2 workers x 4 threads) on a free
+port, started and stopped by PID. The race is certain, not lucky: every user
+starts a scope at the same barrier, handlers hold the read-write window open
+for WORK_MS, and a run holds hundreds of overlapping requests.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from loadtests.checker import check
+from loadtests.hammer import run_scenarios
+from serve.processes import AppServer, free_port
+
+pytestmark = pytest.mark.gunicorn
+
+
+def serve(app: str, var_dir) -> AppServer:
+    return AppServer(app, free_port(), env={"VAR_DIR": str(var_dir)}, log_path=var_dir / "log")
+
+
+def test_broken_global_loses_diverges_and_leaks(isolated_var_dir):
+    with serve("broken_global", isolated_var_dir) as server:
+        verdict = check(run_scenarios(server.url, users=32, ops=20))
+    assert verdict.errors == 0
+    assert verdict.workers == 2
+    assert verdict.lost_updates > 0  # threads in one process
+    assert verdict.divergence > 0  # two processes, two counters
+    assert verdict.final_reads_wrong > 0
+    assert verdict.visits_lost > 0
+    assert verdict.visits_leaked > 0  # one list for everybody
+    assert verdict.greet_leaks > 0  # request data in a global
+
+
+def test_fixed_db_loses_nothing_over_5000_operations(isolated_var_dir):
+    with serve("fixed_db", isolated_var_dir) as server:
+        history = run_scenarios(server.url, users=40, ops=42)
+        final = requests.get(server.url + "/counter", timeout=5).json()["value"]
+    verdict = check(history)
+    assert verdict.operations >= 5000
+    assert {e.op for e in history} >= {"increment", "add_visit", "list_visits", "greet"}
+    assert verdict.errors == 0
+    assert verdict.workers == 2  # both processes served, and agreed
+    assert verdict.anomalies == 0, verdict.examples
+    assert final == 40 * 42  # every increment counted, once
+
+
+@pytest.mark.parametrize(("app", "remembers"), [("broken_global", False), ("fixed_db", True)])
+def test_a_restart_forgets_only_the_globals(isolated_var_dir, app, remembers):
+    with serve(app, isolated_var_dir) as server:
+        requests.post(server.url + "/counter/reset", timeout=5)
+        for _ in range(3):
+            requests.post(server.url + "/counter/increment", timeout=5)
+    with serve(app, isolated_var_dir) as server:
+        value = requests.get(server.url + "/counter", timeout=5).json()["value"]
+    assert value == (3 if remembers else 0)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_ctrl_c_stops_every_server_it_started(isolated_var_dir):
+    port = free_port()
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "serve", "fixed_db", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "VAR_DIR": str(isolated_var_dir)},
+    )
+    try:
+        line = launcher.stdout.readline()
+        master = int(line.split("gunicorn pid ")[1].rstrip(")\n"))
+        worker = int(
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+            .headers["X-Worker"]
+            .split("-")[0]
+        )
+        launcher.send_signal(signal.SIGINT)
+        assert launcher.wait(timeout=15) == 0
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    deadline = time.monotonic() + 5
+    while (pid_alive(master) or pid_alive(worker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(master)
+    assert not pid_alive(worker)

@@ -1,0 +1,56 @@
+"""The plumbing every app shares: secret key, configuration, validation."""
+
+import os
+import stat
+import threading
+
+import pytest
+
+from plumbing.config import load_secret_key, work_seconds
+from tests.conftest import make_app
+
+
+def test_secret_key_is_generated_once_and_private(isolated_var_dir):
+    first = make_app("fixed_db").secret_key
+    second = make_app("broken_global").secret_key
+    path = isolated_var_dir / "secret_key"
+    assert first == second == path.read_text().strip()
+    assert len(first) == 64
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_secret_key_from_the_environment_wins(monkeypatch, isolated_var_dir):
+    monkeypatch.setenv("SECRET_KEY", "from-the-environment")
+    assert make_app("fixed_db").secret_key == "from-the-environment"
+    assert not (isolated_var_dir / "secret_key").exists()
+
+
+def test_workers_starting_together_agree_on_one_key(tmp_path):
+    keys, start = [], threading.Barrier(16)
+
+    def worker():
+        start.wait()
+        keys.append(load_secret_key(tmp_path))
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(keys)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret_key"]
+
+
+def test_work_ms_is_validated(monkeypatch):
+    monkeypatch.setenv("WORK_MS", "5")
+    assert work_seconds() == 0.005
+    for bad in ("fast", "-1"):
+        monkeypatch.setenv("WORK_MS", bad)
+        with pytest.raises(ValueError, match="WORK_MS"):
+            work_seconds()
+
+
+def test_fixed_db_rejects_an_unknown_database_url(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "mysql://somewhere/db")
+    with pytest.raises(ValueError, match="DATABASE_URL"):
+        make_app("fixed_db")
