@@ -10,10 +10,10 @@ The same routes as broken_global; only the state lines differ (try
 - the name to greet lives on flask.g, which belongs to one request.
 
 SQLite under var/ by default (WAL, a busy timeout, pooled connections; see
-db.py). Under the shared gunicorn config (`make demo`) it loses nothing:
+db.py). Under the shared gunicorn config, `make demo` (2026-11-21) found:
 
-    app       ops  lost updates  divergence  visits lost  visits leaked  greet leaks
-    fixed_db  2400             0           0            0              0            0
+    app       ops  lost updates  divergence  ...  visits lost  visits leaked  greet leaks
+    fixed_db  2465             0           0  ...            0              0            0
 """
 
 import sqlite3

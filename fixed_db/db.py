@@ -1,6 +1,6 @@
 """The database behind fixed_db: connections per request, reused per worker.
 
-Routes call get_db().query(sql, params) with "?" placeholders and get all rows
+Routes call query(sql, params) with "?" placeholders and get all rows
 back. Each statement runs on its own in autocommit mode, so one statement is
 one transaction: `UPDATE ... RETURNING` reads and writes under the write lock
 with nothing in between. Rows are always fetched to the end, because SQLite
@@ -11,26 +11,17 @@ SQLite settings, and why:
 - synchronous=NORMAL: a commit is not fsynced; it survives a crash of the app
   but the last commits may be lost if the machine loses power. Set
   SQLITE_SYNCHRONOUS=FULL to fsync every commit (slower, durable).
-- busy timeout: a writer waits up to 5 s for another process's write to end
+- busy timeout: a writer waits up to 5 s for another connection's write to end
   instead of failing at once; past that the app answers 503.
 
-Two things make it fast under gunicorn (measured with `make bench`):
-- a per-process pool of connections, because opening one per request (and
-  reading the schema again) costs more than the UPDATE itself;
-- a write lock in front of SQLite's. SQLite admits one writer at a time
-  anyway, and makes the others poll: its busy handler sleeps 1, 2, 5... ms
-  between tries, which on a busy machine cost more than the writes. Our
-  writers queue on a mutex (threads of one worker) and an flock on a file
-  beside the database (worker processes), both of which wake the next writer
-  the moment the lock is free. (PostgreSQL has no such poll, so it needs none.)
-Both are made per worker, after gunicorn forks, never at import.
+Connections are pooled per worker process, because opening one per request
+(and reading the schema again) costs more than the UPDATE itself. The pool is
+made in each worker, after gunicorn forks, never at import.
 """
 
-import fcntl
 import os
 import queue
 import sqlite3
-import threading
 from contextlib import closing
 from pathlib import Path
 
@@ -53,29 +44,6 @@ CREATE INDEX IF NOT EXISTS visits_by_user ON visits (user_id, id);
 """
 
 
-class WriteLock:
-    """One writer at a time, across threads (a mutex) and processes (flock)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.mutex = threading.Lock()
-        self.fd: int | None = None
-        self.fd_pid: int | None = None
-
-    def __enter__(self) -> None:
-        self.mutex.acquire()
-        if self.fd_pid != os.getpid():
-            # Opened in each process: a descriptor inherited across fork would
-            # be one lock shared by parent and child, excluding neither.
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            self.fd_pid = os.getpid()
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc_info: object) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        self.mutex.release()
-
-
 class SQLiteDatabase:
     """A SQLite file, with an idle-connection pool for this worker process."""
 
@@ -83,7 +51,6 @@ class SQLiteDatabase:
         self.path = path
         self.synchronous = synchronous
         self.idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self.write_lock = WriteLock(path.with_name(path.name + ".write-lock"))
 
     def connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -140,11 +107,7 @@ def release_db(_error: BaseException | None = None) -> None:
 
 def query(sql: str, params: tuple = ()) -> list[tuple]:
     """Run one statement as its own transaction and return all its rows."""
-    conn = get_db()
-    if sql.lstrip()[:6].upper() == "SELECT":
-        return conn.execute(sql, params).fetchall()
-    with current_app.extensions["fixed_db"].write_lock:
-        return conn.execute(sql, params).fetchall()
+    return get_db().execute(sql, params).fetchall()
 
 
 def init_app(app: Flask) -> None:

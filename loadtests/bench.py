@@ -4,8 +4,9 @@ Correctness runs need a recorded history; a benchmark needs a client that is
 not the bottleneck. This one keeps CONNECTIONS sockets alive in one selectors
 loop per client process, writes pre-built request bytes and parses only the
 status line and Content-Length, so nearly all of the machine's time goes to
-the server. Each route is driven for SECONDS, one after the other, in one run:
-compare the ratio, not the absolute numbers (machines are noisy).
+the server. The routes take turns in ROUNDS short slices, so that a machine
+whose speed drifts during the run (shared machines do) slows them alike;
+compare the ratio, not the absolute numbers.
 
     $ python -m loadtests.bench fixed_db
     fixed_db (gunicorn 2 workers x 4 threads, 16 connections, 5 s per route)
@@ -29,7 +30,8 @@ from loadtests.client import ROUTES
 from serve.processes import APPS, AppServer, free_port
 
 DEFAULT_CONNECTIONS = 16
-DEFAULT_SECONDS = 5.0
+DEFAULT_SECONDS = 6.0
+DEFAULT_ROUNDS = 6
 DEFAULT_PROCESSES = 1
 WORKER_PID = re.compile(rb"\r\nX-Worker: (\d+)-", re.IGNORECASE)
 
@@ -154,11 +156,22 @@ def measure(
     share = [(port, payload, max(1, connections // processes), seconds, workers)] * processes
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         parts = pool.map(_drive_args, share)
+    # Client processes ran side by side: their counts add up over one span.
     return Result(
         sum(p.completed for p in parts),
         sum(p.failed for p in parts),
         max(p.seconds for p in parts),
         [ms for p in parts for ms in p.latencies_ms],
+    )
+
+
+def combine(slices: list[Result]) -> Result:
+    """Slices of one route, run one after another: their times add up."""
+    return Result(
+        sum(r.completed for r in slices),
+        sum(r.failed for r in slices),
+        sum(r.seconds for r in slices),
+        [ms for r in slices for ms in r.latencies_ms],
     )
 
 
@@ -171,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         "--op", action="append", help="route to measure (default: the app's main write)"
     )
     parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
-    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
+    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="per route")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="turns per route")
     parser.add_argument("--processes", type=int, default=DEFAULT_PROCESSES)
     args = parser.parse_args(argv)
     ops = ["healthz", *(args.op or ["increment"])]
@@ -179,16 +193,28 @@ def main(argv: list[str] | None = None) -> int:
     with AppServer(args.app, free_port()) as server:
         print(
             f"{args.app} ({server.shape()}, {args.connections} connections, "
-            f"{args.processes} client process(es), {args.seconds:g} s per route)",
+            f"{args.processes} client process(es), {args.seconds:g} s per route "
+            f"in {args.rounds} turns)",
             flush=True,
         )
         print(f"{'route':<26}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}  vs /healthz")
+        workers = int(server.setting("GUNICORN_WORKERS", "2"))
+        slices: dict[str, list[Result]] = {op: [] for op in ops}
+        for _ in range(args.rounds):
+            for op in ops:
+                slices[op].append(
+                    measure(
+                        server.port,
+                        op,
+                        args.connections,
+                        args.seconds / args.rounds,
+                        args.processes,
+                        workers,
+                    )
+                )
         ceiling = None
         for op in ops:
-            workers = int(server.setting("GUNICORN_WORKERS", "2"))
-            result = measure(
-                server.port, op, args.connections, args.seconds, args.processes, workers
-            )
+            result = combine(slices[op])
             ceiling = ceiling or result.rate
             method, path, _ = ROUTES[op]
             print(

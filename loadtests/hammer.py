@@ -11,10 +11,10 @@ requests overlap for certain rather than by luck:
 
 Runs are bounded: OPS per user per scope, and --max-seconds overall.
 
-    $ python -m loadtests.hammer broken_global fixed_db
-    app            ops  lost updates  divergence  ...  greet leaks  errors  req/s
-    broken_global 2432          1089         384  ...          596       0   1867
-    fixed_db      2432             0           0  ...            0       0   2301
+    $ python -m loadtests.hammer broken_global fixed_db      # 2026-11-21, 2 cores
+    app             ops  lost updates  divergence  ...  greet leaks  errors  req/s
+    broken_global  2465           394         196  ...          488       0    708
+    fixed_db       2465             0           0  ...            0       0    663
 """
 
 import argparse
