@@ -10,7 +10,7 @@ The same routes as broken_global; only the state lines differ (try
 - the name to greet lives on flask.g, which belongs to one request.
 
 SQLite under var/ by default (WAL, a busy timeout, pooled connections; see
-db.py). Under the shared gunicorn config, `make demo` (2026-11-21) found:
+store.py). Under the shared gunicorn config, `make demo` (2026-11-21) found:
 
     app       ops  lost updates  divergence  ...  visits lost  visits leaked  greet leaks
     fixed_db  2465             0           0  ...            0              0            0
@@ -22,8 +22,8 @@ from typing import Any
 
 from flask import Blueprint, Flask, g
 
-from fixed_db import db
-from fixed_db.db import query
+from fixed_db import store
+from fixed_db.store import query
 from plumbing import (
     article_from_body,
     create_base_app,
@@ -81,7 +81,7 @@ def visits_of_current_user() -> list[str]:
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = create_base_app(__name__, test_config)
-    db.init_app(app)
+    store.init_app(app)
     unavailable_when(app, (sqlite3.OperationalError,), "the database is busy or unavailable; retry")
     app.register_blueprint(bp)
     return app

@@ -34,16 +34,41 @@ DEFAULT_SECONDS = 6.0
 DEFAULT_ROUNDS = 6
 DEFAULT_PROCESSES = 1
 WORKER_PID = re.compile(rb"\r\nX-Worker: (\d+)-", re.IGNORECASE)
+SET_COOKIE = re.compile(rb"\r\nSet-Cookie: ([^;\r]+)", re.IGNORECASE)
 
 
-def request_bytes(op: str, port: int) -> bytes:
+APPENDS_PER_USER = 50  # POST /visits: each connection is a new user this often
+VISITS_TO_READ = 10  # GET /visits: each connection reads a user with this many
+
+
+def request_bytes(op: str, port: int, cookie: bytes = b"") -> bytes:
     method, path, _ = ROUTES[op]
-    body = b'{"article": "bench"}' if method == "POST" and op == "add_visit" else b""
+    body = b'{"article": "bench"}' if op == "add_visit" else b""
     head = (
         f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    ).encode()
+    if cookie:
+        head += b"Cookie: " + cookie + b"\r\n"
+    return head + b"\r\n" + body
+
+
+def exchange(sock: socket.socket, payload: bytes) -> bytes:
+    """Send one request and return its whole response (blocking)."""
+    sock.sendall(payload)
+    buffer = b""
+    while (length := response_length(buffer)) is None or len(buffer) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        buffer += chunk
+    return buffer[:length]
+
+
+def set_cookie(response: bytes) -> bytes | None:
+    """The "name=value" of the first Set-Cookie header, if any."""
+    found = SET_COOKIE.search(response)
+    return found.group(1) if found else None
 
 
 @dataclass
@@ -85,11 +110,7 @@ def connect_to_worker(port: int, placed: Counter, share: int, attempts: int = 50
     for _ in range(attempts):
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(request_bytes("healthz", port))
-        buffer = b""
-        while (length := response_length(buffer)) is None or len(buffer) < length:
-            buffer += sock.recv(65536) or b"HTTP/1.1 0 closed\r\n\r\n"
-        pid = WORKER_PID.search(buffer[:length])
+        pid = WORKER_PID.search(exchange(sock, request_bytes("healthz", port)))
         worker = pid.group(1) if pid else b""
         if placed[worker] < share:
             placed[worker] += 1
@@ -98,19 +119,29 @@ def connect_to_worker(port: int, placed: Counter, share: int, attempts: int = 50
     raise RuntimeError(f"could not spread connections over the workers: {dict(placed)}")
 
 
-def drive(port: int, payload: bytes, connections: int, seconds: float, workers: int) -> Result:
+def drive(port: int, op: str, connections: int, seconds: float, workers: int) -> Result:
     """Keep `connections` requests in flight for `seconds`; one process."""
     selector = selectors.DefaultSelector()
     latencies: list[float] = []
     failed = 0
     placed: Counter = Counter()
     share = -(-connections // workers)
+    anonymous = request_bytes(op, port)
 
     def open_connection() -> None:
         sock = connect_to_worker(port, placed, share)
-        state = {"buffer": b"", "sent": time.perf_counter()}
+        state = {"buffer": b"", "payload": anonymous, "done": 0}
+        if op == "list_visits":  # a user with some visits to read
+            cookie = b""
+            for _ in range(VISITS_TO_READ):
+                response = exchange(sock, request_bytes("add_visit", port, cookie))
+                cookie = set_cookie(response) or cookie
+            if not cookie:
+                raise RuntimeError(f"no user cookie in: {response[:200]!r}")
+            state["payload"] = request_bytes(op, port, cookie)
         selector.register(sock, selectors.EVENT_READ, state)
-        sock.sendall(payload)
+        state["sent"] = time.perf_counter()
+        sock.sendall(state["payload"])
 
     for _ in range(connections):
         open_connection()
@@ -130,13 +161,20 @@ def drive(port: int, payload: bytes, connections: int, seconds: float, workers: 
             state["buffer"] += chunk
             while (length := response_length(state["buffer"])) and len(state["buffer"]) >= length:
                 now = time.perf_counter()
-                if not state["buffer"].startswith(b"HTTP/1.1 2"):
+                response, state["buffer"] = state["buffer"][:length], state["buffer"][length:]
+                if not response.startswith(b"HTTP/1.1 2"):
                     failed += 1
                 else:
                     latencies.append((now - state["sent"]) * 1000)
-                state["buffer"] = state["buffer"][length:]
+                if op == "add_visit":  # the same user, until it is time for a new one
+                    state["done"] += 1
+                    cookie = set_cookie(response)
+                    if state["done"] % APPENDS_PER_USER == 0:
+                        state["payload"] = anonymous
+                    elif cookie:
+                        state["payload"] = request_bytes(op, port, cookie)
                 state["sent"] = now
-                sock.sendall(payload)
+                sock.sendall(state["payload"])
     elapsed = time.perf_counter() - began
     for key in list(selector.get_map().values()):
         key.fileobj.close()
@@ -150,10 +188,9 @@ def _drive_args(args: tuple) -> Result:
 def measure(
     port: int, op: str, connections: int, seconds: float, processes: int, workers: int
 ) -> Result:
-    payload = request_bytes(op, port)
     if processes == 1:
-        return drive(port, payload, connections, seconds, workers)
-    share = [(port, payload, max(1, connections // processes), seconds, workers)] * processes
+        return drive(port, op, connections, seconds, workers)
+    share = [(port, op, max(1, connections // processes), seconds, workers)] * processes
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         parts = pool.map(_drive_args, share)
     # Client processes ran side by side: their counts add up over one span.
@@ -190,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ops = ["healthz", *(args.op or ["increment"])]
 
-    with AppServer(args.app, free_port()) as server:
+    # WORK_MS=0: measure what the state costs, not the stand-in for a query.
+    with AppServer(args.app, free_port(), env={"WORK_MS": "0"}) as server:
         print(
             f"{args.app} ({server.shape()}, {args.connections} connections, "
             f"{args.processes} client process(es), {args.seconds:g} s per route "

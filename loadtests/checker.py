@@ -11,6 +11,8 @@ counter  Acknowledged increments of a correct counter return distinct values.
 visits   Each user appends tokens nobody else uses. The user's last list must
          hold each of their acknowledged tokens exactly once; any response
          that shows a token of another user (or of nobody in this run) leaks.
+         Appends a user sent concurrently from several tabs (scenario "tabs")
+         are counted apart: losing them is a known limit of sessions.
 greet    Every greeting names the caller; any other name leaked in.
 
 Every anomaly comes with its witness, the events that prove it, smallest
@@ -48,9 +50,11 @@ class Verdict:
     workers: int = 0
     final_reads_wrong: int = 0
     visits_lost: int = 0
+    tabs_lost: int = 0  # one user, many tabs: concurrent appends sharing a cookie
     visits_duplicated: int = 0
     visits_leaked: int = 0
     greet_leaks: int = 0
+    counter_served: bool = True  # False when every increment was answered 501
     examples: list[Anomaly] = field(default_factory=list)  # one per kind, smallest
 
     COUNTS = (
@@ -58,6 +62,7 @@ class Verdict:
         "divergence",
         "final_reads_wrong",
         "visits_lost",
+        "tabs_lost",
         "visits_duplicated",
         "visits_leaked",
         "greet_leaks",
@@ -102,6 +107,9 @@ def smallest_pair(groups: list[list[Event]], same_pid: bool) -> list[Event] | No
 def check_counter(history: list[Event], verdict: Verdict) -> None:
     increments = [e for e in history if e.op == "increment" and e.status != NOT_SERVED]
     acknowledged = [e for e in increments if e.ok]
+    verdict.counter_served = bool(acknowledged) or not any(
+        e.op == "increment" and e.status == NOT_SERVED for e in history
+    )
     by_value: dict[int, list[Event]] = defaultdict(list)
     for event in acknowledged:
         by_value[event.value].append(event)
@@ -149,12 +157,8 @@ def check_counter(history: list[Event], verdict: Verdict) -> None:
 def check_visits(history: list[Event], verdict: Verdict) -> None:
     appends = [e for e in history if e.op == "add_visit"]
     owner = {e.arg: e.user for e in appends}
-    acknowledged: dict[str, list[str]] = defaultdict(list)
-    for event in appends:
-        if event.ok:
-            acknowledged[event.user].append(event.arg)
-
     answers = [e for e in history if e.op in ("add_visit", "list_visits") and e.ok]
+
     for event in answers:
         foreign = [t for t in event.value if owner.get(t) != event.user]
         if foreign:
@@ -170,29 +174,39 @@ def check_visits(history: list[Event], verdict: Verdict) -> None:
                     )
                 )
 
+    # The user's last list must hold each acknowledged append exactly once.
     last_list: dict[str, Event] = {}
     for event in answers:
         if event.op == "list_visits" and (
             event.user not in last_list or event.start > last_list[event.user].start
         ):
             last_list[event.user] = event
-    for user, tokens in acknowledged.items():
+    acknowledged: dict[str, list[Event]] = defaultdict(list)
+    for event in appends:
+        if event.ok:
+            acknowledged[event.user].append(event)
+    for user, events in acknowledged.items():
         final = last_list.get(user)
         if final is None:
             continue
         seen = Counter(final.value)
-        lost = [t for t in tokens if seen[t] == 0]
-        verdict.visits_lost += len(lost)
         verdict.visits_duplicated += sum(n - 1 for t, n in seen.items() if owner.get(t) == user)
-        if lost and not any(a.kind == "lost visit" for a in verdict.examples):
-            append = next(e for e in appends if e.arg == lost[0])
-            verdict.examples.append(
-                Anomaly(
-                    "lost visit",
-                    f"{user}'s append of {lost[0]!r} was acknowledged, then missing",
-                    [append, final],
+        lost = [e for e in events if seen[e.arg] == 0]
+        for scenario, kind in (("", "lost visit"), ("tabs", "lost tab")):
+            lost_here = [e for e in lost if e.scenario == scenario]
+            if scenario:
+                verdict.tabs_lost += len(lost_here)
+            else:
+                verdict.visits_lost += len(lost_here)
+            if lost_here and not any(a.kind == kind for a in verdict.examples):
+                verdict.examples.append(
+                    Anomaly(
+                        kind,
+                        f"{user}'s append of {lost_here[0].arg!r} was acknowledged, "
+                        f"then missing from {len(final.value)} visits",
+                        [lost_here[0], final],
+                    )
                 )
-            )
 
 
 def check_greet(history: list[Event], verdict: Verdict) -> None:

@@ -31,6 +31,7 @@ class Event:
     value: Any  # the counter value, the visits list, the greeting; else None
     worker: str = ""  # X-Worker: "<pid>-<thread id>"
     error: str = ""
+    scenario: str = ""  # "tabs" for one user's concurrent requests
 
     @property
     def ok(self) -> bool:
@@ -59,11 +60,20 @@ ROUTES = {
 class Client:
     """One user: a cookie jar and a kept-alive connection to one app."""
 
-    def __init__(self, base_url: str, user: str, timeout: float = TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self, base_url: str, user: str, timeout: float = TIMEOUT_SECONDS, scenario: str = ""
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.user = user
         self.timeout = timeout
+        self.scenario = scenario
         self.http = requests.Session()
+
+    def another_tab(self) -> "Client":
+        """The same user (same cookies) on a connection of its own."""
+        tab = Client(self.base_url, self.user, self.timeout, self.scenario)
+        tab.http.cookies.update(self.http.cookies)
+        return tab
 
     def healthz(self) -> Event:
         return self._call("healthz")
@@ -97,7 +107,9 @@ class Client:
                 method, self.base_url + path, timeout=self.timeout, **kwargs
             )
         except requests.RequestException as error:
-            return Event(op, self.user, arg, start, time.monotonic(), 0, None, error=str(error))
+            return Event(
+                op, self.user, arg, start, time.monotonic(), 0, None, "", str(error), self.scenario
+            )
         end = time.monotonic()
         try:
             body = response.json()
@@ -114,4 +126,5 @@ class Client:
             body.get(key) if ok else None,
             response.headers.get("X-Worker", ""),
             "" if ok else str(body.get("detail") or response.reason),
+            self.scenario,
         )

@@ -16,6 +16,7 @@ COLUMNS = (
     ("workers", "workers"),
     ("final read wrong", "final_reads_wrong"),
     ("visits lost", "visits_lost"),
+    ("tabs lost", "tabs_lost"),
     ("visits leaked", "visits_leaked"),
     ("greet leaks", "greet_leaks"),
     ("errors", "errors"),
@@ -39,8 +40,14 @@ def timing(history: list[Event]) -> dict[str, float]:
     }
 
 
+COUNTER_COLUMNS = ("lost_updates", "divergence", "final_reads_wrong")
+
+
 def row(app: str, verdict: Verdict, history: list[Event]) -> dict[str, Any]:
-    return {"app": app, **verdict.counts(), **timing(history)}
+    counts = verdict.counts()
+    if not verdict.counter_served:  # the app answered 501: nothing to judge
+        counts.update(dict.fromkeys(COUNTER_COLUMNS, "n/a"))
+    return {"app": app, **counts, **timing(history)}
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

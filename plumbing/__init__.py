@@ -26,7 +26,13 @@ __all__ = [
 ]
 
 
-def create_base_app(import_name: str, test_config: Mapping[str, Any] | None = None) -> Flask:
+def create_base_app(
+    import_name: str,
+    test_config: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Flask:
+    """A Flask app with the plumbing installed. Configuration is layered:
+    the shared settings, then the app's `defaults`, then `test_config`."""
     strategy = import_name.partition(".")[0]
     app = Flask(import_name)
     directory = var_dir()
@@ -39,8 +45,8 @@ def create_base_app(import_name: str, test_config: Mapping[str, Any] | None = No
         SESSION_COOKIE_SECURE=env_flag("COOKIE_SECURE"),
         SESSION_COOKIE_SAMESITE="Lax",
     )
-    if test_config:
-        app.config.update(test_config)
+    app.config.update(defaults or {})
+    app.config.update(test_config or {})
     install_http(app)
     install_users(app)
 
@@ -55,4 +61,5 @@ def do_some_work() -> None:
     """What a real handler does between reading and writing state: a query, an
     API call, a template. Sleeping releases the GIL, as that I/O would, so other
     threads run in the gap. Its length is WORK_MS."""
-    time.sleep(current_app.config["WORK_SECONDS"])
+    if seconds := current_app.config["WORK_SECONDS"]:
+        time.sleep(seconds)  # even sleep(0) costs a system call

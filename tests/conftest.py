@@ -6,6 +6,10 @@ from flask import Flask
 from serve.processes import available_apps
 
 APPS = available_apps()
+# What differs between apps, by design: fixed_session cannot serve the shared
+# counter (501), and its user cookie is the session cookie itself.
+SERVES_COUNTER = {app: app != "fixed_session" for app in APPS}
+USER_COOKIE = {app: "session" if app == "fixed_session" else "uid" for app in APPS}
 
 
 @pytest.fixture(autouse=True)

@@ -3,10 +3,12 @@
 Status codes, JSON shapes, cookies, and bad input: always a 4xx JSON answer."""
 
 import re
+from urllib.parse import unquote
 
 import pytest
 
 from plumbing.http import MAX_FIELD_LENGTH
+from tests.conftest import SERVES_COUNTER, USER_COOKIE
 
 WORKER = re.compile(r"^\d+-\d+$")
 
@@ -22,6 +24,7 @@ def test_every_response_names_its_worker(client):
         assert WORKER.match(response.headers["X-Worker"])
 
 
+@pytest.mark.parametrize("app_name", [a for a in SERVES_COUNTER if SERVES_COUNTER[a]])
 def test_counter_increments_reads_and_resets(client):
     assert client.post("/counter/reset").json == {"value": 0}
     assert client.post("/counter/increment").json == {"value": 1}
@@ -29,6 +32,16 @@ def test_counter_increments_reads_and_resets(client):
     assert client.get("/counter").json == {"value": 2}
     assert client.post("/counter/reset").json == {"value": 0}
     assert client.get("/counter").json == {"value": 0}
+
+
+@pytest.mark.parametrize("app_name", [a for a in SERVES_COUNTER if not SERVES_COUNTER[a]])
+@pytest.mark.parametrize("route", ["/counter/increment", "/counter", "/counter/reset"])
+def test_an_app_that_cannot_serve_the_counter_says_why(client, route):
+    response = client.get(route) if route == "/counter" else client.post(route)
+    assert response.status_code == 501
+    assert response.json["error"] == "not implemented"
+    assert "fixed_db" in response.json["detail"]
+    assert "fixed_cache" in response.json["detail"]
 
 
 def test_visits_append_in_order(client):
@@ -51,25 +64,31 @@ def test_visits_belong_to_one_user(app, app_name):
 
 
 def test_user_cookie_is_an_http_only_signed_id(client, app_name):
-    response = client.post("/visits", json={"article": "a1"})
+    # A space never occurs in an id or a signature: if it is in the cookie, data is.
+    response = client.post("/visits", json={"article": "my article"})
     cookies = response.headers.getlist("Set-Cookie")
     if app_name == "broken_global":
         assert cookies == []  # it never asks who you are: that is part of its bug
         return
-    [uid] = [c for c in cookies if c.startswith("uid=")]
-    assert "HttpOnly" in uid
-    assert "SameSite=Lax" in uid
-    assert "a1" not in uid  # an id, never the data
+    [cookie] = [c for c in cookies if c.startswith(USER_COOKIE[app_name] + "=")]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+    assert "Secure" not in cookie  # COOKIE_SECURE=1 turns it on for HTTPS
+    value = cookie.split(";")[0].split("=", 1)[1]
+    assert len(value) >= 40  # a long random id...
+    assert "my article" not in unquote(value)  # ...never the data
 
 
 def test_tampered_user_cookie_gets_a_fresh_user(client, app_name):
     client.post("/visits", json={"article": "a1"})
-    client.set_cookie("uid", "forged.value")
+    client.set_cookie(USER_COOKIE[app_name], "forged-value")
     response = client.get("/visits")
     assert response.status_code == 200
     if app_name != "broken_global":
         assert response.json == {"visits": []}
-        assert any(c.startswith("uid=") for c in response.headers.getlist("Set-Cookie"))
+        append = client.post("/visits", json={"article": "a2"})
+        assert append.json == {"visits": ["a2"]}  # a fresh user...
+        assert client.get_cookie(USER_COOKIE[app_name]).value != "forged-value"  # ...new id
 
 
 def test_greet_names_the_caller(client):
