@@ -34,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         for app in apps:
             server = AppServer(app, args.port or PORTS[app]).start(foreground=True)
             servers.append(server)
-            print(f"{app:<14} {server.url}  (gunicorn pid {server.process.pid})", flush=True)
+            pids = f"gunicorn pid {server.process.pid}"
+            if server.backing:
+                pids += f", valkey-server pid {server.backing.process.pid} at {server.backing.url}"
+            print(f"{app:<14} {server.url}  ({pids})", flush=True)
         print("Ctrl-C stops all of them.", flush=True)
         while all(s.process.poll() is None for s in servers):
             time.sleep(0.5)
@@ -48,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
+        # A second Ctrl-C, or a SIGTERM sent to the whole process group, must
+        # not cut the clean-up short and leave servers running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for server in servers:
             server.stop()
 

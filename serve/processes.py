@@ -8,8 +8,6 @@ or a broken import is a clear message, not a hang.
 """
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,12 +17,15 @@ from pathlib import Path
 from types import TracebackType
 
 from plumbing.config import REPO_ROOT, var_dir
+from serve.pids import free_port, port_is_free, stop_process
+from serve.valkey import EmbeddedValkey
+
+__all__ = ["APPS", "PORTS", "AppServer", "available_apps", "fixed_apps", "free_port"]
 
 APPS = ("broken_global", "fixed_session", "fixed_db", "fixed_cache")
 PORTS = {"broken_global": 5000, "fixed_session": 5001, "fixed_db": 5002, "fixed_cache": 5003}
 GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
 START_TIMEOUT_SECONDS = 20.0
-STOP_TIMEOUT_SECONDS = 10.0
 
 
 def available_apps() -> list[str]:
@@ -34,33 +35,6 @@ def available_apps() -> list[str]:
 
 def fixed_apps() -> list[str]:
     return [app for app in available_apps() if app.startswith("fixed_")]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def stop_process(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-    """SIGTERM the process we started (by its PID), then SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 class AppServer:
@@ -79,8 +53,10 @@ class AppServer:
         self.app = app
         self.port = port
         self.env = dict(env or {})
-        self.log_path = log_path or var_dir() / "logs" / f"{app}-{port}.log"
+        self.var_dir = Path(self.setting("VAR_DIR", "") or var_dir())
+        self.log_path = log_path or self.var_dir / "logs" / f"{app}-{port}.log"
         self.process: subprocess.Popen | None = None
+        self.backing: EmbeddedValkey | None = None  # fixed_cache's own server, if we start one
 
     @property
     def url(self) -> str:
@@ -103,6 +79,10 @@ class AppServer:
                 f"or pick another port for {self.app}"
             )
         env = {**os.environ, **self.env, "PORT": str(self.port)}
+        if self.app == "fixed_cache" and not env.get("REDIS_URL"):
+            # One server for all workers: started here, once, before gunicorn forks them.
+            self.backing = EmbeddedValkey(self.var_dir / "valkey").start()
+            env["REDIS_URL"] = self.backing.url
         if foreground:
             output = None
         else:
@@ -117,10 +97,13 @@ class AppServer:
                 stderr=subprocess.STDOUT if output else None,
                 start_new_session=True,  # signals reach it from us only, by PID
             )
+            self.wait_until_healthy()
+        except BaseException:
+            self.stop()  # gunicorn and the backing server: nothing left behind
+            raise
         finally:
             if output:
                 output.close()
-        self.wait_until_healthy()
         return self
 
     def setting(self, name: str, default: str) -> str:
@@ -153,7 +136,6 @@ class AppServer:
                 time.sleep(0.05)
             if len(seen) >= workers:
                 return
-        self.stop()
         raise RuntimeError(
             f"{self.app}: {len(seen)} of {workers} workers answered /healthz "
             f"in {START_TIMEOUT_SECONDS:.0f}s.{self._log_tail()}"
@@ -166,8 +148,11 @@ class AppServer:
         return f" Last lines of {self.log_path}:\n" + "\n".join(tail)
 
     def stop(self) -> None:
+        """Stop gunicorn, then the backing server it used (each by PID)."""
         if self.process is not None:
             stop_process(self.process)
+        if self.backing is not None:
+            self.backing.stop()
 
     def __enter__(self) -> "AppServer":
         return self.start()

@@ -1,9 +1,13 @@
 import importlib
+import os
+from pathlib import Path
 
 import pytest
+import redis
 from flask import Flask
 
 from serve.processes import available_apps
+from serve.valkey import EmbeddedValkey
 
 APPS = available_apps()
 # What differs between apps, by design: fixed_session cannot serve the shared
@@ -14,11 +18,26 @@ USER_COOKIE = {app: "session" if app == "fixed_session" else "uid" for app in AP
 
 @pytest.fixture(autouse=True)
 def isolated_var_dir(tmp_path, monkeypatch):
-    """Every test gets its own var/ (database, secret key, logs)."""
+    """Every test gets its own var/ (database, sessions, secret key, logs)."""
     monkeypatch.setenv("VAR_DIR", str(tmp_path / "var"))
-    monkeypatch.delenv("SECRET_KEY", raising=False)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
+    for name in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "SESSION_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
     return tmp_path / "var"
+
+
+@pytest.fixture(scope="session")
+def shared_valkey(tmp_path_factory):
+    """One real Valkey server for the tests that need one and do not restart it."""
+    with EmbeddedValkey(tmp_path_factory.mktemp("valkey")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(shared_valkey, monkeypatch) -> str:
+    """The shared server, emptied, and REDIS_URL pointing at it."""
+    redis.Redis.from_url(shared_valkey.url).flushall()
+    monkeypatch.setenv("REDIS_URL", shared_valkey.url)
+    return shared_valkey.url
 
 
 def make_app(name: str) -> Flask:
@@ -33,10 +52,40 @@ def app_name(request) -> str:
 
 
 @pytest.fixture
-def app(app_name) -> Flask:
+def app(app_name, request) -> Flask:
+    if app_name == "fixed_cache":
+        request.getfixturevalue("redis_url")
     return make_app(app_name)
 
 
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Processes whose command line or environment contains `text` (Linux)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == os.getpid():
+            continue
+        try:
+            seen = Path(f"/proc/{pid}/cmdline").read_bytes()
+            seen += Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue  # gone, or not ours
+        if text.encode() in seen:
+            program = seen.split(b"\0")[0].decode(errors="replace")
+            found.append(f"{pid}: {program}")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_running(tmp_path_factory):
+    """After the last test, no server started by a test may still run: every
+    server of the suite lives under pytest's temporary folder."""
+    base = str(tmp_path_factory.getbasetemp())
+    yield
+    if Path("/proc").is_dir():
+        left = processes_mentioning(base)
+        assert not left, f"still running after the tests: {left}"

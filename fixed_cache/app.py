@@ -1,0 +1,88 @@
+"""fixed_cache: shared state in a Redis-protocol server, with atomic commands.
+
+The same routes as broken_global; only the state lines differ (try
+`diff -u broken_global/app.py fixed_cache/app.py`):
+
+- the counter is INCR: the server reads and writes it in one step, and it
+  runs one command at a time, so no increment can slip in between;
+- visits are a list per user id, appended and capped in one MULTI/EXEC;
+- the name to greet lives on flask.g, which belongs to one request.
+
+Every worker process talks to the same server, so they agree; the server
+keeps an append-only file, so a restart keeps the state (see store.py and
+serve/valkey.py). A GET followed by a SET would bring back broken_global's
+bug: two requests read the same value and both write value + 1.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from flask import Blueprint, Flask, g
+
+from fixed_cache import store
+from fixed_cache.store import get_redis
+from plumbing import (
+    article_from_body,
+    create_base_app,
+    current_user_id,
+    do_some_work,
+    name_from_query,
+    unavailable_when,
+)
+
+MAX_VISITS_PER_USER = 1000  # older visits are dropped, in the same step as the append
+
+bp = Blueprint("routes", __name__)
+
+
+@bp.post("/counter/increment")
+def increment_counter():
+    # Read and write in one command, on a server that runs one at a time.
+    new_value = get_redis().incr("counter")
+    return {"value": new_value}
+
+
+@bp.get("/counter")
+def read_counter():
+    return {"value": int(get_redis().get("counter") or 0)}
+
+
+@bp.post("/counter/reset")
+def reset_counter():
+    get_redis().set("counter", 0)
+    return {"value": 0}
+
+
+@bp.post("/visits")
+def add_visit():
+    article = article_from_body()
+    do_some_work()
+    key = f"visits:{current_user_id()}"
+    # Append, cap and read back as one transaction: no other command runs between.
+    pipe = get_redis().pipeline(transaction=True)
+    pipe.rpush(key, article)
+    pipe.ltrim(key, -MAX_VISITS_PER_USER, -1)
+    pipe.lrange(key, 0, -1)
+    *_, visits = pipe.execute()
+    return {"visits": visits}, 201
+
+
+@bp.get("/visits")
+def list_visits():
+    return {"visits": get_redis().lrange(f"visits:{current_user_id()}", 0, -1)}
+
+
+@bp.get("/greet")
+def greet():
+    g.name_to_greet = name_from_query()
+    do_some_work()  # other requests run here, each with its own g
+    return {"greeting": f"Hello, {g.name_to_greet}!"}
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    app = create_base_app(__name__, test_config)
+    store.init_app(app)
+    unavailable_when(app, (redis.RedisError,), "the Redis server is unavailable; retry")
+    app.register_blueprint(bp)
+    return app
