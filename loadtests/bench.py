@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         print(f"{'route':<26}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}  vs /healthz")
-        workers = int(server.setting("GUNICORN_WORKERS", "2"))
+        workers = server.workers()
         slices: dict[str, list[Result]] = {op: [] for op in ops}
         for _ in range(args.rounds):
             for op in ops:

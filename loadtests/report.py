@@ -50,13 +50,14 @@ def row(app: str, verdict: Verdict, history: list[Event]) -> dict[str, Any]:
     return {"app": app, **counts, **timing(history)}
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    cells = [[title for title, _ in COLUMNS]]
+def format_table(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...] = COLUMNS) -> str:
+    """Aligned text: the first column left, numbers right."""
+    cells = [[title for title, _ in columns]]
     for r in rows:
         cells.append(
-            [f"{r[key]:.0f}" if isinstance(r[key], float) else str(r[key]) for _, key in COLUMNS]
+            [f"{r[key]:.0f}" if isinstance(r[key], float) else str(r[key]) for _, key in columns]
         )
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     lines = [
         "  ".join(
             cell.ljust(width) if i == 0 else cell.rjust(width)
@@ -91,4 +92,141 @@ def format_witnesses(app: str, verdict: Verdict, history: list[Event]) -> str:
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return path
+
+
+# Anomaly counts grouped by the scope of state they concern.
+SCOPES = {
+    "counter": ("lost_updates", "divergence", "final_reads_wrong"),
+    "visits": ("visits_lost", "visits_duplicated", "visits_leaked"),
+    "tabs": ("tabs_lost",),
+    "greet": ("greet_leaks",),
+}
+
+
+def by_scope(
+    counts: dict[str, Any], groups: dict[str, tuple[str, ...]] = SCOPES
+) -> dict[str, int | str]:
+    """Anomalies per group of counts; "n/a" where the app does not serve it."""
+    return {
+        group: "n/a" if any(counts[k] == "n/a" for k in keys) else sum(counts[k] for k in keys)
+        for group, keys in groups.items()
+    }
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def pyplot():
+    """matplotlib, imported only when a chart is drawn (it is slow to import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def chart_anomalies(rows: list[dict[str, Any]], path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(SCOPES)
+    for i, scope in enumerate(SCOPES):
+        values = [0 if v == "n/a" else v for v in (by_scope(r)[scope] for r in rows)]
+        xs = [x + i * width for x in range(len(rows))]
+        bars = ax.bar(xs, values, width, label=scope)
+        ax.bar_label(bars, fontsize=8)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(rows))], [r["app"] for r in rows])
+    ax.set_ylabel("anomalies found in the history")
+    ax.set_title("Anomalies per app and scope of state (one run, same load)")
+    ax.legend(title="scope")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def chart_counter_timeline(histories: dict[str, list[Event]], path: Path) -> Path:
+    """Each acknowledged increment's value over time, coloured by the worker
+    process that returned it: one copy climbs one line, several diverge."""
+    plt = pyplot()
+    apps = [a for a, h in histories.items() if any(e.op == "increment" and e.ok for e in h)]
+    fig, axes = plt.subplots(1, len(apps), figsize=(4 * len(apps), 4), squeeze=False)
+    for ax, app in zip(axes[0], apps, strict=True):
+        increments = [e for e in histories[app] if e.op == "increment" and e.ok]
+        origin = min(e.start for e in increments)
+        for n, pid in enumerate(sorted({e.pid for e in increments})):
+            mine = [e for e in increments if e.pid == pid]
+            ax.scatter(
+                [(e.end - origin) * 1000 for e in mine],
+                [e.value for e in mine],
+                s=6,
+                color=f"C{n}",
+                label=f"worker {pid}",
+            )
+        ax.set_title(app)
+        ax.set_xlabel("ms since the first increment")
+        ax.legend(fontsize=7, markerscale=2)
+    axes[0][0].set_ylabel("value returned by POST /counter/increment")
+    fig.suptitle("The counter over time, coloured by the worker process that answered")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def chart_speed(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Throughput of the run against each app's /healthz ceiling, and latency."""
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    apps = [r["app"] for r in rows]
+    xs = range(len(rows))
+    left.bar(xs, [r["ceiling_rps"] for r in rows], 0.6, color="lightgrey", label="GET /healthz")
+    left.bar(xs, [r["requests_per_second"] for r in rows], 0.4, label="the run")
+    left.set_xticks(list(xs), apps)
+    left.set_ylabel("requests per second")
+    left.set_title("Throughput vs. the app's own ceiling")
+    left.legend()
+    right.bar([x - 0.2 for x in xs], [r["p50_ms"] for r in rows], 0.4, label="p50")
+    right.bar([x + 0.2 for x in xs], [r["p99_ms"] for r in rows], 0.4, label="p99")
+    right.set_xticks(list(xs), apps)
+    right.set_ylabel("milliseconds")
+    right.set_title("Latency of the run")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def chart_matrix(rows: list[dict[str, Any]], groups: tuple[str, ...], path: Path) -> Path:
+    """Heatmaps, one per group of anomalies: apps down, server shapes across."""
+    plt = pyplot()
+    apps = list(dict.fromkeys(r["app"] for r in rows))
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 0.8 * len(apps) + 2.2))
+    for ax, group in zip(axes, groups, strict=True):
+        cell = {(r["app"], r["shape"]): r[group] for r in rows}
+        grid = [[cell[a, s] for s in shapes] for a in apps]
+        # grey: not served; green: none; red: some
+        shown = [[0.5 if v == "n/a" else 0 if v == 0 else 1 for v in line] for line in grid]
+        ax.imshow(shown, cmap="RdYlGn_r", vmin=-0.4, vmax=1.3, aspect="auto")
+        for i, line in enumerate(grid):
+            for j, v in enumerate(line):
+                ax.text(j, i, v, ha="center", va="center", fontsize=9)
+        ax.set_xticks(range(len(shapes)), shapes, rotation=35, ha="right", fontsize=8)
+        ax.set_yticks(range(len(apps)), apps if ax is axes[0] else [""] * len(apps))
+        ax.set_title(group)
+    fig.suptitle("Anomalies by app and server shape, from recorded histories")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return path

@@ -25,6 +25,26 @@ __all__ = ["APPS", "PORTS", "AppServer", "available_apps", "fixed_apps", "free_p
 APPS = ("broken_global", "fixed_session", "fixed_db", "fixed_cache")
 PORTS = {"broken_global": 5000, "fixed_session": 5001, "fixed_db": 5002, "fixed_cache": 5003}
 GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
+
+# Ways to serve an app, for the correctness matrix. "gthread-2x4" is the
+# shared production-like config; the others show which shape breaks what.
+# (gunicorn turns "sync" with more than one thread into gthread, hence 1.)
+SHAPES = {
+    "flask-dev": None,  # Flask's development server, threaded (its default)
+    "sync-1": {"GUNICORN_WORKER_CLASS": "sync", "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "1"},
+    "sync-4": {"GUNICORN_WORKER_CLASS": "sync", "GUNICORN_WORKERS": "4", "GUNICORN_THREADS": "1"},
+    "gthread-1x8": {
+        "GUNICORN_WORKER_CLASS": "gthread",
+        "GUNICORN_WORKERS": "1",
+        "GUNICORN_THREADS": "8",
+    },
+    "gthread-2x4": {
+        "GUNICORN_WORKER_CLASS": "gthread",
+        "GUNICORN_WORKERS": "2",
+        "GUNICORN_THREADS": "4",
+    },
+}
+DEFAULT_SHAPE = "gthread-2x4"
 START_TIMEOUT_SECONDS = 20.0
 
 
@@ -47,12 +67,16 @@ class AppServer:
         *,
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
+        shape: str = DEFAULT_SHAPE,
     ) -> None:
         if app not in APPS:
             raise ValueError(f"unknown app {app!r}; choose one of {', '.join(APPS)}")
+        if shape not in SHAPES:
+            raise ValueError(f"unknown server shape {shape!r}; choose one of {', '.join(SHAPES)}")
         self.app = app
         self.port = port
-        self.env = dict(env or {})
+        self.shape_name = shape
+        self.env = {**(SHAPES[shape] or {}), **(env or {})}
         self.var_dir = Path(self.setting("VAR_DIR", "") or var_dir())
         self.log_path = log_path or self.var_dir / "logs" / f"{app}-{port}.log"
         self.process: subprocess.Popen | None = None
@@ -63,6 +87,22 @@ class AppServer:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
+        if SHAPES[self.shape_name] is None:
+            return [
+                sys.executable,
+                "-m",
+                "flask",
+                "--app",
+                f"{self.app}.app",
+                "run",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--with-threads",
+                "--no-reload",
+                "--no-debugger",
+            ]
         return [
             sys.executable,
             "-m",
@@ -109,8 +149,14 @@ class AppServer:
     def setting(self, name: str, default: str) -> str:
         return self.env.get(name, os.environ.get(name, default))
 
+    def workers(self) -> int:
+        """Worker processes that will answer."""
+        return 1 if SHAPES[self.shape_name] is None else int(self.setting("GUNICORN_WORKERS", "2"))
+
     def shape(self) -> str:
         """How the server runs, e.g. "gunicorn gthread 2 workers x 4 threads"."""
+        if SHAPES[self.shape_name] is None:
+            return "Flask development server (threaded)"
         return (
             f"gunicorn {self.setting('GUNICORN_WORKER_CLASS', 'gthread')} "
             f"{self.setting('GUNICORN_WORKERS', '2')} workers x "
@@ -123,7 +169,7 @@ class AppServer:
         Workers boot in parallel; a load run that starts when only the first
         is ready would send every kept-alive connection to that one process,
         and prove nothing about several."""
-        workers = int(self.setting("GUNICORN_WORKERS", "2"))
+        workers = self.workers()
         seen: set[str] = set()
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:

@@ -1,0 +1,90 @@
+"""The correctness matrix: every app under every server shape, one run each.
+
+Which shape of server breaks which app, read from recorded histories:
+Flask's development server (threaded), gunicorn with 1 or 4 sync workers,
+gthread with 1 worker x 8 threads, and the shared 2 x 4. broken_global's
+counter is exact only with one sync worker: threads lose updates, processes
+diverge. Its one visits list leaks under every shape, concurrency or not.
+The fixed apps show nothing, except fixed_session's same-user race wherever
+one user's requests can run at once.
+
+    $ python -m loadtests.matrix                       # 2026-11-21, 2 cores
+    [ 1/20] broken_global  flask-dev    lost updates 111   divergence 0     visits 301 ...
+    [ 2/20] broken_global  sync-1       lost updates 0     divergence 0     visits 193 ...
+    [ 3/20] broken_global  sync-4       lost updates 0     divergence 119   visits 307 ...
+    [ 4/20] broken_global  gthread-1x8  lost updates 113   divergence 0     visits 300 ...
+    ...
+    results: var/results/matrix.csv, var/results/matrix.png
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from loadtests import report
+from loadtests.checker import check
+from loadtests.hammer import expectations_met, run_scenarios
+from plumbing.config import var_dir
+from serve.processes import SHAPES, AppServer, available_apps, free_port
+
+DEFAULT_USERS = 16
+DEFAULT_OPS = 10
+# Lost updates (threads) and divergence (processes) apart: telling them apart
+# is the point of the matrix.
+GROUPS = {
+    "lost updates": ("lost_updates",),
+    "divergence": ("divergence",),
+    "visits": ("visits_lost", "visits_duplicated", "visits_leaked"),
+    "tabs": ("tabs_lost",),
+    "greet": ("greet_leaks",),
+}
+COLUMNS = (("app", "app"), ("shape", "shape"), *((g, g) for g in GROUPS))
+
+
+def run_matrix(
+    apps: list[str], shapes: list[str], users: int, ops: int, var: Path
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run every app under every shape; return one row per cell, and what was
+    unexpected (an anomaly in a fixed app beyond its known limits)."""
+    rows, problems, total = [], [], len(apps) * len(shapes)
+    for n, (app, shape) in enumerate(((a, s) for a in apps for s in shapes), start=1):
+        began = time.monotonic()
+        with AppServer(app, free_port(), shape=shape, env={"VAR_DIR": str(var)}) as server:
+            history = run_scenarios(server.url, users, ops)
+        verdict = check(history)
+        row = {"shape": shape, **report.row(app, verdict, history)}
+        row.update(report.by_scope(row, GROUPS))
+        rows.append(row)
+        problems += [f"{p} (under {shape})" for p in expectations_met(app, verdict)]
+        cells = "  ".join(f"{g} {row[g]!s:<4}" for g in GROUPS)
+        seconds = time.monotonic() - began
+        print(f"[{n:>2}/{total}] {app:<14} {shape:<12} {cells} ({seconds:.1f}s)", flush=True)
+    return rows, problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.matrix", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--apps", nargs="+", default=available_apps(), choices=available_apps())
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--users", type=int, default=DEFAULT_USERS)
+    parser.add_argument("--ops", type=int, default=DEFAULT_OPS)
+    parser.add_argument("--out", type=Path, default=var_dir() / "results", help="folder")
+    args = parser.parse_args(argv)
+
+    rows, problems = run_matrix(args.apps, args.shapes, args.users, args.ops, var_dir())
+    print()
+    print(report.format_table(rows, COLUMNS))
+    csv_path = report.write_csv(args.out / "matrix.csv", rows)
+    png_path = report.chart_matrix(rows, tuple(GROUPS), args.out / "matrix.png")
+    print(f"\nresults: {csv_path}, {png_path}")
+    for problem in problems:
+        print(f"UNEXPECTED: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
