@@ -14,7 +14,7 @@ export REQUIREMENTS := import tomllib; p = tomllib.load(open("pyproject.toml", "
   print(*p["dependencies"], *p["optional-dependencies"]["dev"], sep="\n")
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo run run-broken run-fixed test lint format clean
+.PHONY: help venv demo compare matrix run run-broken run-fixed test lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,6 +31,12 @@ venv: $(STAMP) ## Build the virtual environment (.venv)
 
 demo: $(STAMP) ## Hammer every app side by side and print the verdicts
 	$(BIN)/python -m loadtests.hammer
+
+compare: $(STAMP) ## The demo, plus each app's /healthz ceiling, CSV and charts in var/results
+	$(BIN)/python -m loadtests.hammer --charts
+
+matrix: $(STAMP) ## Every app under five server shapes: CSV and heatmap in var/results
+	$(BIN)/python -m loadtests.matrix
 
 run: $(STAMP) ## Serve one app under gunicorn: make run APP=fixed_db
 	$(BIN)/python -m serve $(APP)

@@ -105,13 +105,38 @@ def run_scenarios(
     return history
 
 
+def measure_ceiling(base_url: str, users: int, requests_per_user: int = 100) -> float:
+    """Requests per second the same users reach on GET /healthz: the most the
+    app can answer on this machine, with this client, doing no state work."""
+    start_together = threading.Barrier(users + 1)
+    done: list[Event] = []
+
+    def user(index: int) -> None:
+        client = Client(base_url, user=f"ceiling-{index}")
+        client.healthz()  # connect before the clock starts
+        start_together.wait()
+        done.extend(client.healthz() for _ in range(requests_per_user))
+        client.close()
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
+    for thread in threads:
+        thread.start()
+    start_together.wait()
+    began = time.monotonic()
+    for thread in threads:
+        thread.join()
+    return len(done) / (time.monotonic() - began)
+
+
 def hammer_app(
-    app: str, users: int, ops: int, max_seconds: float, env: dict[str, str] | None = None
-) -> tuple[Verdict, list[Event]]:
-    """Start the app under the shared gunicorn config, hammer it, stop it."""
-    with AppServer(app, free_port(), env=env) as server:
+    app: str, users: int, ops: int, max_seconds: float, ceiling: bool = False
+) -> tuple[Verdict, list[Event], float | None]:
+    """Start the app under the shared gunicorn config, hammer it, stop it.
+    With `ceiling`, also measure its /healthz ceiling with the same users."""
+    with AppServer(app, free_port()) as server:
         history = run_scenarios(server.url, users, ops, max_seconds)
-    return check(history), history
+        rate = measure_ceiling(server.url, users) if ceiling else None
+    return check(history), history, rate
 
 
 # Anomalies a fixed app shows by the nature of its tool, documented in its README.
@@ -145,7 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         "--ops", type=int, default=DEFAULT_OPS, help="operations per user per scope"
     )
     parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS)
-    parser.add_argument("--out", type=Path, default=None, help="JSON results file")
+    parser.add_argument("--out", type=Path, default=var_dir() / "results", help="folder")
+    parser.add_argument(
+        "--charts",
+        action="store_true",
+        help="also measure each app's /healthz ceiling and write CSV and PNG charts",
+    )
     args = parser.parse_args(argv)
     apps = args.apps or available_apps()
     if unknown := [a for a in apps if a not in available_apps()]:
@@ -153,25 +183,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.users < 2 or args.ops < 1:
         parser.error("need at least 2 users and 1 operation")
 
-    rows, problems, payload = [], [], {"started": datetime.now(UTC).isoformat(), "apps": {}}
+    rows, problems, histories = [], [], {}
+    payload = {"started": datetime.now(UTC).isoformat(), "apps": {}}
     for app in apps:
-        print(
-            f"hammering {app}: {args.users} users x {args.ops} ops per scope ...",
-            end=" ",
-            flush=True,
-        )
+        print(f"hammering {app}: {args.users} users x {args.ops} ops ...", end=" ", flush=True)
         began = time.monotonic()
-        verdict, history = hammer_app(app, args.users, args.ops, args.max_seconds)
+        verdict, history, ceiling = hammer_app(
+            app, args.users, args.ops, args.max_seconds, ceiling=args.charts
+        )
         print(f"{len(history)} operations in {time.monotonic() - began:.1f}s", flush=True)
         rows.append(report.row(app, verdict, history))
+        if ceiling is not None:
+            rows[-1]["ceiling_rps"] = round(ceiling, 1)
         problems += expectations_met(app, verdict)
+        histories[app] = history
         print(report.format_witnesses(app, verdict, history))
         payload["apps"][app] = {"summary": rows[-1], "history": [e.to_dict() for e in history]}
 
     print()
     print(report.format_table(rows))
-    out = args.out or var_dir() / "results" / "hammer.json"
-    print(f"\nresults: {report.write_json(out, payload)}")
+    written = [report.write_json(args.out / "hammer.json", payload)]
+    if args.charts:
+        written += [
+            report.write_csv(args.out / "compare.csv", rows),
+            report.chart_anomalies(rows, args.out / "anomalies.png"),
+            report.chart_counter_timeline(histories, args.out / "counter.png"),
+            report.chart_speed(rows, args.out / "speed.png"),
+        ]
+    print("\nresults: " + ", ".join(str(path) for path in written))
     for problem in problems:
         print(f"UNEXPECTED: {problem}", file=sys.stderr)
     return 1 if problems else 0

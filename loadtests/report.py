@@ -140,10 +140,10 @@ def chart_anomalies(rows: list[dict[str, Any]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     width = 0.8 / len(SCOPES)
     for i, scope in enumerate(SCOPES):
-        values = [0 if v == "n/a" else v for v in (by_scope(r)[scope] for r in rows)]
+        found = [by_scope(r)[scope] for r in rows]
         xs = [x + i * width for x in range(len(rows))]
-        bars = ax.bar(xs, values, width, label=scope)
-        ax.bar_label(bars, fontsize=8)
+        bars = ax.bar(xs, [0 if v == "n/a" else v for v in found], width, label=scope)
+        ax.bar_label(bars, labels=[str(v) for v in found], fontsize=8)
     ax.set_xticks([x + 0.4 - width / 2 for x in range(len(rows))], [r["app"] for r in rows])
     ax.set_ylabel("anomalies found in the history")
     ax.set_title("Anomalies per app and scope of state (one run, same load)")
