@@ -1,9 +1,10 @@
-"""Ports on 127.0.0.1, and stopping the processes we started, by PID."""
+"""Ports on 127.0.0.1, and the processes we start and stop, by PID."""
 
 import os
 import signal
 import socket
 import subprocess
+from typing import Self
 
 STOP_TIMEOUT_SECONDS = 10.0
 
@@ -36,3 +37,19 @@ def stop_process(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_SECOND
     except subprocess.TimeoutExpired:
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
+
+
+class Service:
+    """Something we start and stop (by PID); usable in a `with` block."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

