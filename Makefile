@@ -14,7 +14,7 @@ export REQUIREMENTS := import tomllib; p = tomllib.load(open("pyproject.toml", "
   print(*p["dependencies"], *p["optional-dependencies"]["dev"], sep="\n")
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo compare matrix run run-broken run-fixed test lint format clean
+.PHONY: help venv demo compare matrix bench run run-broken run-fixed test examples lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,6 +38,9 @@ compare: $(STAMP) ## The demo, plus each app's /healthz ceiling, CSV and charts 
 matrix: $(STAMP) ## Every app under five server shapes: CSV and heatmap in var/results
 	$(BIN)/python -m loadtests.matrix
 
+bench: $(STAMP) ## Each app's main write vs. its own /healthz ceiling (req/s, p50, p99)
+	$(BIN)/python -m loadtests.bench --wrk
+
 run: $(STAMP) ## Serve one app under gunicorn: make run APP=fixed_db
 	$(BIN)/python -m serve $(APP)
 
@@ -50,6 +53,9 @@ run-fixed: $(STAMP) ## Serve every fixed app on its port (5001-5003)
 test: $(STAMP) ## Run the test suite
 	$(BIN)/python -m pytest
 
+examples: $(STAMP) ## Run every proof in examples/, one line each
+	$(BIN)/python -m examples
+
 lint: $(STAMP) ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -60,3 +66,13 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 
 clean: ## Remove the venv and all runtime data under var/
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info
+
+# Locust's web UI with a Correctness tab, bound to 127.0.0.1; Ctrl-C stops it all.
+WORKERS ?= 2
+.PHONY: locust locust-distributed
+
+locust: $(STAMP) ## Start APP and Locust's web UI on http://127.0.0.1:8089: make locust APP=fixed_db
+	$(BIN)/python -m loadtests.locust_run $(APP)
+
+locust-distributed: $(STAMP) ## The same with a Locust master and WORKERS workers (default 2)
+	$(BIN)/python -m loadtests.locust_run $(APP) --workers $(WORKERS)

@@ -9,9 +9,16 @@ nothing else.
     >>> client.increment()
     Event(op='increment', user='u01', arg=None, start=..., status=200, value=1,
           worker='4242-4250')
+
+A Client can also drive a session it is given, such as Locust's HttpSession
+(a requests.Session that reports every request to Locust's statistics). With
+a `judge`, each request goes through Locust's catch_response and is marked a
+success or a failure by what the judge says of its Event.
 """
 
+import http.client
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -61,22 +68,41 @@ class Client:
     """One user: a cookie jar and a kept-alive connection to one app."""
 
     def __init__(
-        self, base_url: str, user: str, timeout: float = TIMEOUT_SECONDS, scenario: str = ""
+        self,
+        base_url: str,
+        user: str,
+        timeout: float = TIMEOUT_SECONDS,
+        scenario: str = "",
+        *,
+        http: requests.Session | None = None,
+        judge: Callable[[Event], str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.user = user
         self.timeout = timeout
         self.scenario = scenario
-        self.http = requests.Session()
+        self.http = requests.Session() if http is None else http
+        self.judge = judge  # "" for a good answer, else why not (needs Locust's HttpSession)
 
-    def another_tab(self) -> "Client":
+    def another_tab(self, http: requests.Session | None = None) -> "Client":
         """The same user (same cookies) on a connection of its own."""
-        tab = Client(self.base_url, self.user, self.timeout, self.scenario)
+        tab = Client(
+            self.base_url, self.user, self.timeout, self.scenario, http=http, judge=self.judge
+        )
+        tab.http.cookies.clear()  # a reused session may hold another user's cookie
         tab.http.cookies.update(self.http.cookies)
         return tab
 
     def healthz(self) -> Event:
         return self._call("healthz")
+
+    def strategy(self) -> str:
+        """The app's folder name, as its /healthz answer says."""
+        method, path, _ = ROUTES["healthz"]
+        response = self.http.request(method, self.base_url + path, timeout=self.timeout)
+        if response.status_code != 200:
+            raise ValueError(f"/healthz answered {response.status_code}")
+        return str(response.json()["strategy"])
 
     def increment(self) -> Event:
         return self._call("increment")
@@ -101,12 +127,16 @@ class Client:
 
     def _call(self, op: str, arg: str | None = None, **kwargs: Any) -> Event:
         method, path, key = ROUTES[op]
+        if self.judge:
+            # One statistics row per route, whatever the query string says.
+            kwargs.update(catch_response=True, name=path)
         start = time.monotonic()
         try:
             response = self.http.request(
                 method, self.base_url + path, timeout=self.timeout, **kwargs
             )
-        except requests.RequestException as error:
+        except (OSError, http.client.HTTPException) as error:
+            # requests' errors are OSErrors; a session on http.client raises either.
             return Event(
                 op, self.user, arg, start, time.monotonic(), 0, None, "", str(error), self.scenario
             )
@@ -116,7 +146,9 @@ class Client:
         except ValueError:
             body = {}
         ok = 200 <= response.status_code < 300
-        return Event(
+        # Locust's HttpSession answers a connection failure with status 0 and .error set.
+        failure = body.get("detail") or getattr(response, "error", None) or response.reason
+        event = Event(
             op,
             self.user,
             arg,
@@ -125,6 +157,13 @@ class Client:
             response.status_code,
             body.get(key) if ok else None,
             response.headers.get("X-Worker", ""),
-            "" if ok else str(body.get("detail") or response.reason),
+            "" if ok else str(failure),
             self.scenario,
         )
+        if self.judge:
+            with response:  # Locust's ResponseContextManager: report it as judged
+                if problem := self.judge(event):
+                    response.failure(problem)
+                else:
+                    response.success()
+        return event
