@@ -19,15 +19,21 @@ import argparse
 import multiprocessing
 import re
 import selectors
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
+from loadtests import report
 from loadtests.client import ROUTES
-from serve.processes import APPS, AppServer, free_port
+from loadtests.hammer import measure_ceiling
+from plumbing.config import var_dir
+from serve.processes import APPS, AppServer, available_apps, free_port
 
 DEFAULT_CONNECTIONS = 16
 DEFAULT_SECONDS = 6.0
@@ -212,54 +218,106 @@ def combine(slices: list[Result]) -> Result:
     )
 
 
+MAIN_WRITE = {
+    "broken_global": "increment",
+    "fixed_session": "add_visit",  # it has no counter (501)
+    "fixed_db": "increment",
+    "fixed_cache": "increment",
+}
+
+
+def wrk_rate(url: str, connections: int, seconds: float) -> float | None:
+    """wrk's req/s on a URL, for comparison, if wrk is installed."""
+    if not shutil.which("wrk"):
+        return None
+    threads = min(2, connections)
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", url]
+    found = re.search(
+        r"Requests/sec:\s+([\d.]+)", subprocess.run(cmd, capture_output=True, text=True).stdout
+    )
+    return float(found.group(1)) if found else None
+
+
+def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
+    """Each route of one app, in interleaved turns, against GET /healthz."""
+    # WORK_MS=0: measure what the state costs, not the stand-in for a query.
+    with AppServer(app, free_port(), env={"WORK_MS": "0"}) as server:
+        print(
+            f"\n{app} ({server.shape()}, {args.connections} connections, "
+            f"{args.processes} client process(es), {args.seconds:g} s per route "
+            f"in {args.rounds} turns)",
+            flush=True,
+        )
+        workers = server.workers()
+        slices: dict[str, list[Result]] = {op: [] for op in ["healthz", *ops]}
+        for _ in range(args.rounds):
+            for op in slices:
+                share = args.seconds / args.rounds
+                slices[op].append(
+                    measure(server.port, op, args.connections, share, args.processes, workers)
+                )
+        wrk = hammer = None
+        if args.wrk and (wrk := wrk_rate(server.url + "/healthz", args.connections, args.seconds)):
+            # The hammer's own client (threads, one kept-alive connection each) on
+            # the same route with as many connections: it must not limit a run.
+            hammer = measure_ceiling(server.url, args.connections, 400)
+
+    rows, ceiling = [], combine(slices["healthz"]).rate
+    print(f"{'route':<26}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}  vs /healthz")
+    for op, parts in slices.items():
+        result = combine(parts)
+        method, path, _ = ROUTES[op]
+        rows.append(
+            {
+                "app": app,
+                "route": f"{method} {path}",
+                "req_per_s": round(result.rate),
+                "p50_ms": round(result.percentile(50), 2),
+                "p99_ms": round(result.percentile(99), 2),
+                "failed": result.failed,
+                "vs_healthz": round(result.rate / ceiling, 2),
+            }
+        )
+        r = rows[-1]
+        print(
+            f"{r['route']:<26}{r['req_per_s']:>8}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            f"{r['failed']:>8}  {r['vs_healthz']:>9.2f}x",
+            flush=True,
+        )
+    if wrk:
+        print(f"{'GET /healthz, wrk':<26}{wrk:>8.0f}   this bench: {ceiling / wrk:.2f}x of wrk")
+        print(
+            f"{'GET /healthz, hammer':<26}{hammer:>8.0f}   the hammer: {hammer / wrk:.2f}x of wrk"
+        )
+        for name, rate in (("wrk", wrk), ("hammer", hammer)):
+            rows.append({**rows[0], "route": f"GET /healthz ({name})", "req_per_s": round(rate)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.bench", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("app", choices=APPS)
+    parser.add_argument("apps", nargs="*", metavar="APP", help=" | ".join(APPS) + " (default: all)")
     parser.add_argument(
-        "--op", action="append", help="route to measure (default: the app's main write)"
+        "--op",
+        action="append",
+        choices=list(ROUTES),
+        help="route(s) to measure (default: the app's main write)",
     )
     parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
     parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="per route")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="turns per route")
     parser.add_argument("--processes", type=int, default=DEFAULT_PROCESSES)
+    parser.add_argument("--wrk", action="store_true", help="also run wrk on /healthz, if installed")
+    parser.add_argument("--out", type=Path, default=var_dir() / "results", help="folder")
     args = parser.parse_args(argv)
-    ops = ["healthz", *(args.op or ["increment"])]
+    apps = args.apps or available_apps()
+    if unknown := [a for a in apps if a not in available_apps()]:
+        parser.error(f"no such app in this checkout: {unknown[0]}")
 
-    # WORK_MS=0: measure what the state costs, not the stand-in for a query.
-    with AppServer(args.app, free_port(), env={"WORK_MS": "0"}) as server:
-        print(
-            f"{args.app} ({server.shape()}, {args.connections} connections, "
-            f"{args.processes} client process(es), {args.seconds:g} s per route "
-            f"in {args.rounds} turns)",
-            flush=True,
-        )
-        print(f"{'route':<26}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}  vs /healthz")
-        workers = server.workers()
-        slices: dict[str, list[Result]] = {op: [] for op in ops}
-        for _ in range(args.rounds):
-            for op in ops:
-                slices[op].append(
-                    measure(
-                        server.port,
-                        op,
-                        args.connections,
-                        args.seconds / args.rounds,
-                        args.processes,
-                        workers,
-                    )
-                )
-        ceiling = None
-        for op in ops:
-            result = combine(slices[op])
-            ceiling = ceiling or result.rate
-            method, path, _ = ROUTES[op]
-            print(
-                f"{method + ' ' + path:<26}{result.rate:>8.0f}{result.percentile(50):>9.2f}"
-                f"{result.percentile(99):>9.2f}{result.failed:>8}  {result.rate / ceiling:>9.2f}x",
-                flush=True,
-            )
+    rows = [row for app in apps for row in bench_app(app, args.op or [MAIN_WRITE[app]], args)]
+    print(f"\nresults: {report.write_csv(args.out / 'bench.csv', rows)}")
     return 0
 
 

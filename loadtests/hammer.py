@@ -1,8 +1,9 @@
 """Hammer apps with concurrent users, record every operation, check the history.
 
-Each user is a thread with its own cookie jar and kept-alive connection. All
-users are released together by a barrier at the start of each scope, so the
-requests overlap for certain rather than by luck:
+Each user is a thread with its own cookie jar and kept-alive connection
+(http.client underneath, see transport.py: the client must not be what limits
+the run). All users are released together by a barrier at the start of each
+scope, so the requests overlap for certain rather than by luck:
 
     counter  one reset, then every user increments OPS times; then each reads
     visits   every user appends OPS tokens of its own, one after another,
@@ -30,6 +31,7 @@ from pathlib import Path
 from loadtests import report
 from loadtests.checker import Verdict, check
 from loadtests.client import Client, Event
+from loadtests.transport import KeepAliveSession
 from plumbing.config import var_dir
 from serve.processes import APPS, AppServer, available_apps, free_port
 
@@ -53,7 +55,7 @@ def run_scenarios(
     run_id = secrets.token_hex(2)  # tokens and names unique to this run
     deadline = time.monotonic() + max_seconds
     start_together = threading.Barrier(users)
-    tabs_owner = Client(base_url, user=f"tabs-{run_id}", scenario="tabs")
+    tabs_owner = Client(base_url, f"tabs-{run_id}", scenario="tabs", http=KeepAliveSession())
     if "tabs" in scopes:
         history.append(tabs_owner.add_visit(f"{tabs_owner.user}/first"))  # sets its cookie
 
@@ -61,7 +63,7 @@ def run_scenarios(
         return time.monotonic() < deadline
 
     def user(index: int) -> None:
-        client = Client(base_url, user=f"u{index:02d}-{run_id}")
+        client = Client(base_url, f"u{index:02d}-{run_id}", http=KeepAliveSession())
         try:
             if "counter" in scopes:
                 if index == 0:
@@ -81,7 +83,7 @@ def run_scenarios(
                 history.append(client.list_visits())
 
             if "tabs" in scopes:
-                tab = tabs_owner.another_tab()
+                tab = tabs_owner.another_tab(http=KeepAliveSession())
                 start_together.wait()
                 history.append(tab.add_visit(f"{tab.user}/{index}"))
                 tab.close()
@@ -112,7 +114,7 @@ def measure_ceiling(base_url: str, users: int, requests_per_user: int = 100) -> 
     done: list[Event] = []
 
     def user(index: int) -> None:
-        client = Client(base_url, user=f"ceiling-{index}")
+        client = Client(base_url, f"ceiling-{index}", http=KeepAliveSession())
         client.healthz()  # connect before the clock starts
         start_together.wait()
         done.extend(client.healthz() for _ in range(requests_per_user))
