@@ -14,10 +14,10 @@ export REQUIREMENTS := import tomllib; p = tomllib.load(open("pyproject.toml", "
   print(*p["dependencies"], *p["optional-dependencies"]["dev"], sep="\n")
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo compare matrix bench run run-broken run-fixed test examples lint format clean
+.PHONY: help venv demo compare matrix bench scale-out run run-broken run-fixed test examples lint format clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -40,6 +40,10 @@ matrix: $(STAMP) ## Every app under five server shapes: CSV and heatmap in var/r
 
 bench: $(STAMP) ## Each app's main write vs. its own /healthz ceiling (req/s, p50, p99)
 	$(BIN)/python -m loadtests.bench --wrk
+
+INSTANCES ?= 3
+scale-out: $(STAMP) ## APP on INSTANCES instances sharing one store, hammered across them
+	$(BIN)/python -m loadtests.hammer $(APP) --instances $(INSTANCES)
 
 run: $(STAMP) ## Serve one app under gunicorn: make run APP=fixed_db
 	$(BIN)/python -m serve $(APP)

@@ -17,8 +17,9 @@ success or a failure by what the judge says of its Event.
 """
 
 import http.client
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -69,7 +70,7 @@ class Client:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         user: str,
         timeout: float = TIMEOUT_SECONDS,
         scenario: str = "",
@@ -77,7 +78,11 @@ class Client:
         http: requests.Session | None = None,
         judge: Callable[[Event], str] | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        # Several base URLs: instances of one app, taken in turn by each request,
+        # as a load balancer without sticky sessions would.
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        self.base_urls = [url.rstrip("/") for url in urls]
+        self.turns = itertools.cycle(self.base_urls)
         self.user = user
         self.timeout = timeout
         self.scenario = scenario
@@ -87,7 +92,7 @@ class Client:
     def another_tab(self, http: requests.Session | None = None) -> "Client":
         """The same user (same cookies) on a connection of its own."""
         tab = Client(
-            self.base_url, self.user, self.timeout, self.scenario, http=http, judge=self.judge
+            self.base_urls, self.user, self.timeout, self.scenario, http=http, judge=self.judge
         )
         tab.http.cookies.clear()  # a reused session may hold another user's cookie
         tab.http.cookies.update(self.http.cookies)
@@ -99,7 +104,7 @@ class Client:
     def strategy(self) -> str:
         """The app's folder name, as its /healthz answer says."""
         method, path, _ = ROUTES["healthz"]
-        response = self.http.request(method, self.base_url + path, timeout=self.timeout)
+        response = self.http.request(method, self.base_urls[0] + path, timeout=self.timeout)
         if response.status_code != 200:
             raise ValueError(f"/healthz answered {response.status_code}")
         return str(response.json()["strategy"])
@@ -133,7 +138,7 @@ class Client:
         start = time.monotonic()
         try:
             response = self.http.request(
-                method, self.base_url + path, timeout=self.timeout, **kwargs
+                method, next(self.turns) + path, timeout=self.timeout, **kwargs
             )
         except (OSError, http.client.HTTPException) as error:
             # requests' errors are OSErrors; a session on http.client raises either.

@@ -21,10 +21,13 @@ Runs are bounded: OPS per user per scope, and --max-seconds overall.
 """
 
 import argparse
+import os
 import secrets
 import sys
 import threading
 import time
+from collections import Counter
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,6 +37,7 @@ from loadtests.client import Client, Event
 from loadtests.transport import KeepAliveSession
 from plumbing.config import var_dir
 from serve.processes import APPS, AppServer, available_apps, free_port
+from serve.valkey import EmbeddedValkey
 
 DEFAULT_USERS = 32
 DEFAULT_OPS = 25
@@ -43,19 +47,54 @@ DEFAULT_MAX_SECONDS = 60.0
 SCOPES = ("counter", "visits", "tabs", "greet")
 
 
+class Placement:
+    """Spreads the users' kept-alive connections evenly over worker processes.
+
+    gunicorn's workers race to accept connections, and a kept-alive connection
+    stays with the worker that won it: left to chance, on a busy machine all
+    of a run's connections can land on one process, and a run meant to show
+    several processes would show one. A load balancer spreads connections;
+    so does this. Each user, before the run, keeps its connection only if the
+    process that answered has fewer than its share, else it reconnects."""
+
+    def __init__(self, users: int, workers: int) -> None:
+        self.share = -(-users // workers)  # ceiling division
+        self.placed: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def settle(self, client: Client, instances: int, attempts: int = 200) -> None:
+        for _ in range(attempts):
+            pids = [client.healthz().pid for _ in range(instances)]  # one per instance
+            with self.lock:
+                if all(self.placed[pid] < self.share for pid in pids):
+                    self.placed.update(pids)
+                    return
+            client.http.close()  # new connections, which another process may take
+
+
 def run_scenarios(
-    base_url: str,
+    base_url: str | list[str],
     users: int = DEFAULT_USERS,
     ops: int = DEFAULT_OPS,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     scopes: tuple[str, ...] = SCOPES,
+    workers: int | None = None,
 ) -> list[Event]:
-    """Run the scopes against one app and return the recorded history."""
+    """Run the scopes against one app and return the recorded history. With
+    several base URLs (instances of the app), each user's requests take them in
+    turn, starting from a different one for each user. Given the number of
+    `workers` per instance, users' connections are spread evenly over them."""
+    urls = [base_url] if isinstance(base_url, str) else base_url
+
+    def spread(index: int) -> list[str]:
+        return urls[index % len(urls) :] + urls[: index % len(urls)]
+
     history: list[Event] = []  # list.append is atomic: threads share it safely
     run_id = secrets.token_hex(2)  # tokens and names unique to this run
     deadline = time.monotonic() + max_seconds
     start_together = threading.Barrier(users)
-    tabs_owner = Client(base_url, f"tabs-{run_id}", scenario="tabs", http=KeepAliveSession())
+    placement = Placement(users, workers) if workers else None
+    tabs_owner = Client(urls, f"tabs-{run_id}", scenario="tabs", http=KeepAliveSession())
     if "tabs" in scopes:
         history.append(tabs_owner.add_visit(f"{tabs_owner.user}/first"))  # sets its cookie
 
@@ -63,8 +102,10 @@ def run_scenarios(
         return time.monotonic() < deadline
 
     def user(index: int) -> None:
-        client = Client(base_url, f"u{index:02d}-{run_id}", http=KeepAliveSession())
+        client = Client(spread(index), f"u{index:02d}-{run_id}", http=KeepAliveSession())
         try:
+            if placement:
+                placement.settle(client, len(urls))
             if "counter" in scopes:
                 if index == 0:
                     history.append(client.reset())
@@ -131,13 +172,29 @@ def measure_ceiling(base_url: str, users: int, requests_per_user: int = 100) -> 
 
 
 def hammer_app(
-    app: str, users: int, ops: int, max_seconds: float, ceiling: bool = False
+    app: str,
+    users: int,
+    ops: int,
+    max_seconds: float,
+    ceiling: bool = False,
+    instances: int = 1,
 ) -> tuple[Verdict, list[Event], float | None]:
     """Start the app under the shared gunicorn config, hammer it, stop it.
-    With `ceiling`, also measure its /healthz ceiling with the same users."""
-    with AppServer(app, free_port()) as server:
-        history = run_scenarios(server.url, users, ops, max_seconds)
-        rate = measure_ceiling(server.url, users) if ceiling else None
+    With `ceiling`, also measure its /healthz ceiling with the same users.
+
+    With several `instances` (as on several hosts behind a load balancer),
+    they share one backing store: the same SQLite file and session folder
+    under var/, and one Redis-protocol server for fixed_cache."""
+    with ExitStack() as running:
+        env = {}
+        if instances > 1 and app == "fixed_cache" and not os.environ.get("REDIS_URL"):
+            env["REDIS_URL"] = running.enter_context(EmbeddedValkey(var_dir() / "valkey")).url
+        servers = [
+            running.enter_context(AppServer(app, free_port(), env=env)) for _ in range(instances)
+        ]
+        urls = [server.url for server in servers]
+        history = run_scenarios(urls, users, ops, max_seconds, workers=servers[0].workers())
+        rate = measure_ceiling(urls[0], users) if ceiling else None
     return check(history), history, rate
 
 
@@ -172,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         "--ops", type=int, default=DEFAULT_OPS, help="operations per user per scope"
     )
     parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS)
+    parser.add_argument(
+        "--instances", type=int, default=1, help="instances of each app sharing one backing store"
+    )
     parser.add_argument("--out", type=Path, default=var_dir() / "results", help="folder")
     parser.add_argument(
         "--charts",
@@ -188,10 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     rows, problems, histories = [], [], {}
     payload = {"started": datetime.now(UTC).isoformat(), "apps": {}}
     for app in apps:
-        print(f"hammering {app}: {args.users} users x {args.ops} ops ...", end=" ", flush=True)
+        where = f" on {args.instances} instances" if args.instances > 1 else ""
+        print(
+            f"hammering {app}{where}: {args.users} users x {args.ops} ops ...", end=" ", flush=True
+        )
         began = time.monotonic()
         verdict, history, ceiling = hammer_app(
-            app, args.users, args.ops, args.max_seconds, ceiling=args.charts
+            app, args.users, args.ops, args.max_seconds, args.charts, args.instances
         )
         print(f"{len(history)} operations in {time.monotonic() - began:.1f}s", flush=True)
         rows.append(report.row(app, verdict, history))

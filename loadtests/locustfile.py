@@ -112,6 +112,16 @@ def judge(event: Event) -> str:
 # -- the users ----------------------------------------------------------------------
 
 
+def hosts(user: HttpUser) -> list[str]:
+    """--host, then any --more-hosts (instances of the same app): each user's
+    requests take them in turn, starting from a different one per user, as a
+    load balancer without sticky sessions would."""
+    more = user.environment.parsed_options.more_hosts if user.environment.parsed_options else ""
+    urls = [user.host, *filter(None, more.split(","))]
+    first = secrets.randbelow(len(urls))
+    return urls[first:] + urls[:first]
+
+
 class CounterUser(HttpUser):
     """Shared by all users: every answer to an increment is recorded."""
 
@@ -119,7 +129,7 @@ class CounterUser(HttpUser):
 
     def on_start(self) -> None:
         name = f"c-{secrets.token_hex(3)}"
-        self.who = Client(self.host, name, http=self.client, judge=judge)
+        self.who = Client(hosts(self), name, http=self.client, judge=judge)
         self.sent = 0
 
     @task
@@ -149,7 +159,7 @@ class VisitsUser(HttpUser):
         self.client.cookies.clear()  # no cookie: the app sees a new user
         self.client.close()  # ...on a connection of its own
         name = f"{scenario or 'v'}{self.visitors}-{self.token}"
-        return Client(self.host, name, scenario=scenario, http=self.client, judge=judge)
+        return Client(hosts(self), name, scenario=scenario, http=self.client, judge=judge)
 
     @task(4)
     def visit(self) -> None:
@@ -179,7 +189,7 @@ class GreetUser(HttpUser):
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        self.who = Client(self.host, f"g-{secrets.token_hex(3)}", http=self.client, judge=judge)
+        self.who = Client(hosts(self), f"g-{secrets.token_hex(3)}", http=self.client, judge=judge)
 
     @task
     def greet(self) -> None:
@@ -401,6 +411,12 @@ RUN = Recorder()
 @events.init_command_line_parser.add_listener
 def add_options(parser: Any) -> None:
     parser.add_argument(
+        "--more-hosts",
+        default="",
+        include_in_web_ui=False,
+        help="comma-separated base URLs of further instances of the same app",
+    )
+    parser.add_argument(
         "--judge-as",
         choices=APPS,
         default=None,
@@ -458,7 +474,7 @@ def on_test_start(environment: Environment, **_kwargs: Any) -> None:
     try:
         strategy = app.strategy()
     except (requests.RequestException, ValueError, KeyError) as error:
-        log.error("%s/healthz did not say which app it is: %s", app.base_url, error)
+        log.error("%s/healthz did not say which app it is: %s", app.base_urls[0], error)
         strategy = "unknown"
     RUN.strategy = strategy
     RUN.app = getattr(environment.parsed_options, "judge_as", None) or strategy

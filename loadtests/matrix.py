@@ -52,7 +52,7 @@ def run_matrix(
     for n, (app, shape) in enumerate(((a, s) for a in apps for s in shapes), start=1):
         began = time.monotonic()
         with AppServer(app, free_port(), shape=shape, env={"VAR_DIR": str(var)}) as server:
-            history = run_scenarios(server.url, users, ops)
+            history = run_scenarios(server.url, users, ops, workers=server.workers())
         verdict = check(history)
         row = {"shape": shape, **report.row(app, verdict, history)}
         row.update(report.by_scope(row, GROUPS))

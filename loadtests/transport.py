@@ -33,11 +33,13 @@ class Response:
 
 
 class KeepAliveSession:
-    """One connection to one server, reused for every request, with a cookie jar."""
+    """A kept-alive connection per server, reused for every request, and one
+    cookie jar for all of them (cookies do not tell ports apart, nor does a
+    browser's jar)."""
 
     def __init__(self) -> None:
         self.cookies: dict[str, str] = {}
-        self.connection: http.client.HTTPConnection | None = None
+        self.connections: dict[tuple[str, int], http.client.HTTPConnection] = {}
 
     def request(
         self,
@@ -56,31 +58,34 @@ class KeepAliveSession:
             headers["Content-Type"] = "application/json"
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        connection = self._connection(parts.hostname, parts.port, timeout)
+        server = (parts.hostname, parts.port)
+        connection = self._connection(server, timeout)
         try:
             connection.request(method, target, body=body, headers=headers)
             answer = connection.getresponse()
             content = answer.read()
         except TRANSPORT_ERRORS:
-            self.close()  # never reuse a connection in an unknown state
+            self.connections.pop(server).close()  # never reuse one in an unknown state
             raise
         for cookie in answer.headers.get_all("Set-Cookie") or []:
             name, _, rest = cookie.partition("=")
             self.cookies[name.strip()] = rest.split(";", 1)[0]
         return Response(answer.status, answer.reason, answer.headers, content)
 
-    def _connection(self, host: str, port: int, timeout: float) -> http.client.HTTPConnection:
+    def _connection(self, server: tuple[str, int], timeout: float) -> http.client.HTTPConnection:
         # A kept-alive socket that is readable while idle has been closed by
         # the server (its keep-alive timeout): open a new one rather than
         # send a request into it and lose it.
-        sock = self.connection.sock if self.connection else None
-        if sock is not None and select.select([sock], [], [], 0)[0]:
-            self.close()
-        if self.connection is None:
-            self.connection = http.client.HTTPConnection(host, port, timeout=timeout)
-        return self.connection
+        connection = self.connections.get(server)
+        if connection and connection.sock and select.select([connection.sock], [], [], 0)[0]:
+            connection.close()
+            connection = None
+        if connection is None:
+            connection = http.client.HTTPConnection(*server, timeout=timeout)
+            self.connections[server] = connection
+        return connection
 
     def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
+        for connection in self.connections.values():
+            connection.close()
+        self.connections.clear()

@@ -39,6 +39,14 @@ def stop_process(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_SECOND
         process.wait()
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class Service:
     """Something we start and stop (by PID); usable in a `with` block."""
 

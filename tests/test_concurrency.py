@@ -20,6 +20,7 @@ import requests
 from loadtests.checker import check
 from loadtests.client import Client
 from loadtests.hammer import run_scenarios
+from serve.pids import pid_alive
 from serve.processes import AppServer, free_port
 from serve.valkey import EmbeddedValkey
 
@@ -33,7 +34,7 @@ def serve(app: str, var_dir, **env: str) -> AppServer:
 
 def test_broken_global_loses_diverges_and_leaks(isolated_var_dir):
     with serve("broken_global", isolated_var_dir) as server:
-        verdict = check(run_scenarios(server.url, users=32, ops=20))
+        verdict = check(run_scenarios(server.url, users=32, ops=20, workers=server.workers()))
     assert verdict.errors == 0
     assert verdict.workers == 2
     assert verdict.lost_updates > 0  # threads in one process
@@ -46,7 +47,7 @@ def test_broken_global_loses_diverges_and_leaks(isolated_var_dir):
 
 def test_fixed_db_loses_nothing_over_5000_operations(isolated_var_dir):
     with serve("fixed_db", isolated_var_dir) as server:
-        history = run_scenarios(server.url, users=40, ops=42)
+        history = run_scenarios(server.url, users=40, ops=42, workers=server.workers())
         final = requests.get(server.url + "/counter", timeout=5).json()["value"]
     verdict = check(history)
     assert verdict.operations >= 5000
@@ -66,14 +67,6 @@ def test_a_restart_forgets_only_the_globals(isolated_var_dir, app, remembers):
     with serve(app, isolated_var_dir) as server:
         value = requests.get(server.url + "/counter", timeout=5).json()["value"]
     assert value == (3 if remembers else 0)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_ctrl_c_stops_every_server_it_started(isolated_var_dir):
@@ -106,7 +99,9 @@ def test_ctrl_c_stops_every_server_it_started(isolated_var_dir):
 
 def test_fixed_session_keeps_every_users_sequential_appends(isolated_var_dir):
     with serve("fixed_session", isolated_var_dir) as server:
-        history = run_scenarios(server.url, users=24, ops=90, scopes=("visits", "greet"))
+        history = run_scenarios(
+            server.url, users=24, ops=90, scopes=("visits", "greet"), workers=server.workers()
+        )
     verdict = check(history)
     appends = [e for e in history if e.op == "add_visit" and e.ok]
     assert len(appends) >= 2000
@@ -121,7 +116,9 @@ def test_fixed_session_loses_one_users_concurrent_appends(isolated_var_dir):
     tabs of one user append at the same moment; the 8 server threads load the
     same session, so at most one of each overlapping batch survives."""
     with serve("fixed_session", isolated_var_dir) as server:
-        verdict = check(run_scenarios(server.url, users=16, scopes=("tabs",)))
+        verdict = check(
+            run_scenarios(server.url, users=16, scopes=("tabs",), workers=server.workers())
+        )
     assert verdict.errors == 0
     assert verdict.tabs_lost > 0
     assert verdict.visits_leaked == 0  # lost, but never shown to anyone else
@@ -129,7 +126,9 @@ def test_fixed_session_loses_one_users_concurrent_appends(isolated_var_dir):
 
 def test_fixed_db_keeps_one_users_concurrent_appends(isolated_var_dir):
     with serve("fixed_db", isolated_var_dir) as server:
-        verdict = check(run_scenarios(server.url, users=16, scopes=("tabs",)))
+        verdict = check(
+            run_scenarios(server.url, users=16, scopes=("tabs",), workers=server.workers())
+        )
     assert verdict.errors == 0
     assert verdict.anomalies == 0, verdict.examples
 
@@ -154,7 +153,7 @@ def test_a_flood_of_new_sessions_stays_within_the_file_limit(isolated_var_dir):
 
 def test_fixed_cache_loses_nothing_over_5000_operations(isolated_var_dir):
     with serve("fixed_cache", isolated_var_dir) as server:  # with its own embedded server
-        history = run_scenarios(server.url, users=40, ops=42)
+        history = run_scenarios(server.url, users=40, ops=42, workers=server.workers())
         final = requests.get(server.url + "/counter", timeout=5).json()["value"]
     assert server.backing.process.poll() is not None  # stopped with the app
     verdict = check(history)
@@ -210,7 +209,9 @@ def test_fixed_cache_answers_503_while_its_server_is_down_then_recovers(isolated
 
 def test_fixed_session_keeps_appends_in_redis_too(isolated_var_dir, redis_url):
     with serve("fixed_session", isolated_var_dir, SESSION_REDIS_URL=redis_url) as server:
-        history = run_scenarios(server.url, users=20, ops=30, scopes=("visits",))
+        history = run_scenarios(
+            server.url, users=20, ops=30, scopes=("visits",), workers=server.workers()
+        )
     verdict = check(history)
     assert verdict.errors == 0
     assert verdict.anomalies == 0, verdict.examples

@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from plumbing.config import REPO_ROOT
+from serve.pids import pid_alive
 from serve.processes import AppServer, free_port
 
 pytestmark = pytest.mark.gunicorn
@@ -123,14 +124,6 @@ def started_pids(output: str) -> list[int]:
     locust = re.search(r"^locust pid (\d+)(?:, worker pids ([\d ]+))?$", output, re.MULTILINE)
     workers = locust[2].split() if locust[2] else []
     return [int(pid) for pid in (gunicorn, locust[1], *workers)]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_distributed_master_checks_what_both_workers_recorded(isolated_var_dir, tmp_path):
