@@ -1,0 +1,46 @@
+"""Runnable proofs of what the project claims about Flask state.
+
+Each module here is one example: a small app or script, and prove(), which
+runs it against real servers and returns what it observed (a Finding). The
+runner, `python -m examples`, prints one line per example; the tests in
+tests/test_examples.py assert on the same Findings. See README.md here.
+"""
+
+import importlib
+from typing import Protocol
+
+# In the order of the README: the seed snippets, then the half-fixes.
+EXAMPLES = (
+    "seed_dict_counter",
+    "seed_articles_visited",
+    "seed_g_per_request",
+    "seed_app_context_per_request",
+    "half_fix_lock",
+    "half_fix_preload_value",
+    "half_fix_app_context_push",
+    "half_fix_session_defaults",
+    "half_fix_sqlite_read_then_write",
+    "half_fix_redis_get_set",
+    "half_fix_cookie_session",
+    "half_fix_secret_per_worker",
+)
+
+
+class Finding(Protocol):
+    @property
+    def holds(self) -> bool:
+        """True while the example still shows its point."""
+
+    def summary(self) -> str:
+        """What the proof observed, in one line."""
+
+
+def check(name: str) -> tuple[bool, str]:
+    """Run one example's proof: whether it still shows its point, and its line."""
+    module = importlib.import_module(f"examples.{name}")
+    try:
+        finding: Finding = module.prove()
+        shown, summary = finding.holds, finding.summary()
+    except Exception as error:  # a proof that cannot run shows nothing
+        return False, f"[ERROR] {name}: {type(error).__name__}: {error}"
+    return shown, f"[{module.LABEL if shown else 'NO LONGER SHOWN'}] {name}: {summary}"
