@@ -148,15 +148,19 @@ def run_scenarios(
     return history
 
 
-def measure_ceiling(base_url: str, users: int, requests_per_user: int = 100) -> float:
+def measure_ceiling(
+    base_url: str, users: int, requests_per_user: int = 100, workers: int | None = None
+) -> float:
     """Requests per second the same users reach on GET /healthz: the most the
     app can answer on this machine, with this client, doing no state work."""
+    placement = Placement(users, workers) if workers else None
     start_together = threading.Barrier(users + 1)
     done: list[Event] = []
 
     def user(index: int) -> None:
         client = Client(base_url, f"ceiling-{index}", http=KeepAliveSession())
-        client.healthz()  # connect before the clock starts
+        if placement:
+            placement.settle(client, 1)  # connected before the clock starts
         start_together.wait()
         done.extend(client.healthz() for _ in range(requests_per_user))
         client.close()
@@ -194,7 +198,7 @@ def hammer_app(
         ]
         urls = [server.url for server in servers]
         history = run_scenarios(urls, users, ops, max_seconds, workers=servers[0].workers())
-        rate = measure_ceiling(urls[0], users) if ceiling else None
+        rate = measure_ceiling(urls[0], users, workers=servers[0].workers()) if ceiling else None
     return check(history), history, rate
 
 
