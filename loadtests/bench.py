@@ -8,11 +8,11 @@ the server. The routes take turns in ROUNDS short slices, so that a machine
 whose speed drifts during the run (shared machines do) slows them alike;
 compare the ratio, not the absolute numbers.
 
-    $ python -m loadtests.bench fixed_db
-    fixed_db (gunicorn 2 workers x 4 threads, 16 connections, 5 s per route)
-    route                     req/s   p50 ms  p99 ms  vs /healthz
-    GET /healthz               2893     5.37    8.81        1.00x
-    POST /counter/increment    2484     6.22   10.63        0.86x
+    $ python -m loadtests.bench fixed_db                 # 2026-11-21, 2 cores
+    fixed_db (gunicorn gthread 2 workers x 4 threads, 16 connections, ...)
+    route                        req/s   p50 ms   p99 ms  failed  vs /healthz
+    GET /healthz                  4645     2.85    10.57       0       1.00x
+    POST /counter/increment       3322     3.69    23.77       0       0.72x
 """
 
 import argparse
