@@ -15,6 +15,8 @@ EXAMPLES = (
     "seed_articles_visited",
     "seed_g_per_request",
     "seed_app_context_per_request",
+    "seed_thread_per_request",
+    "gil_bare_increment",
     "half_fix_lock",
     "half_fix_preload_value",
     "half_fix_app_context_push",

@@ -15,6 +15,7 @@ import pytest
 
 from examples import (
     EXAMPLES,
+    gil_bare_increment,
     half_fix_app_context_push,
     half_fix_cookie_session,
     half_fix_lock,
@@ -27,6 +28,7 @@ from examples import (
     seed_articles_visited,
     seed_dict_counter,
     seed_g_per_request,
+    seed_thread_per_request,
 )
 from examples.__main__ import main
 
@@ -77,6 +79,31 @@ def test_the_app_context_is_pushed_per_request_not_per_thread():
     assert len({answer["thread"] for answer in finding.answers}) == 1
     assert [answer["new"] for answer in finding.answers] == [True, True, True]
     assert [answer["torn_down_before"] for answer in finding.answers] == [0, 1, 2]
+    assert finding.holds
+
+
+@pytest.mark.gunicorn
+def test_a_request_gets_its_own_thread_only_if_the_server_gives_it_one():
+    finding = seed_thread_per_request.prove()
+    total = seed_thread_per_request.CLIENTS * seed_thread_per_request.EACH
+    sync, pool, dev = (finding.served[shape] for shape in seed_thread_per_request.SHAPES)
+    assert [len(s.workers) for s in (sync, pool, dev)] == [total] * 3
+    assert sync.threads == 1  # a sync worker: every request on its one thread...
+    assert sync.one_at_a_time  # ...one after another
+    assert 1 < pool.threads <= 8 < total  # gthread 1 x 8: a pool, each thread reused
+    assert dev.threads == total  # the dev server: a new thread for each connection
+    assert finding.holds
+
+
+def test_a_bare_increment_hides_the_race_that_a_blocking_call_shows():
+    finding = gil_bare_increment.prove()
+    total_bare = gil_bare_increment.THREADS * gil_bare_increment.BARE_EACH
+    total_work = gil_bare_increment.THREADS * gil_bare_increment.WITH_WORK_EACH
+    if finding.gil:
+        assert finding.bare == total_bare  # no switch between the load and the store
+    else:
+        assert finding.bare < total_bare
+    assert finding.with_work < total_work / 2  # most updates lost
     assert finding.holds
 
 
