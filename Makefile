@@ -80,3 +80,24 @@ locust: $(STAMP) ## Start APP and Locust's web UI on http://127.0.0.1:8089: make
 
 locust-distributed: $(STAMP) ## The same with a Locust master and WORKERS workers (default 2)
 	$(BIN)/python -m loadtests.locust_run $(APP) --workers $(WORKERS)
+
+# The walkthrough under docs/: a MkDocs site. Code, diffs, results and
+# screenshots in its pages are generated (docs/tools/), never pasted.
+.PHONY: docs docs-build docs-blocks docs-results docs-screenshots
+
+docs: $(STAMP) ## Serve the walkthrough on http://127.0.0.1:8000 (MkDocs, live reload)
+	$(BIN)/python -m docs.tools.blocks
+	$(BIN)/python -m mkdocs serve --dev-addr 127.0.0.1:8000
+
+docs-build: $(STAMP) ## Build the site into var/site, failing on any broken link
+	$(BIN)/python -m docs.tools.blocks
+	$(BIN)/python -m mkdocs build --strict
+
+docs-blocks: $(STAMP) ## Rewrite the docs' generated blocks (code, diffs, results) from their sources
+	$(BIN)/python -m docs.tools.blocks
+
+docs-results: $(STAMP) ## Run compare, matrix and bench for real, then regenerate the results pages
+	$(BIN)/python -m docs.tools.results run
+
+docs-screenshots: $(STAMP) ## Screenshot Locust's web UI during real runs (headless Chromium)
+	$(BIN)/python -m docs.tools.screenshots

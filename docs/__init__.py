@@ -1,0 +1,1 @@
+"""The walkthrough's pages, and in docs/tools the scripts that keep them honest."""

@@ -1,0 +1,8 @@
+"""What builds the docs from the repository: code blocks and diffs taken from
+the source, results from real runs, screenshots from a real browser, and the
+site's pages for the repository files the walkthrough links to."""
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCS_DIR = REPO_ROOT / "docs"
