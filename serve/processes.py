@@ -1,4 +1,5 @@
-"""Start an app under gunicorn on a port, wait until it answers, stop it by PID.
+"""Start an app on a port (under gunicorn, or Flask's development server for
+the matrix), wait until every worker answers, stop it by PID.
 
     with AppServer("fixed_db", free_port()) as server:
         requests.get(server.url + "/healthz")
@@ -26,23 +27,25 @@ APPS = ("broken_global", "fixed_session", "fixed_db", "fixed_cache")
 PORTS = {"broken_global": 5000, "fixed_session": 5001, "fixed_db": 5002, "fixed_cache": 5003}
 GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
 
+
+def gunicorn_shape(worker_class: str, workers: int, threads: int) -> dict[str, str]:
+    """The environment that gives the shared gunicorn config this shape."""
+    return {
+        "GUNICORN_WORKER_CLASS": worker_class,
+        "GUNICORN_WORKERS": str(workers),
+        "GUNICORN_THREADS": str(threads),
+    }
+
+
 # Ways to serve an app, for the correctness matrix. "gthread-2x4" is the
 # shared production-like config; the others show which shape breaks what.
 # (gunicorn turns "sync" with more than one thread into gthread, hence 1.)
 SHAPES = {
     "flask-dev": None,  # Flask's development server, threaded (its default)
-    "sync-1": {"GUNICORN_WORKER_CLASS": "sync", "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "1"},
-    "sync-4": {"GUNICORN_WORKER_CLASS": "sync", "GUNICORN_WORKERS": "4", "GUNICORN_THREADS": "1"},
-    "gthread-1x8": {
-        "GUNICORN_WORKER_CLASS": "gthread",
-        "GUNICORN_WORKERS": "1",
-        "GUNICORN_THREADS": "8",
-    },
-    "gthread-2x4": {
-        "GUNICORN_WORKER_CLASS": "gthread",
-        "GUNICORN_WORKERS": "2",
-        "GUNICORN_THREADS": "4",
-    },
+    "sync-1": gunicorn_shape("sync", 1, 1),
+    "sync-4": gunicorn_shape("sync", 4, 1),
+    "gthread-1x8": gunicorn_shape("gthread", 1, 8),
+    "gthread-2x4": gunicorn_shape("gthread", 2, 4),
 }
 DEFAULT_SHAPE = "gthread-2x4"
 START_TIMEOUT_SECONDS = 20.0
