@@ -14,13 +14,12 @@ exit code: 1 when an app that should be correct showed an anomaly.
 """
 
 import argparse
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from serve.pids import free_port, port_is_free, stop_process
+from serve.pids import free_port, port_is_free, shield_cleanup, stop_on_sigterm, stop_process
 from serve.processes import APPS, PORTS, AppServer
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -72,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         options += ["--master-bind-port", str(master_port), "--expect-workers", str(args.workers)]
     worker_options = ["--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)]
 
-    # SIGTERM stops us the way Ctrl-C does: through the finally below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stop_on_sigterm()
     server = AppServer(args.app, app_port)
     master: subprocess.Popen | None = None
     workers: list[subprocess.Popen] = []
@@ -96,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
-        # A second Ctrl-C must not cut the clean-up short and leave processes behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        shield_cleanup()
         if master is not None:
             stop_process(master, MASTER_STOP_SECONDS)  # it prints the correctness summary
         deadline = time.monotonic() + WORKER_EXIT_SECONDS

@@ -6,10 +6,10 @@ python -m serve fixed_db --port 6002
 """
 
 import argparse
-import signal
 import sys
 import time
 
+from serve.pids import shield_cleanup, stop_on_sigterm
 from serve.processes import APPS, PORTS, AppServer, fixed_apps
 
 
@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.port and len(apps) != 1:
         parser.error("--port needs exactly one app")
 
-    # SIGTERM stops us the same way Ctrl-C does: through the finally below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stop_on_sigterm()
     servers: list[AppServer] = []
     try:
         for app in apps:
@@ -51,10 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
-        # A second Ctrl-C, or a SIGTERM sent to the whole process group, must
-        # not cut the clean-up short and leave servers running.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        shield_cleanup()
         for server in servers:
             server.stop()
 

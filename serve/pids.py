@@ -4,6 +4,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from typing import Self
 
 STOP_TIMEOUT_SECONDS = 10.0
@@ -37,6 +38,20 @@ def stop_process(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_SECOND
     except subprocess.TimeoutExpired:
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def stop_on_sigterm() -> None:
+    """For a foreground launcher: SIGTERM ends it the way Ctrl-C does, through
+    its `finally`, where it stops what it started."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
+def shield_cleanup() -> None:
+    """Call first in that `finally`: a second Ctrl-C, or a SIGTERM sent to the
+    whole process group, must not cut the clean-up short and leave processes
+    running."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def pid_alive(pid: int) -> bool:
