@@ -25,13 +25,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests import report
 from loadtests.client import ROUTES
-from loadtests.hammer import measure_ceiling
+from loadtests.hammer import Placement, measure_ceiling
 from plumbing.config import var_dir
 from serve.processes import APPS, AppServer, available_apps, free_port
 
@@ -106,23 +105,20 @@ def response_length(buffer: bytes) -> int | None:
     return end + 4
 
 
-def connect_to_worker(port: int, placed: Counter, share: int, attempts: int = 50) -> socket.socket:
-    """A kept-alive connection to a worker process that has fewer than `share`.
-
-    gunicorn's workers race to accept connections, and a kept-alive connection
-    stays with the worker that won it. Left to chance, most connections of a
-    run can land on one process; a load balancer would spread them, and so
-    does this, so that every route is measured with the same placement."""
+def connect_to_worker(
+    port: int, placement: Placement, attempts: int = 50
+) -> tuple[socket.socket, str]:
+    """A kept-alive connection to a worker process that has room for it, and
+    that process's pid: every route is measured with the same placement."""
     for _ in range(attempts):
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         pid = WORKER_PID.search(exchange(sock, request_bytes("healthz", port)))
-        worker = pid.group(1) if pid else b""
-        if placed[worker] < share:
-            placed[worker] += 1
-            return sock
+        worker = pid.group(1).decode() if pid else ""
+        if placement.claim([worker]):
+            return sock, worker
         sock.close()
-    raise RuntimeError(f"could not spread connections over the workers: {dict(placed)}")
+    raise RuntimeError(f"could not spread connections over the workers: {placement.placed}")
 
 
 def drive(port: int, op: str, connections: int, seconds: float, workers: int) -> Result:
@@ -130,13 +126,12 @@ def drive(port: int, op: str, connections: int, seconds: float, workers: int) ->
     selector = selectors.DefaultSelector()
     latencies: list[float] = []
     failed = 0
-    placed: Counter = Counter()
-    share = -(-connections // workers)
+    placement = Placement(connections, workers)
     anonymous = request_bytes(op, port)
 
     def open_connection() -> None:
-        sock = connect_to_worker(port, placed, share)
-        state = {"buffer": b"", "payload": anonymous, "done": 0}
+        sock, worker = connect_to_worker(port, placement)
+        state = {"buffer": b"", "payload": anonymous, "done": 0, "worker": worker}
         if op == "list_visits":  # a user with some visits to read
             cookie = b""
             for _ in range(VISITS_TO_READ):
@@ -161,7 +156,7 @@ def drive(port: int, op: str, connections: int, seconds: float, workers: int) ->
                 selector.unregister(sock)
                 sock.close()
                 failed += 1
-                placed.clear()  # place the replacement wherever there is room
+                placement.release(state["worker"])  # its replacement takes the place
                 open_connection()
                 continue
             state["buffer"] += chunk

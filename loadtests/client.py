@@ -16,7 +16,6 @@ a `judge`, each request goes through Locust's catch_response and is marked a
 success or a failure by what the judge says of its Event.
 """
 
-import http.client
 import itertools
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +23,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import requests
+
+from loadtests.transport import TRANSPORT_ERRORS
 
 TIMEOUT_SECONDS = 10.0
 
@@ -140,8 +141,7 @@ class Client:
             response = self.http.request(
                 method, next(self.turns) + path, timeout=self.timeout, **kwargs
             )
-        except (OSError, http.client.HTTPException) as error:
-            # requests' errors are OSErrors; a session on http.client raises either.
+        except TRANSPORT_ERRORS as error:  # requests' own errors are OSErrors too
             return Event(
                 op, self.user, arg, start, time.monotonic(), 0, None, "", str(error), self.scenario
             )

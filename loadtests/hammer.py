@@ -62,13 +62,23 @@ class Placement:
         self.placed: Counter[str] = Counter()
         self.lock = threading.Lock()
 
+    def claim(self, pids: list[str]) -> bool:
+        """Take a place on each of these processes if every one has room."""
+        with self.lock:
+            if all(self.placed[pid] < self.share for pid in pids):
+                self.placed.update(pids)
+                return True
+        return False
+
+    def release(self, pid: str) -> None:
+        with self.lock:
+            self.placed[pid] -= 1
+
     def settle(self, client: Client, instances: int, attempts: int = 200) -> None:
         for _ in range(attempts):
             pids = [client.healthz().pid for _ in range(instances)]  # one per instance
-            with self.lock:
-                if all(self.placed[pid] < self.share for pid in pids):
-                    self.placed.update(pids)
-                    return
+            if self.claim(pids):
+                return
             client.http.close()  # new connections, which another process may take
 
 
