@@ -213,25 +213,29 @@ def check_greet(history: list[Event], verdict: Verdict) -> None:
     greets = [e for e in history if e.op == "greet" and e.ok]
     wrong = [e for e in greets if e.value != f"Hello, {e.arg}!"]
     verdict.greet_leaks = len(wrong)
-    if wrong:
-        # The witness: a wrong answer and the overlapping request whose name it got.
-        def culprit(event: Event) -> Event | None:
-            overlapping = [
-                other
-                for other in greets
-                if other is not event
-                and other.start < event.end
-                and event.start < other.end
-                and event.value == f"Hello, {other.arg}!"
-            ]
-            return min(overlapping, key=lambda o: span([o, event]), default=None)
+    if not wrong:
+        return
+    # The witness: a wrong answer and the overlapping request whose name it
+    # got. Only requests that asked for that name can be it.
+    asked_for: dict[str, list[Event]] = defaultdict(list)
+    for event in greets:
+        asked_for[f"Hello, {event.arg}!"].append(event)
 
-        leak = min(wrong, key=lambda e: span([e, culprit(e) or e]))
-        other = culprit(leak)
-        verdict.examples.append(
-            Anomaly(
-                "greet leak",
-                f"{leak.user} asked to greet {leak.arg!r} and got {leak.value!r}",
-                [leak, other] if other else [leak],
-            )
+    def witness(event: Event) -> list[Event]:
+        overlapping = [
+            other
+            for other in asked_for[event.value]
+            if other is not event and other.start < event.end and event.start < other.end
+        ]
+        culprit = min(overlapping, key=lambda o: span([o, event]), default=None)
+        return [event, culprit] if culprit else [event]
+
+    smallest = min((witness(e) for e in wrong), key=span)
+    leak = smallest[0]
+    verdict.examples.append(
+        Anomaly(
+            "greet leak",
+            f"{leak.user} asked to greet {leak.arg!r} and got {leak.value!r}",
+            smallest,
         )
+    )
