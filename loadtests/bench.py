@@ -32,6 +32,7 @@ from loadtests import report
 from loadtests.client import ROUTES
 from loadtests.hammer import Placement, measure_ceiling
 from plumbing.config import var_dir
+from serve.pids import cpu_seconds
 from serve.processes import APPS, AppServer, available_apps, free_port
 
 DEFAULT_CONNECTIONS = 16
@@ -82,6 +83,7 @@ class Result:
     failed: int
     seconds: float
     latencies_ms: list[float]
+    cpu_seconds: dict[str, float] | None = None  # by server process group, where known
 
     @property
     def rate(self) -> float:
@@ -205,12 +207,50 @@ def measure(
 
 def combine(slices: list[Result]) -> Result:
     """Slices of one route, run one after another: their times add up."""
+    cpu = None
+    if all(r.cpu_seconds is not None for r in slices):
+        cpu = {group: sum(r.cpu_seconds[group] for r in slices) for group in slices[0].cpu_seconds}
     return Result(
         sum(r.completed for r in slices),
         sum(r.failed for r in slices),
         sum(r.seconds for r in slices),
         [ms for r in slices for ms in r.latencies_ms],
+        cpu,
     )
+
+
+def server_processes(server: AppServer) -> dict[str, list[int]]:
+    """The processes that serve a request: the app's, and its store's if we run it."""
+    groups = {"app": [server.process.pid, *server.worker_pids]}
+    if server.backing:
+        groups["store"] = [server.backing.process.pid]
+    return groups
+
+
+def cpu_used(groups: dict[str, list[int]]) -> dict[str, float] | None:
+    """CPU seconds used so far by each group; None if any is unknown (no /proc)."""
+    used = {}
+    for group, pids in groups.items():
+        times = [cpu_seconds(pid) for pid in pids]
+        if None in times:
+            return None
+        used[group] = sum(times)
+    return used
+
+
+def cpu_spent(
+    before: dict[str, float] | None, after: dict[str, float] | None
+) -> dict[str, float] | None:
+    if before is None or after is None:
+        return None
+    return {group: after[group] - before[group] for group in before}
+
+
+def cpu_per_request(result: Result, group: str) -> float | None:
+    """Microseconds of CPU per completed request, spent in one process group."""
+    if not result.cpu_seconds or group not in result.cpu_seconds or not result.completed:
+        return None
+    return result.cpu_seconds[group] / result.completed * 1e6
 
 
 MAIN_WRITE = {
@@ -248,13 +288,15 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
             flush=True,
         )
         workers = server.workers()
+        groups = server_processes(server)  # whose CPU time each request costs
         slices: dict[str, list[Result]] = {op: [] for op in ["healthz", *ops]}
         for _ in range(args.rounds):
             for op in slices:
                 share = args.seconds / args.rounds
-                slices[op].append(
-                    measure(server.port, op, args.connections, share, args.processes, workers)
-                )
+                before = cpu_used(groups)
+                result = measure(server.port, op, args.connections, share, args.processes, workers)
+                result.cpu_seconds = cpu_spent(before, cpu_used(groups))
+                slices[op].append(result)
         wrk = hammer = None
         if args.wrk and (wrk := wrk_rate(server.url + "/healthz", args.connections, args.seconds)):
             # The hammer's own client (threads, one kept-alive connection each) on
@@ -262,7 +304,10 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
             hammer = measure_ceiling(server.url, args.connections, 400, workers)
 
     rows, ceiling = [], combine(slices["healthz"]).rate
-    print(f"{'route':<26}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}  vs /healthz")
+    print(
+        f"{'route':<26}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}  vs /healthz"
+        f"{'CPU us/req: app':>17}{'store':>7}"
+    )
     for op, parts in slices.items():
         result = combine(parts)
         method, path, _ = ROUTES[op]
@@ -275,12 +320,15 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
                 "p99_ms": round(result.percentile(99), 2),
                 "failed": result.failed,
                 "vs_healthz": round(result.rate / ceiling, 2),
+                "app_cpu_us": rounded(cpu_per_request(result, "app")),
+                "store_cpu_us": rounded(cpu_per_request(result, "store")),
             }
         )
         r = rows[-1]
         print(
             f"{r['route']:<26}{r['req_per_s']:>8}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-            f"{r['failed']:>8}  {r['vs_healthz']:>9.2f}x",
+            f"{r['failed']:>8}  {r['vs_healthz']:>9.2f}x"
+            f"{blank_if_none(r['app_cpu_us']):>17}{blank_if_none(r['store_cpu_us']):>7}",
             flush=True,
         )
     if wrk:
@@ -291,6 +339,14 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
         for name, rate in (("wrk", wrk), ("hammer", hammer)):
             rows.append({**rows[0], "route": f"GET /healthz ({name})", "req_per_s": round(rate)})
     return rows
+
+
+def rounded(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def blank_if_none(value: int | None) -> str:
+    return "" if value is None else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:

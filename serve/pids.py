@@ -62,6 +62,17 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used so far, from /proc (Linux);
+    None where there is no /proc or the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Service:
     """Something we start and stop (by PID); usable in a `with` block."""
 

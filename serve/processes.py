@@ -84,6 +84,7 @@ class AppServer(Service):
         self.log_path = log_path or self.var_dir / "logs" / f"{app}-{port}.log"
         self.process: subprocess.Popen | None = None
         self.backing: EmbeddedValkey | None = None  # fixed_cache's own server, if we start one
+        self.worker_pids: list[int] = []  # those that answered at start-up
 
     @property
     def url(self) -> str:
@@ -184,6 +185,7 @@ class AppServer(Service):
             except OSError:
                 time.sleep(0.05)
             if len(seen) >= workers:
+                self.worker_pids = sorted(int(pid) for pid in seen)
                 return
         raise RuntimeError(
             f"{self.app}: {len(seen)} of {workers} workers answered /healthz "
