@@ -46,7 +46,11 @@ def install_http(app: Flask) -> None:
 
 
 def unavailable_when(app: Flask, errors: tuple[type[Exception], ...], detail: str) -> None:
-    """Answer 503 when a backing server fails, instead of a 500."""
+    """Answer 503 when a backing server fails, instead of a 500.
+
+    A view's errors reach the handlers registered for their type. The session
+    is loaded before the view and saved after it, and Flask hands errors from
+    there to the 500 handler only, with the error attached."""
 
     def backing_server_down(error: Exception):
         log.warning("backing server unavailable: %s", error)
@@ -54,6 +58,12 @@ def unavailable_when(app: Flask, errors: tuple[type[Exception], ...], detail: st
 
     for error in errors:
         app.register_error_handler(error, backing_server_down)
+
+    @app.errorhandler(InternalServerError)
+    def failed_outside_a_view(error: InternalServerError):
+        if isinstance(error.original_exception, errors):
+            return backing_server_down(error.original_exception)
+        return json_error(error)
 
 
 def checked_text(field: str, value: object) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from flask import session
 
+from serve.valkey import EmbeddedValkey
 from tests.conftest import make_app
 
 
@@ -95,3 +96,24 @@ def test_a_flood_of_new_users_cannot_grow_the_store_past_its_limit(monkeypatch, 
     for n in range(10 * limit):
         app.test_client().post("/visits", json={"article": f"a{n}"})  # no cookie each time
     assert len(session_files(app)) <= limit
+
+
+def test_a_dead_redis_store_gets_a_503_then_recovers(monkeypatch, tmp_path):
+    # The session is loaded before the view and saved after it, outside the
+    # error handlers a view's errors reach: this took a fix in plumbing.
+    valkey = EmbeddedValkey(tmp_path / "valkey").start()
+    try:
+        monkeypatch.setenv("SESSION_REDIS_URL", valkey.url)
+        # TESTING would hand errors from outside the view to the test, not to the app.
+        client = build(monkeypatch, TESTING=False).test_client()
+        assert client.post("/visits", json={"article": "a1"}).status_code == 201
+        valkey.kill()
+        valkey.process.wait()
+        for response in (client.post("/visits", json={"article": "a2"}), client.get("/visits")):
+            assert response.status_code == 503
+            assert response.json["detail"] == "the session store is unavailable; retry"
+        valkey = EmbeddedValkey(tmp_path / "valkey").start()  # the same append-only file
+        response = client.post("/visits", json={"article": "a3"})
+        assert (response.status_code, response.json) == (201, {"visits": ["a1", "a3"]})
+    finally:
+        valkey.stop()
