@@ -100,6 +100,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = create_base_app(__name__, test_config, defaults={"SESSION_REFRESH_EACH_REQUEST": False})
     app.config.update(session_config(app))
     Session(app)
-    unavailable_when(app, (redis.RedisError,), "the session store is unavailable; retry")
+    # OSError: the file store could not write (a full disk); the old version is intact.
+    unavailable_when(app, (redis.RedisError, OSError), "the session store is unavailable; retry")
     app.register_blueprint(bp)
     return app

@@ -1,14 +1,19 @@
-"""fixed_session's three details, each proven deterministically (test client).
+"""fixed_session's three details, each proven deterministically (test client),
+and its file store.
 
 The concurrent ones pause a real request at the point that matters (after its
 handler, before Flask-Session saves it) instead of hoping for a race."""
 
+import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 from flask import session
 
+from fixed_session.store import BoundedFileStore
 from serve.valkey import EmbeddedValkey
 from tests.conftest import make_app
 
@@ -96,6 +101,91 @@ def test_a_flood_of_new_users_cannot_grow_the_store_past_its_limit(monkeypatch, 
     for n in range(10 * limit):
         app.test_client().post("/visits", json={"article": f"a{n}"})  # no cookie each time
     assert len(session_files(app)) <= limit
+
+
+# The file store itself (fixed_session/store.py): rewritten in place, under a lock.
+
+
+def test_a_reader_never_sees_half_a_rewrite(tmp_path):
+    # Two threads rewrite one file while a third reads it 10,000 times. Without
+    # the locks in store.py, some reads mix both versions (12 runs of 12 failed).
+    store = BoundedFileStore(str(tmp_path), limit=10)
+    versions = {letter: letter.encode() * 64_000 for letter in "ab"}  # written in many pages
+    store.set("shared", versions["a"])
+    stop = threading.Event()
+
+    def rewrite(letter: str) -> None:
+        while not stop.is_set():
+            store.set("shared", versions[letter])
+
+    writers = [threading.Thread(target=rewrite, args=(letter,)) for letter in "ab"]
+    for writer in writers:
+        writer.start()
+    try:
+        seen = [store.get("shared") for _ in range(10_000)]
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    assert all(value in versions.values() for value in seen)
+    assert set(seen) == set(versions.values())  # both writers were at work
+
+
+def test_a_shorter_version_leaves_none_of_the_longer_behind(tmp_path):
+    store = BoundedFileStore(str(tmp_path), limit=10)
+    store.set("k", ["x" * 1000])
+    store.set("k", ["y"])
+    assert store.get("k") == ["y"]
+    assert Path(store._get_filename("k")).stat().st_size < 100
+
+
+def test_an_expired_session_reads_as_none(tmp_path):
+    store = BoundedFileStore(str(tmp_path), limit=10)
+    store.set("k", ["x"], timeout=-1)
+    assert store.get("k") is None
+
+
+def test_an_unreadable_session_file_starts_its_user_over(monkeypatch):
+    app = build(monkeypatch)
+    client = app.test_client()
+    client.post("/visits", json={"article": "a1"})
+    [file] = session_files(app)
+    file.write_bytes(b"\0\0\0\0torn")  # as a power cut in mid-write might leave it
+    response = client.get("/visits")
+    assert (response.status_code, response.json) == (200, {"visits": []})
+    client.post("/visits", json={"article": "a2"})
+    assert client.get("/visits").json == {"visits": ["a2"]}
+
+
+FULL_DISK = """
+import json, resource, signal, sys
+from fixed_session.app import create_app
+
+app = create_app({"VAR_DIR": sys.argv[1]})
+client = app.test_client()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG, do not die
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # as if the disk had filled up
+statuses = [client.post("/visits", json={"article": "x" * 64}).status_code for _ in range(80)]
+response = client.get("/visits")
+print(json.dumps({"statuses": statuses, "visits": len(response.json["visits"])}))
+"""
+
+
+def test_a_full_disk_gets_a_503_and_loses_no_saved_visit(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={"WORK_MS": "0", "PATH": ""},
+        cwd=Path(__file__).parent.parent,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    found = json.loads(run.stdout)
+    saved = found["statuses"].count(201)
+    assert 0 < saved < 80
+    assert found["statuses"] == [201] * saved + [503] * (80 - saved)  # once full, every one
+    assert found["visits"] == saved  # each acknowledged visit is still there
 
 
 def test_a_dead_redis_store_gets_a_503_then_recovers(monkeypatch, tmp_path):
