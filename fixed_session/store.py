@@ -53,11 +53,14 @@ class BoundedFileStore(FileSystemCache):
 
     def get(self, key: str) -> Any:
         try:
-            with open(self._get_filename(key), "rb") as f:
-                fcntl.flock(f, fcntl.LOCK_SH)  # wait for a write under way
-                data = f.read()
+            fd = os.open(self._get_filename(key), os.O_RDONLY)
         except FileNotFoundError:
             return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # wait for a write under way
+            data = os.pread(fd, os.fstat(fd).st_size, 0)
+        finally:
+            os.close(fd)
         if not data:  # created by a writer that has not written yet
             return None
         try:
@@ -76,8 +79,9 @@ class BoundedFileStore(FileSystemCache):
         fd = os.open(self._get_filename(key), os.O_RDWR | os.O_CREAT, self._mode)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            old_size = os.fstat(fd).st_size
-            if len(data) > old_size:
+            old = os.fstat(fd)
+            old_size = old.st_size
+            if len(data) > old.st_blocks * 512:  # more than the blocks it has
                 os.posix_fallocate(fd, 0, len(data))  # disk full fails here, intact
             written = 0
             while written < len(data):
