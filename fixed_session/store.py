@@ -23,10 +23,11 @@ file count in a file that each process reads, adds one to and writes back:
 the lost update this repository is about. Under gunicorn the count drifts (a
 trial with a threshold of 200 ended with 599 files), and once over the
 threshold every write reads every file to find what to delete (120
-requests/s). Here there is no count to keep. Each process, after every
-`sweep_every` new sessions it has created, lists the folder and deletes the
-least recently written files beyond `limit`. However fast the flood, the
-folder holds at most limit + workers x sweep_every files.
+requests/s). Here there is no count to keep. Each process, at the first new
+session it creates and after every `sweep_every` more, lists the folder and
+deletes the least recently written files beyond `limit`. However fast the
+flood, and however often the app restarts, the folder holds at most
+limit + workers x sweep_every files.
 """
 
 import fcntl
@@ -49,7 +50,8 @@ class BoundedFileStore(FileSystemCache):
         super().__init__(path, threshold=0, mode=mode)  # 0: no count file
         self.limit = limit
         self.sweep_every = max(1, limit // 10)
-        self.new_sessions = itertools.count(1)  # next() is atomic under the GIL
+        # From 0: the first new session sweeps what earlier runs left.
+        self.new_sessions = itertools.count()  # next() is atomic under the GIL
 
     def get(self, key: str) -> Any:
         try:

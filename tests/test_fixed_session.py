@@ -100,7 +100,8 @@ def test_a_flood_of_new_users_cannot_grow_the_store_past_its_limit(monkeypatch, 
     app = build(monkeypatch)
     for n in range(10 * limit):
         app.test_client().post("/visits", json={"article": f"a{n}"})  # no cookie each time
-    assert len(session_files(app)) <= limit
+    sweep_every = app.config["SESSION_CACHELIB"].sweep_every  # one process
+    assert len(session_files(app)) <= limit + sweep_every
 
 
 # The file store itself (fixed_session/store.py): rewritten in place, under a lock.
@@ -129,6 +130,16 @@ def test_a_reader_never_sees_half_a_rewrite(tmp_path):
             writer.join()
     assert all(value in versions.values() for value in seen)
     assert set(seen) == set(versions.values())  # both writers were at work
+
+
+def test_the_limit_holds_across_restarts(tmp_path):
+    # Each run adds fewer new sessions than sweep_every: without a sweep at a
+    # process's first new session, the folder would grow run after run.
+    for run in range(40):
+        store = BoundedFileStore(str(tmp_path), limit=20)  # a new process
+        for n in range(store.sweep_every - 1):
+            store.set(f"run{run}-user{n}", ["a1"])
+    assert len(list(tmp_path.iterdir())) <= 20 + store.sweep_every
 
 
 def test_a_shorter_version_leaves_none_of_the_longer_behind(tmp_path):
