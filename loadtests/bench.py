@@ -6,13 +6,17 @@ loop per client process, writes pre-built request bytes and parses only the
 status line and Content-Length, so nearly all of the machine's time goes to
 the server. The routes take turns in ROUNDS short slices, so that a machine
 whose speed drifts during the run (shared machines do) slows them alike;
-compare the ratio, not the absolute numbers.
+compare the ratio, not the absolute numbers. The CPU time each request cost
+the server's processes, read from /proc around every slice, says where the
+time went; on a machine where client, app and store share the cores, no
+route can beat its CPU per request.
 
-    $ python -m loadtests.bench fixed_db                 # 2026-11-21, 2 cores
-    fixed_db (gunicorn gthread 2 workers x 4 threads, 16 connections, ...)
-    route                        req/s   p50 ms   p99 ms  failed  vs /healthz
-    GET /healthz                  4645     2.85    10.57       0       1.00x
-    POST /counter/increment       3322     3.69    23.77       0       0.72x
+    $ python -m loadtests.bench fixed_cache              # 2026-11-21, 2 cores
+    fixed_cache (gunicorn gthread 2 workers x 4 threads, 16 connections, ...)
+    route                        req/s   p50 ms   p99 ms  failed  vs /healthz  app us  store us
+    GET /healthz                  6631     1.96     6.84       0       1.00x     251         1
+    POST /counter/increment       4756     3.04     7.62       0       0.72x     329        21
+    app us, store us: CPU time per request, in the app's processes and its store's
 """
 
 import argparse
@@ -306,7 +310,7 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
     rows, ceiling = [], combine(slices["healthz"]).rate
     print(
         f"{'route':<26}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}  vs /healthz"
-        f"{'CPU us/req: app':>17}{'store':>7}"
+        f"{'app us':>8}{'store us':>10}"
     )
     for op, parts in slices.items():
         result = combine(parts)
@@ -328,9 +332,11 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
         print(
             f"{r['route']:<26}{r['req_per_s']:>8}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
             f"{r['failed']:>8}  {r['vs_healthz']:>9.2f}x"
-            f"{blank_if_none(r['app_cpu_us']):>17}{blank_if_none(r['store_cpu_us']):>7}",
+            f"{blank_if_none(r['app_cpu_us']):>8}{blank_if_none(r['store_cpu_us']):>10}",
             flush=True,
         )
+    if any(r["app_cpu_us"] is not None for r in rows):
+        print("app us, store us: CPU time per request, in the app's processes and its store's")
     if wrk:
         print(f"{'GET /healthz, wrk':<26}{wrk:>8.0f}   this bench: {ceiling / wrk:.2f}x of wrk")
         print(
