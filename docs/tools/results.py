@@ -101,6 +101,7 @@ def run_target(target: str, log: Path) -> dict[str, Any]:
     with subprocess.Popen(
         ["make", "--no-print-directory", target],
         cwd=REPO_ROOT,
+        env={**os.environ, "MAKEFLAGS": ""},  # not silent, even under `make -s`: we want the recipe
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -186,7 +187,7 @@ def read_csv(name: str) -> list[dict[str, str]]:
 
 
 def is_number(cell: str) -> bool:
-    return bool(re.fullmatch(r"[\d,.]+( s|x)?|n/a", cell))
+    return bool(re.fullmatch(r"[\d,.]+( s|x)?|n/a|", cell))  # blank: nothing measured
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -314,7 +315,10 @@ def render_matrix_table(app: str | None = None) -> str:
 def render_bench_table() -> str:
     rows = read_csv("bench.csv")
     body = table(
-        ["app", "route", "req/s", "p50 ms", "p99 ms", "failed", "vs /healthz"],
+        [
+            *["app", "route", "req/s", "p50 ms", "p99 ms", "failed", "vs /healthz"],
+            *["app CPU µs/req", "store CPU µs/req"],
+        ],
         [
             [
                 f"`{r['app']}`",
@@ -324,6 +328,8 @@ def render_bench_table() -> str:
                 r["p99_ms"],
                 r["failed"],
                 f"{float(r['vs_healthz']):.2f}x",
+                number(r.get("app_cpu_us") or ""),
+                number(r.get("store_cpu_us") or ""),
             ]
             for r in rows
             if "(" not in r["route"]  # wrk's and the hammer's own rows are below
