@@ -6,11 +6,13 @@ Writing. cachelib writes each new version of a session to a temporary file
 and renames it over the old one. On ext4, Linux's most common file system,
 renaming over an existing file starts writing the new file's data to disk
 right away (the `auto_da_alloc` safeguard), so every saved session costs a
-disk write: about 200 us of CPU per request here, and most of this app's
-cost. Here a session file is overwritten in place while holding an exclusive
-lock (flock), and read while holding a shared one, so nobody reads half a
-version: about 10 us. The format stays cachelib's (a 4-byte expiry time, then
-a pickle), so its other methods (has, delete, clear) still work.
+disk write. Here a session file is overwritten in place while holding an
+exclusive lock (flock), and read while holding a shared one, so nobody reads
+half a version. In `python -m loadtests.bench fixed_session` on 2 cores, the
+workers' CPU time per `POST /visits` fell from about 860 us to about 520 us,
+and the route went from about 0.35x to about 0.6x of the app's /healthz. The
+format stays cachelib's (a 4-byte expiry time, then a pickle), so its other
+methods (has, delete, clear) still work.
 
 The price: a power cut in the middle of a write can leave that one file torn,
 its user's visits lost or partly old; a file that no longer reads counts as

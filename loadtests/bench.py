@@ -225,7 +225,7 @@ def combine(slices: list[Result]) -> Result:
 
 def server_processes(server: AppServer) -> dict[str, list[int]]:
     """The processes that serve a request: the app's, and its store's if we run it."""
-    groups = {"app": [server.process.pid, *server.worker_pids]}
+    groups = {"app": sorted({server.process.pid, *server.worker_pids})}  # flask run: one
     if server.backing:
         groups["store"] = [server.backing.process.pid]
     return groups
