@@ -3,7 +3,8 @@
 create_base_app() returns a Flask app that already answers JSON errors, limits
 body size, stamps X-Worker on every response, knows the user-id cookie, has
 its secret key and serves GET /healthz. Each app folder adds its state
-strategy and the six routes of the contract in ../shared/DESIGN.md.
+strategy and the six routes of the HTTP contract in README.md. Imported by
+the apps; never starts processes.
 """
 
 import time
@@ -12,7 +13,14 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from plumbing.config import MAX_BODY_BYTES, env_flag, load_secret_key, var_dir, work_seconds
+from plumbing.config import (
+    MAX_BODY_BYTES,
+    env_flag,
+    load_secret_key,
+    setting,
+    var_dir,
+    work_seconds,
+)
 from plumbing.http import article_from_body, install_http, name_from_query, unavailable_when
 from plumbing.users import current_user_id, install_users
 
@@ -22,6 +30,7 @@ __all__ = [
     "current_user_id",
     "do_some_work",
     "name_from_query",
+    "setting",
     "unavailable_when",
 ]
 

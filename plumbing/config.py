@@ -1,23 +1,51 @@
-"""Configuration from environment variables, and the secret key.
+"""Configuration: one way to read a setting, and the secret key.
 
-Nothing here is the lesson; every app reads its settings the same way:
+Nothing here is the lesson. Every setting has a default, and an environment
+variable of the same name changes it. create_base_app() reads the plumbing's
+settings into app.config, where a test's `create_app({...})` may replace
+them; each store reads its own with setting(app, NAME, default): app.config
+first, then the environment. They are the rows of the configuration table in
+the top-level README.md:
 
-    VAR_DIR        where runtime data lives (default: var/ at the repo root)
-    SECRET_KEY     signs cookies; if unset, generated once and kept in
-                   VAR_DIR/secret_key (mode 0600), shared by every worker
-    WORK_MS        the work a handler does between reading and writing state,
-                   standing in for a query or an API call (default 2 ms)
-    COOKIE_SECURE  "1" to send cookies over HTTPS only (default off, so the
-                   demo works on plain http://127.0.0.1)
+    SECRET_KEY          signs cookies; if unset, generated once into
+                        VAR_DIR/secret_key (mode 0600), shared by every worker
+    WORK_MS             work a handler does between reading and writing state,
+                        standing in for a query or an API call (default 2)
+    DATABASE_URL        fixed_db's database (default sqlite:////<VAR_DIR>/fixed_db.sqlite3)
+    REDIS_URL           fixed_cache's server (`make run-fixed`, `python -m serve`
+                        and the tests start an embedded one and set it)
+    SESSION_REDIS_URL   fixed_session's store (default unset: files under
+                        VAR_DIR/sessions)
+    SESSION_FILE_LIMIT  most session files kept (default 10000)
+    SQLITE_SYNCHRONOUS  fixed_db's SQLite sync level (default NORMAL; FULL to
+                        fsync every commit)
+    COOKIE_SECURE       "1" to send cookies over HTTPS only (default off, so the
+                        demo works on plain http://127.0.0.1)
+    VAR_DIR             where runtime data lives (default: var/ at the repo root)
+
+GUNICORN_WORKERS, GUNICORN_THREADS and GUNICORN_WORKER_CLASS shape the server:
+serve/gunicorn_conf.py reads them, not the apps.
 """
 
 import os
 import secrets
 from pathlib import Path
+from typing import Any
+
+from flask import Flask
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_BODY_BYTES = 16 * 1024
 DEFAULT_WORK_MS = 2.0
+
+
+def setting(app: Flask, name: str, default: Any = None) -> Any:
+    """app.config[name] if set, else the environment variable, else default.
+    An empty value counts as unset."""
+    for value in (app.config.get(name), os.environ.get(name)):
+        if value not in (None, ""):
+            return value
+    return default
 
 
 def var_dir() -> Path:

@@ -1,4 +1,4 @@
-"""The HTTP contract of ../shared/DESIGN.md, for every app folder (Flask test client).
+"""The HTTP contract in README.md, for every app folder (Flask test client).
 
 Status codes, JSON shapes, cookies, and bad input: always a 4xx JSON answer."""
 

@@ -5,8 +5,9 @@ import stat
 import threading
 
 import pytest
+from flask import Flask
 
-from plumbing.config import load_secret_key, work_seconds
+from plumbing.config import load_secret_key, setting, work_seconds
 from tests.conftest import make_app
 
 
@@ -48,6 +49,18 @@ def test_work_ms_is_validated(monkeypatch):
         monkeypatch.setenv("WORK_MS", bad)
         with pytest.raises(ValueError, match="WORK_MS"):
             work_seconds()
+
+
+def test_a_setting_comes_from_the_config_then_the_environment_then_the_default(monkeypatch):
+    app = Flask(__name__)
+    monkeypatch.delenv("SESSION_FILE_LIMIT", raising=False)
+    assert setting(app, "SESSION_FILE_LIMIT", 10) == 10
+    monkeypatch.setenv("SESSION_FILE_LIMIT", "")  # empty counts as unset
+    assert setting(app, "SESSION_FILE_LIMIT", 10) == 10
+    monkeypatch.setenv("SESSION_FILE_LIMIT", "20")
+    assert setting(app, "SESSION_FILE_LIMIT", 10) == "20"
+    app.config["SESSION_FILE_LIMIT"] = 30
+    assert setting(app, "SESSION_FILE_LIMIT", 10) == 30
 
 
 def test_fixed_db_rejects_an_unknown_database_url(monkeypatch):
