@@ -1,9 +1,11 @@
 """The Redis-protocol server behind fixed_cache: a connection pool per worker
 process, and a connection of its own for each of the worker's threads.
 
-REDIS_URL names the server (any Redis or Valkey); `python -m serve` and the
-tests start an embedded one and set it (serve/valkey.py). The pool is made on
-first use in each worker process, after gunicorn forks, never at import.
+init_app(app) takes the server's address from REDIS_URL (any Redis or
+Valkey; `python -m serve` and the tests start an embedded one and set it, see
+serve/valkey.py) and answers 503 when the server fails. Routes call
+store.redis() for their thread's client. The pool is made on first use in
+each worker process, after gunicorn forks, never at import.
 
 gthread's threads live as long as their worker, so each keeps the connection
 it first borrowed: a command then skips the pool's lock and its check that
@@ -22,10 +24,12 @@ and the retry reconnects.
 import os
 import threading
 
-import redis
 from flask import Flask, current_app
+from redis import ConnectionPool, Redis, RedisError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from plumbing import setting, unavailable_when
 
 TIMEOUT_SECONDS = 0.45
 
@@ -33,13 +37,13 @@ TIMEOUT_SECONDS = 0.45
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.pool: redis.ConnectionPool | None = None
+        self.pool: ConnectionPool | None = None
         self.pid: int | None = None
         self.threads = threading.local()
 
-    def connection(self) -> redis.Redis:
+    def connection(self) -> Redis:
         if self.pid != os.getpid():  # first use in this process
-            self.pool = redis.ConnectionPool.from_url(
+            self.pool = ConnectionPool.from_url(
                 self.url,
                 socket_timeout=TIMEOUT_SECONDS,
                 socket_connect_timeout=TIMEOUT_SECONDS,
@@ -49,17 +53,18 @@ class Store:
             self.threads = threading.local()
             self.pid = os.getpid()
         if (client := getattr(self.threads, "client", None)) is None:
-            client = redis.Redis(connection_pool=self.pool, single_connection_client=True)
+            client = Redis(connection_pool=self.pool, single_connection_client=True)
             self.threads.client = client
         return client
 
 
-def get_redis() -> redis.Redis:
+def redis() -> Redis:
+    """This thread's client of the server."""
     return current_app.extensions["fixed_cache"].connection()
 
 
 def init_app(app: Flask) -> None:
-    url = app.config.get("REDIS_URL") or os.environ.get("REDIS_URL")
+    url = setting(app, "REDIS_URL")
     if not url:
         raise RuntimeError(
             "REDIS_URL is not set. `make run-fixed` or `python -m serve fixed_cache` "
@@ -67,3 +72,4 @@ def init_app(app: Flask) -> None:
             "REDIS_URL=redis://127.0.0.1:6379/0"
         )
     app.extensions["fixed_cache"] = Store(url)
+    unavailable_when(app, (RedisError,), "the Redis server is unavailable; retry")

@@ -16,21 +16,18 @@ store.py). Under the shared gunicorn config, `make demo` (2026-11-21) found:
     fixed_db  2465             0           0  ...            0              0            0
 """
 
-import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, g
 
 from fixed_db import store
-from fixed_db.store import query
 from plumbing import (
     article_from_body,
     create_base_app,
     current_user_id,
     do_some_work,
     name_from_query,
-    unavailable_when,
 )
 
 bp = Blueprint("routes", __name__)
@@ -39,26 +36,28 @@ bp = Blueprint("routes", __name__)
 @bp.post("/counter/increment")
 def increment_counter():
     # Read and write in one statement, under the database's write lock.
-    [(new_value,)] = query("UPDATE counter SET value = value + 1 WHERE id = 1 RETURNING value")
+    [(new_value,)] = store.query(
+        "UPDATE counter SET value = value + 1 WHERE id = 1 RETURNING value"
+    )
     return {"value": new_value}
 
 
 @bp.get("/counter")
 def read_counter():
-    [(value,)] = query("SELECT value FROM counter WHERE id = 1")
+    [(value,)] = store.query("SELECT value FROM counter WHERE id = 1")
     return {"value": value}
 
 
 @bp.post("/counter/reset")
 def reset_counter():
-    query("UPDATE counter SET value = 0 WHERE id = 1")
+    store.query("UPDATE counter SET value = 0 WHERE id = 1")
     return {"value": 0}
 
 
 @bp.post("/visits")
 def add_visit():
     article = article_from_body()
-    query("INSERT INTO visits (user_id, article) VALUES (?, ?)", (current_user_id(), article))
+    store.query("INSERT INTO visits (user_id, article) VALUES (?, ?)", (current_user_id(), article))
     return {"visits": visits_of_current_user()}, 201
 
 
@@ -75,13 +74,14 @@ def greet():
 
 
 def visits_of_current_user() -> list[str]:
-    rows = query("SELECT article FROM visits WHERE user_id = ? ORDER BY id", (current_user_id(),))
+    rows = store.query(
+        "SELECT article FROM visits WHERE user_id = ? ORDER BY id", (current_user_id(),)
+    )
     return [article for (article,) in rows]
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = create_base_app(__name__, test_config)
     store.init_app(app)
-    unavailable_when(app, (sqlite3.OperationalError,), "the database is busy or unavailable; retry")
     app.register_blueprint(bp)
     return app

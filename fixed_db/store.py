@@ -1,6 +1,9 @@
 """The database behind fixed_db: connections per request, reused per worker.
 
-Routes call query(sql, params) with "?" placeholders and get all rows
+init_app(app) opens the database DATABASE_URL names, creates the schema and
+answers 503 when SQLite fails (busy past the timeout, or unavailable).
+
+Routes call store.query(sql, params) with "?" placeholders and get all rows
 back. Each statement runs on its own in autocommit mode, so one statement is
 one transaction: `UPDATE ... RETURNING` reads and writes under the write lock
 with nothing in between. Rows are always fetched to the end, because SQLite
@@ -19,13 +22,14 @@ Connections are pooled per worker process, because opening one per request
 made in each worker, after gunicorn forks, never at import.
 """
 
-import os
 import queue
 import sqlite3
 from contextlib import closing
 from pathlib import Path
 
 from flask import Flask, current_app, g
+
+from plumbing import setting, unavailable_when
 
 BUSY_TIMEOUT_SECONDS = 5.0
 
@@ -113,9 +117,10 @@ def query(sql: str, params: tuple = ()) -> list[tuple]:
 def init_app(app: Flask) -> None:
     default_url = f"sqlite:///{app.config['VAR_DIR']}/fixed_db.sqlite3"
     database = database_from_url(
-        app.config.get("DATABASE_URL") or os.environ.get("DATABASE_URL") or default_url,
-        app.config.get("SQLITE_SYNCHRONOUS") or os.environ.get("SQLITE_SYNCHRONOUS", "NORMAL"),
+        setting(app, "DATABASE_URL", default_url),
+        setting(app, "SQLITE_SYNCHRONOUS", "NORMAL"),
     )
     database.create_schema()
     app.extensions["fixed_db"] = database
     app.teardown_appcontext(release_db)
+    unavailable_when(app, (sqlite3.OperationalError,), "the database is busy or unavailable; retry")

@@ -21,32 +21,26 @@ Three details decide whether it works (see README.md):
 The counter is shared by all users, which no session can hold: 501.
 """
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
-import redis
 from flask import Blueprint, Flask, g, session
-from flask_session import Session
 from werkzeug import exceptions
 
-from fixed_session.store import BoundedFileStore
+from fixed_session import store
 from plumbing import (
     article_from_body,
     create_base_app,
     do_some_work,
     name_from_query,
-    unavailable_when,
 )
-
-SESSION_FILE_LIMIT = 10_000  # beyond it, the least recently written sessions go
-
-bp = Blueprint("routes", __name__)
 
 NO_SHARED_STATE = (
     "a session holds one user's state; a counter shared by all users needs "
     "a database or a Redis-protocol server: see fixed_db or fixed_cache"
 )
+
+bp = Blueprint("routes", __name__)
 
 
 @bp.post("/counter/increment")
@@ -85,22 +79,9 @@ def greet():
     return {"greeting": f"Hello, {g.name_to_greet}!"}
 
 
-def session_config(app: Flask) -> dict[str, Any]:
-    """Where sessions live: Redis if SESSION_REDIS_URL is set, else files."""
-    if url := app.config.get("SESSION_REDIS_URL") or os.environ.get("SESSION_REDIS_URL"):
-        store = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-        return {"SESSION_TYPE": "redis", "SESSION_REDIS": store}
-    limit = int(os.environ.get("SESSION_FILE_LIMIT", SESSION_FILE_LIMIT))
-    files = BoundedFileStore(f"{app.config['VAR_DIR']}/sessions", limit)
-    return {"SESSION_TYPE": "cachelib", "SESSION_CACHELIB": files}
-
-
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # Flask's default (True) would save the whole session after every request.
     app = create_base_app(__name__, test_config, defaults={"SESSION_REFRESH_EACH_REQUEST": False})
-    app.config.update(session_config(app))
-    Session(app)
-    # OSError: the file store could not write (a full disk); the old version is intact.
-    unavailable_when(app, (redis.RedisError, OSError), "the session store is unavailable; retry")
+    store.init_app(app)
     app.register_blueprint(bp)
     return app

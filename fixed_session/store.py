@@ -1,6 +1,11 @@
-"""Session storage for fixed_session: cachelib's file store, rewritten in place
-under a lock, with a bound that holds when several worker processes write at
-once.
+"""Where fixed_session's sessions live: cachelib's file store, rewritten in
+place under a lock, with a bound that holds when several worker processes
+write at once; or Redis.
+
+init_app(app) sets up Flask-Session: Redis when SESSION_REDIS_URL is set,
+else the BoundedFileStore below, under VAR_DIR/sessions and holding about
+SESSION_FILE_LIMIT files. When the store fails (Redis down, a full disk), the
+app answers 503.
 
 Writing. cachelib writes each new version of a session to a temporary file
 and renames it over the old one. On ext4, Linux's most common file system,
@@ -43,8 +48,14 @@ from contextlib import suppress
 from typing import Any
 
 from cachelib.file import FileSystemCache
+from flask import Flask
+from flask_session import Session
+from redis import Redis, RedisError
+
+from plumbing import setting, unavailable_when
 
 EXPIRY = struct.Struct("I")  # cachelib's header: when the entry expires, 0 for never
+SESSION_FILE_LIMIT = 10_000  # beyond it, the least recently written sessions go
 
 
 class BoundedFileStore(FileSystemCache):
@@ -108,3 +119,16 @@ class BoundedFileStore(FileSystemCache):
         for _, path in files[: max(0, len(files) - self.limit)]:
             with suppress(FileNotFoundError):
                 os.remove(path)
+
+
+def init_app(app: Flask) -> None:
+    if url := setting(app, "SESSION_REDIS_URL"):
+        server = Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        app.config.update(SESSION_TYPE="redis", SESSION_REDIS=server)
+    else:
+        limit = int(setting(app, "SESSION_FILE_LIMIT", SESSION_FILE_LIMIT))
+        files = BoundedFileStore(f"{app.config['VAR_DIR']}/sessions", limit)
+        app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=files)
+    Session(app)
+    # OSError: the file store could not write (a full disk); the old version is intact.
+    unavailable_when(app, (RedisError, OSError), "the session store is unavailable; retry")
