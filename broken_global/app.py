@@ -1,26 +1,8 @@
 """broken_global: state in module-level globals. THIS IS THE BUG.
 
-It works on a laptop with one user and one process. Under a real server it
-breaks in four ways, each one visible to the load tests:
-
-1. Threads share the globals. A handler reads, does some work (a query, an
-   API call), then writes; another thread writes in between and one of the two
-   updates is lost. A bare `counter += 1` hides this on CPython 3.10+, which
-   only switches threads at calls and backward jumps, so the read and the
-   write almost never get split; real handlers do work between them, so this
-   app does too (do_some_work, WORK_MS long). On a free-threaded build even
-   the bare `+= 1` loses updates.
-2. Processes each get their own copy. gunicorn's workers are separate
-   processes, so each counts on its own and a user's second request may land
-   in a worker that has never seen their first.
-3. Users share the globals too. Request data parked in a global (the name to
-   greet) is read back after another user's request has replaced it.
-4. A restart, or a worker recycled by max_requests, forgets everything.
-
-Under the shared gunicorn config, `make demo` (2026-11-21, 2 cores) found:
-
-    app            ops  lost updates  divergence  ...  visits lost  visits leaked  greet leaks
-    broken_global  2465           394         196  ...          430            827          488
+The shared counter, the users' visits and each request's name to greet all
+live in module-level variables, with nothing to protect them. README.md shows
+the four ways that breaks under a real server.
 """
 
 from collections.abc import Mapping
@@ -28,7 +10,12 @@ from typing import Any
 
 from flask import Blueprint, Flask
 
-from plumbing import article_from_body, create_base_app, do_some_work, name_from_query
+from plumbing import (
+    article_from_body,
+    create_base_app,
+    do_some_work,
+    name_from_query,
+)
 
 # The state, as module-level globals: one copy per worker process, shared by
 # every thread and every user in that process, lost on restart.

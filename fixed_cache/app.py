@@ -1,17 +1,8 @@
-"""fixed_cache: shared state in a Redis-protocol server, with atomic commands.
+"""fixed_cache: state in a Redis-protocol server.
 
-The same routes as broken_global; only the state lines differ (try
-`diff -u broken_global/app.py fixed_cache/app.py`):
-
-- the counter is INCR: the server reads and writes it in one step, and it
-  runs one command at a time, so no increment can slip in between;
-- visits are a list per user id, appended and capped in one MULTI/EXEC;
-- the name to greet lives on flask.g, which belongs to one request.
-
-Every worker process talks to the same server, so they agree; the server
-keeps an append-only file, so a restart keeps the state (see store.py and
-serve/valkey.py). A GET followed by a SET would bring back broken_global's
-bug: two requests read the same value and both write value + 1.
+The shared counter is one atomic INCR, each user's visits are a list appended
+in one MULTI/EXEC, and each request's name to greet lives on flask.g.
+store.py holds the connection to the server; README.md explains its settings.
 """
 
 from collections.abc import Mapping

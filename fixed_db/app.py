@@ -1,19 +1,8 @@
-"""fixed_db: state in a database, shared correctly by every thread and worker.
+"""fixed_db: state in a database.
 
-The same routes as broken_global; only the state lines differ (try
-`diff -u broken_global/app.py fixed_db/app.py`):
-
-- the counter is one `UPDATE ... RETURNING` statement: the database reads and
-  writes under its write lock, so no request slips in between;
-- visits are rows keyed by the caller's user id: each user sees their own,
-  whichever worker answers, and they survive a restart;
-- the name to greet lives on flask.g, which belongs to one request.
-
-SQLite under var/ by default (WAL, a busy timeout, pooled connections; see
-store.py). Under the shared gunicorn config, `make demo` (2026-11-21) found:
-
-    app       ops  lost updates  divergence  ...  visits lost  visits leaked  greet leaks
-    fixed_db  2465             0           0  ...            0              0            0
+The shared counter is one atomic UPDATE ... RETURNING, each user's visits are
+rows keyed by their user id, and each request's name to greet lives on
+flask.g. store.py holds the SQLite database; README.md explains its settings.
 """
 
 from collections.abc import Mapping

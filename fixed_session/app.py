@@ -1,24 +1,9 @@
-"""fixed_session: per-user state in a server-side session (Flask-Session).
+"""fixed_session: per-user state in a server-side session.
 
-The visits list of the classic "articles visited" example belongs to one
-user, so it lives in that user's session: the browser keeps only a long
-random session id, the data stays on the server (cachelib's file store under
-var/sessions by default, Redis when SESSION_REDIS_URL is set), and every
-worker process reads the same store.
-
-Three details decide whether it works (see README.md):
-
-- Assign, do not mutate. `session["visits"].append(x)` changes a list the
-  session cannot see, so nothing is saved; assigning a new list marks the
-  session modified.
-- Do not rewrite the session on every request (SESSION_REFRESH_EACH_REQUEST
-  is off): a slow read-only request would save the copy it loaded at its
-  start over an append that finished meanwhile.
-- A session is saved whole at the end of each request, so one user's
-  concurrent requests (several tabs) still race: last writer wins. Sessions
-  suit small per-user state changed one request at a time.
-
-The counter is shared by all users, which no session can hold: 501.
+Each user's visits live in their session, which store.py keeps on the server
+for every worker to read; each request's name to greet lives on flask.g. The
+shared counter is state no session can hold: 501. README.md explains the
+three details that decide whether it works.
 """
 
 from collections.abc import Mapping
