@@ -12,9 +12,9 @@ pattern does.
   thread that imported the app, so every request runs in that one pushed
   context: g is never emptied, and each worker greets its first visitor's
   name to everyone after.
-- The dev server (`flask run`) starts a new thread for each request, and a
-  new thread has no context, so each request gets a fresh one: the bug
-  hides on a laptop.
+- The dev server (`flask run`) starts a new thread for each connection, and
+  each request here comes on a connection of its own; a new thread has no
+  context, so each request gets a fresh one: the bug hides on a laptop.
 
 A run, five visitors one after another:
 

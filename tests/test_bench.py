@@ -1,5 +1,6 @@
-"""`make bench` on a reduced size: every route measured, nothing failed, written,
-with the CPU time each request cost the app's processes and its store's."""
+"""`make bench` on a reduced size: /healthz and the main write measured, nothing
+failed, written, with the CPU time each request cost the app's processes and its
+store's."""
 
 import csv
 import sys
