@@ -6,7 +6,7 @@
     python -m loadtests.locust_run broken_global --headless -- --judge-as fixed_db
 
 The app runs under the shared gunicorn config on its own port (see
-serve.processes.PORTS; `--app-port 0` picks a free one), with its backing
+serve/registry.py; `--app-port 0` picks a free one), with its backing
 server if it has one. Locust runs loadtests/locustfile.py, listening on
 127.0.0.1 only: the web UI, and the master's port for its workers. Arguments
 after `--` go to Locust (the master). A headless run exits with Locust's
@@ -19,11 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+from plumbing.config import REPO_ROOT
 from serve.pids import free_port, port_is_free, shield_cleanup, stop_on_sigterm, stop_process
-from serve.processes import APPS, PORTS, AppServer
+from serve.processes import APPS, AppServer
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-REPO_ROOT = LOCUSTFILE.parent.parent
 WEB_PORT = 8089
 MASTER_STOP_SECONDS = 40.0  # it stops its users gracefully and gathers the workers' events
 WORKER_EXIT_SECONDS = 10.0  # after the master, a worker quits on its own
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.locust_run", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("app", choices=APPS)
+    parser.add_argument("app", choices=list(APPS))
     parser.add_argument("--workers", type=int, default=0, help="Locust workers (0: one process)")
     parser.add_argument("--headless", action="store_true", help="no web UI: run, sum up, exit")
     parser.add_argument("--run-time", default="20s", help="headless run time (default: 20s)")
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(ours)
     if args.workers < 0 or args.users < 1:
         parser.error("--workers must be 0 or more and --users 1 or more")
-    app_port = PORTS[args.app] if args.app_port is None else args.app_port or free_port()
+    app_port = APPS[args.app].port if args.app_port is None else args.app_port or free_port()
     if not args.headless and not port_is_free(args.web_port):
         parser.error(f"port {args.web_port} is in use: pick another with --web-port")
 

@@ -10,7 +10,7 @@ import sys
 import time
 
 from serve.pids import shield_cleanup, stop_on_sigterm
-from serve.processes import APPS, PORTS, AppServer, fixed_apps
+from serve.processes import APPS, AppServer, fixed_apps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[AppServer] = []
     try:
         for app in apps:
-            server = AppServer(app, args.port or PORTS[app]).start(foreground=True)
+            server = AppServer(app, args.port or APPS[app].port).start(foreground=True)
             servers.append(server)
             pids = f"gunicorn pid {server.process.pid}"
             if server.backing:

@@ -10,10 +10,18 @@ correctness matrix does) but not the address:
 
 import os
 
+# The shape when the environment does not set it; serve/processes.py reads these too.
+DEFAULTS = {"GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "4", "GUNICORN_WORKER_CLASS": "gthread"}
+
+
+def setting(name: str) -> str:
+    return os.environ.get(name) or DEFAULTS[name]
+
+
 bind = f"127.0.0.1:{int(os.environ.get('PORT', '8000'))}"
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+workers = int(setting("GUNICORN_WORKERS"))
+threads = int(setting("GUNICORN_THREADS"))
+worker_class = setting("GUNICORN_WORKER_CLASS")
 keepalive = 5
 graceful_timeout = 5
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "warning")

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Self
 
 from plumbing.config import REPO_ROOT, var_dir
+from serve.gunicorn_conf import DEFAULTS as GUNICORN_DEFAULTS
 from serve.pids import Service, free_port, port_is_free, stop_process
+from serve.registry import APPS
 from serve.valkey import EmbeddedValkey
 
-__all__ = ["APPS", "PORTS", "AppServer", "available_apps", "fixed_apps", "free_port"]
+__all__ = ["APPS", "AppServer", "available_apps", "fixed_apps", "free_port"]
 
-APPS = ("broken_global", "fixed_session", "fixed_db", "fixed_cache")
-PORTS = {"broken_global": 5000, "fixed_session": 5001, "fixed_db": 5002, "fixed_cache": 5003}
 GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
 
 
@@ -40,14 +40,17 @@ def gunicorn_shape(worker_class: str, workers: int, threads: int) -> dict[str, s
 # Ways to serve an app, for the correctness matrix. "gthread-2x4" is the
 # shared production-like config; the others show which shape breaks what.
 # (gunicorn turns "sync" with more than one thread into gthread, hence 1.)
+# "config" is the shared config as the environment sets it (GUNICORN_*).
 SHAPES = {
     "flask-dev": None,  # Flask's development server, threaded (its default)
     "sync-1": gunicorn_shape("sync", 1, 1),
     "sync-4": gunicorn_shape("sync", 4, 1),
     "gthread-1x8": gunicorn_shape("gthread", 1, 8),
     "gthread-2x4": gunicorn_shape("gthread", 2, 4),
+    "config": {},
 }
-DEFAULT_SHAPE = "gthread-2x4"
+MATRIX_SHAPES = [shape for shape in SHAPES if shape != "config"]
+DEFAULT_SHAPE = "config"
 START_TIMEOUT_SECONDS = 20.0
 
 
@@ -57,7 +60,7 @@ def available_apps() -> list[str]:
 
 
 def fixed_apps() -> list[str]:
-    return [app for app in available_apps() if app.startswith("fixed_")]
+    return [app for app in available_apps() if APPS[app].is_fixed]
 
 
 class AppServer(Service):
@@ -80,7 +83,7 @@ class AppServer(Service):
         self.port = port
         self.shape_name = shape
         self.env = {**(SHAPES[shape] or {}), **(env or {})}
-        self.var_dir = Path(self.setting("VAR_DIR", "") or var_dir())
+        self.var_dir = Path(self.setting("VAR_DIR") or var_dir())
         self.log_path = log_path or self.var_dir / "logs" / f"{app}-{port}.log"
         self.process: subprocess.Popen | None = None
         self.backing: EmbeddedValkey | None = None  # fixed_cache's own server, if we start one
@@ -123,7 +126,7 @@ class AppServer(Service):
                 f"or pick another port for {self.app}"
             )
         env = {**os.environ, **self.env, "PORT": str(self.port)}
-        if self.app == "fixed_cache" and not env.get("REDIS_URL"):
+        if APPS[self.app].embedded == "valkey" and not env.get("REDIS_URL"):
             # One server for all workers: started here, once, before gunicorn forks them.
             self.backing = EmbeddedValkey(self.var_dir / "valkey").start()
             env["REDIS_URL"] = self.backing.url
@@ -150,21 +153,23 @@ class AppServer(Service):
                 output.close()
         return self
 
-    def setting(self, name: str, default: str) -> str:
-        return self.env.get(name, os.environ.get(name, default))
+    def setting(self, name: str, default: str = "") -> str:
+        """What the server will see: this server's env, else ours, else the
+        shared config's default (for the GUNICORN_* settings)."""
+        return self.env.get(name) or os.environ.get(name) or GUNICORN_DEFAULTS.get(name, default)
 
     def workers(self) -> int:
         """Worker processes that will answer."""
-        return 1 if SHAPES[self.shape_name] is None else int(self.setting("GUNICORN_WORKERS", "2"))
+        return 1 if SHAPES[self.shape_name] is None else int(self.setting("GUNICORN_WORKERS"))
 
     def shape(self) -> str:
         """How the server runs, e.g. "gunicorn gthread 2 workers x 4 threads"."""
         if SHAPES[self.shape_name] is None:
             return "Flask development server (threaded)"
         return (
-            f"gunicorn {self.setting('GUNICORN_WORKER_CLASS', 'gthread')} "
-            f"{self.setting('GUNICORN_WORKERS', '2')} workers x "
-            f"{self.setting('GUNICORN_THREADS', '4')} threads"
+            f"gunicorn {self.setting('GUNICORN_WORKER_CLASS')} "
+            f"{self.setting('GUNICORN_WORKERS')} workers x "
+            f"{self.setting('GUNICORN_THREADS')} threads"
         )
 
     def wait_until_healthy(self) -> None:

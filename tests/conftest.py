@@ -7,13 +7,14 @@ import redis
 from flask import Flask
 
 from serve.processes import available_apps
+from serve.registry import APPS as REGISTRY
 from serve.valkey import EmbeddedValkey
 
 APPS = available_apps()
-# What differs between apps, by design: fixed_session cannot serve the shared
-# counter (501), and its user cookie is the session cookie itself.
-SERVES_COUNTER = {app: app != "fixed_session" for app in APPS}
-USER_COOKIE = {app: "session" if app == "fixed_session" else "uid" for app in APPS}
+# What differs between apps, by design (serve/registry.py): fixed_session cannot
+# serve the shared counter (501), and its user cookie is the session cookie itself.
+SERVES_COUNTER = {app: REGISTRY[app].serves_counter for app in APPS}
+USER_COOKIE = {app: REGISTRY[app].user_cookie for app in APPS}
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +54,7 @@ def app_name(request) -> str:
 
 @pytest.fixture
 def app(app_name, request) -> Flask:
-    if app_name == "fixed_cache":
+    if REGISTRY[app_name].embedded == "valkey":
         request.getfixturevalue("redis_url")
     return make_app(app_name)
 
