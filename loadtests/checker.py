@@ -28,9 +28,38 @@ import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from loadtests.client import Event
+from loadtests.history import Event
+from serve.registry import APPS
 
 NOT_SERVED = 501  # the app says this scope is not its job (fixed_session's counter)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of anomaly: every table, chart, tab and test takes its names here."""
+
+    field: str  # the Verdict count, and the key in JSON and CSV results
+    title: str  # a column's title: "lost updates"
+    witness: str  # the name its witness is printed under: "lost update: ..."
+    scope: str  # the scope of state it concerns: counter, visits, tabs, greet
+
+
+KINDS = (
+    Kind("lost_updates", "lost updates", "lost update", "counter"),
+    Kind("divergence", "divergence", "divergence", "counter"),
+    Kind("final_reads_wrong", "final read wrong", "final value", "counter"),
+    Kind("visits_lost", "visits lost", "lost visit", "visits"),
+    Kind("tabs_lost", "tabs lost", "lost tab", "tabs"),
+    Kind("visits_duplicated", "visits duplicated", "duplicated visit", "visits"),
+    Kind("visits_leaked", "visits leaked", "visit leak", "visits"),
+    Kind("greet_leaks", "greet leaks", "greet leak", "greet"),
+)
+KIND = {kind.field: kind for kind in KINDS}
+# The anomaly counts of each scope of state: {"counter": ("lost_updates", ...), ...}
+SCOPES = {
+    scope: tuple(kind.field for kind in KINDS if kind.scope == scope)
+    for scope in dict.fromkeys(kind.scope for kind in KINDS)
+}
 
 
 @dataclass
@@ -57,16 +86,7 @@ class Verdict:
     counter_served: bool = True  # False when every increment was answered 501
     examples: list[Anomaly] = field(default_factory=list)  # one per kind, smallest
 
-    COUNTS = (
-        "lost_updates",
-        "divergence",
-        "final_reads_wrong",
-        "visits_lost",
-        "tabs_lost",
-        "visits_duplicated",
-        "visits_leaked",
-        "greet_leaks",
-    )
+    COUNTS = tuple(kind.field for kind in KINDS)
 
     @property
     def anomalies(self) -> int:
@@ -122,7 +142,7 @@ def check_counter(history: list[Event], verdict: Verdict) -> None:
     if pair := smallest_pair(repeated, same_pid=True):
         verdict.examples.append(
             Anomaly(
-                "lost update",
+                KIND["lost_updates"].witness,
                 f"worker {pair[0].pid} returned {pair[0].value} twice",
                 pair,
             )
@@ -130,7 +150,7 @@ def check_counter(history: list[Event], verdict: Verdict) -> None:
     if pair := smallest_pair(repeated, same_pid=False):
         verdict.examples.append(
             Anomaly(
-                "divergence",
+                KIND["divergence"].witness,
                 f"workers {pair[0].pid} and {pair[1].pid} both returned {pair[0].value}",
                 pair,
             )
@@ -147,15 +167,15 @@ def check_counter(history: list[Event], verdict: Verdict) -> None:
         worst = max(wrong, key=lambda e: abs(e.value - low))
         verdict.examples.append(
             Anomaly(
-                "final value",
+                KIND["final_reads_wrong"].witness,
                 f"read {worst.value} after {low} acknowledged of {high} attempted increments",
                 [worst],
             )
         )
 
 
-# A lost append, by the scenario that sent it: its anomaly, and the count it adds to.
-LOST = {"": ("lost visit", "visits_lost"), "tabs": ("lost tab", "tabs_lost")}
+# A lost append, by the scenario that sent it: the kind of anomaly it is.
+LOST = {"": KIND["visits_lost"], "tabs": KIND["tabs_lost"]}
 
 
 def check_visits(history: list[Event], verdict: Verdict) -> None:
@@ -171,7 +191,7 @@ def check_visits(history: list[Event], verdict: Verdict) -> None:
                 source = next((e for e in appends if e.arg == foreign[0]), None)
                 verdict.examples.append(
                     Anomaly(
-                        "visit leak",
+                        KIND["visits_leaked"].witness,
                         f"{event.user} was shown {foreign[0]!r}, "
                         f"appended by {owner.get(foreign[0], 'nobody in this run')}",
                         [e for e in (source, event) if e],
@@ -196,12 +216,12 @@ def check_visits(history: list[Event], verdict: Verdict) -> None:
         seen = Counter(final.value)
         verdict.visits_duplicated += sum(n - 1 for t, n in seen.items() if owner.get(t) == user)
         for lost in (e for e in events if seen[e.arg] == 0):
-            kind, field = LOST[lost.scenario]
-            setattr(verdict, field, getattr(verdict, field) + 1)
-            if not any(a.kind == kind for a in verdict.examples):
+            kind = LOST[lost.scenario]
+            setattr(verdict, kind.field, getattr(verdict, kind.field) + 1)
+            if not any(a.kind == kind.witness for a in verdict.examples):
                 verdict.examples.append(
                     Anomaly(
-                        kind,
+                        kind.witness,
                         f"{user}'s append of {lost.arg!r} was acknowledged, "
                         f"then missing from {len(final.value)} visits",
                         [lost, final],
@@ -234,8 +254,27 @@ def check_greet(history: list[Event], verdict: Verdict) -> None:
     leak = smallest[0]
     verdict.examples.append(
         Anomaly(
-            "greet leak",
+            KIND["greet_leaks"].witness,
             f"{leak.user} asked to greet {leak.arg!r} and got {leak.value!r}",
             smallest,
         )
     )
+
+
+def unexpected(app: str, verdict: Verdict) -> list[str]:
+    """What a run of `app` must not show: errors anywhere, and in a fixed app
+    any anomaly beyond its known limits (serve/registry.py). broken_global's
+    anomalies are the lesson, so they are expected."""
+    problems = []
+    if verdict.errors:
+        problems.append(f"{app}: {verdict.errors} requests failed")
+    if app in APPS and APPS[app].is_fixed:
+        allowed = APPS[app].known_limits
+        found = {
+            name: n
+            for name in Verdict.COUNTS
+            if (n := getattr(verdict, name)) and name not in allowed
+        }
+        if found:
+            problems.append(f"{app}: anomalies in an app that should have none: {found}")
+    return problems

@@ -1,14 +1,13 @@
 """The one module that knows the apps' routes and URLs.
 
-Every call returns an Event, the unit of a recorded history: what was asked,
-by which user, when it started and ended, the HTTP status, the value the app
-returned and the X-Worker (process-thread) that answered. The checker reads
-nothing else.
+Every call returns a loadtests.history.Event, the unit of a recorded
+history; the checker reads nothing else. Against broken_global on its port
+(`make run-broken`), a first increment after a reset records:
 
-    >>> client = Client("http://127.0.0.1:5000", user="u01")
-    >>> client.increment()
-    Event(op='increment', user='u01', arg=None, start=..., status=200, value=1,
-          worker='4242-4250')
+    client = Client("http://127.0.0.1:5000", user="u01")
+    client.increment()
+    # Event(op='increment', user='u01', arg=None, start=147.935646533, end=147.944628374,
+    #       status=200, value=1, worker='4526-4535', error='', scenario='')
 
 A Client can also drive a session it is given, such as Locust's HttpSession
 (a requests.Session that reports every request to Locust's statistics). With
@@ -19,39 +18,14 @@ success or a failure by what the judge says of its Event.
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import requests
 
+from loadtests.history import Event
 from loadtests.transport import TRANSPORT_ERRORS
 
 TIMEOUT_SECONDS = 10.0
-
-
-@dataclass(slots=True)
-class Event:
-    op: str  # increment, read, reset, add_visit, list_visits, greet, healthz
-    user: str
-    arg: str | None  # the article appended or the name greeted
-    start: float  # time.monotonic(), comparable across processes
-    end: float
-    status: int  # 0 when no HTTP answer arrived
-    value: Any  # the counter value, the visits list, the greeting; else None
-    worker: str = ""  # X-Worker: "<pid>-<thread id>"
-    error: str = ""
-    scenario: str = ""  # "tabs" for one user's concurrent requests
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    @property
-    def pid(self) -> str:
-        return self.worker.partition("-")[0]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # op: (method, path, the JSON key holding the answer)

@@ -26,14 +26,15 @@ import secrets
 import sys
 import threading
 import time
-from collections import Counter
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtests import report
-from loadtests.checker import Verdict, check
-from loadtests.client import Client, Event
+from loadtests.checker import SCOPES, Verdict, check, unexpected
+from loadtests.client import Client
+from loadtests.history import Event
+from loadtests.placement import Placement
 from loadtests.transport import KeepAliveSession
 from plumbing.config import var_dir
 from serve.processes import APPS, AppServer, available_apps, free_port
@@ -44,50 +45,12 @@ DEFAULT_OPS = 25
 DEFAULT_MAX_SECONDS = 60.0
 
 
-SCOPES = ("counter", "visits", "tabs", "greet")
-
-
-class Placement:
-    """Spreads the users' kept-alive connections evenly over worker processes.
-
-    gunicorn's workers race to accept connections, and a kept-alive connection
-    stays with the worker that won it: left to chance, on a busy machine all
-    of a run's connections can land on one process, and a run meant to show
-    several processes would show one. A load balancer spreads connections;
-    so does this. Each user, before the run, keeps its connection only if the
-    process that answered has fewer than its share, else it reconnects."""
-
-    def __init__(self, users: int, workers: int) -> None:
-        self.share = -(-users // workers)  # ceiling division
-        self.placed: Counter[str] = Counter()
-        self.lock = threading.Lock()
-
-    def claim(self, pids: list[str]) -> bool:
-        """Take a place on each of these processes if every one has room."""
-        with self.lock:
-            if all(self.placed[pid] < self.share for pid in pids):
-                self.placed.update(pids)
-                return True
-        return False
-
-    def release(self, pid: str) -> None:
-        with self.lock:
-            self.placed[pid] -= 1
-
-    def settle(self, client: Client, instances: int, attempts: int = 200) -> None:
-        for _ in range(attempts):
-            pids = [client.healthz().pid for _ in range(instances)]  # one per instance
-            if self.claim(pids):
-                return
-            client.http.close()  # new connections, which another process may take
-
-
 def run_scenarios(
     base_url: str | list[str],
     users: int = DEFAULT_USERS,
     ops: int = DEFAULT_OPS,
     max_seconds: float = DEFAULT_MAX_SECONDS,
-    scopes: tuple[str, ...] = SCOPES,
+    scopes: tuple[str, ...] = tuple(SCOPES),
     workers: int | None = None,
 ) -> list[Event]:
     """Run the scopes against one app and return the recorded history. With
@@ -201,7 +164,7 @@ def hammer_app(
     under var/, and one Redis-protocol server for fixed_cache."""
     with ExitStack() as running:
         env = {}
-        if instances > 1 and app == "fixed_cache" and not os.environ.get("REDIS_URL"):
+        if instances > 1 and APPS[app].embedded == "valkey" and not os.environ.get("REDIS_URL"):
             env["REDIS_URL"] = running.enter_context(EmbeddedValkey(var_dir() / "valkey")).url
         servers = [
             running.enter_context(AppServer(app, free_port(), env=env)) for _ in range(instances)
@@ -210,27 +173,6 @@ def hammer_app(
         history = run_scenarios(urls, users, ops, max_seconds, workers=servers[0].workers())
         rate = measure_ceiling(urls[0], users, workers=servers[0].workers()) if ceiling else None
     return check(history), history, rate
-
-
-# Anomalies a fixed app shows by the nature of its tool, documented in its README.
-KNOWN_LIMITS = {"fixed_session": {"tabs_lost"}}  # a session is saved whole: last writer wins
-
-
-def expectations_met(app: str, verdict: Verdict) -> list[str]:
-    """What a run must show: nothing wrong in a fixed app beyond its known
-    limits, and no errors anywhere."""
-    problems = []
-    if verdict.errors:
-        problems.append(f"{app}: {verdict.errors} requests failed")
-    if app.startswith("fixed_"):
-        unexpected = {
-            name: n
-            for name, n in verdict.counts().items()
-            if name in Verdict.COUNTS and n and name not in KNOWN_LIMITS.get(app, set())
-        }
-        if unexpected:
-            problems.append(f"{app}: anomalies in an app that should have none: {unexpected}")
-    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(report.row(app, verdict, history))
         if ceiling is not None:
             rows[-1]["ceiling_rps"] = round(ceiling, 1)
-        problems += expectations_met(app, verdict)
+        problems += unexpected(app, verdict)
         histories[app] = history
         print(report.format_witnesses(app, verdict, history))
         payload["apps"][app] = {"summary": rows[-1], "history": [e.to_dict() for e in history]}

@@ -24,21 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import report
-from loadtests.checker import check
-from loadtests.hammer import expectations_met, run_scenarios
+from loadtests.checker import KIND, SCOPES, check, unexpected
+from loadtests.hammer import run_scenarios
 from plumbing.config import var_dir
-from serve.processes import SHAPES, AppServer, available_apps, free_port
+from serve.processes import MATRIX_SHAPES, AppServer, available_apps, free_port
 
 DEFAULT_USERS = 16
 DEFAULT_OPS = 10
 # Lost updates (threads) and divergence (processes) apart: telling them apart
 # is the point of the matrix.
 GROUPS = {
-    "lost updates": ("lost_updates",),
-    "divergence": ("divergence",),
-    "visits": ("visits_lost", "visits_duplicated", "visits_leaked"),
-    "tabs": ("tabs_lost",),
-    "greet": ("greet_leaks",),
+    **{KIND[name].title: (name,) for name in ("lost_updates", "divergence")},
+    **{scope: fields for scope, fields in SCOPES.items() if scope != "counter"},
 }
 COLUMNS = (("app", "app"), ("shape", "shape"), *((g, g) for g in GROUPS))
 
@@ -57,7 +54,7 @@ def run_matrix(
         row = {"shape": shape, **report.row(app, verdict, history)}
         row.update(report.by_scope(row, GROUPS))
         rows.append(row)
-        problems += [f"{p} (under {shape})" for p in expectations_met(app, verdict)]
+        problems += [f"{p} (under {shape})" for p in unexpected(app, verdict)]
         cells = "  ".join(f"{g} {row[g]!s:<4}" for g in GROUPS)
         seconds = time.monotonic() - began
         print(f"[{n:>2}/{total}] {app:<14} {shape:<12} {cells} ({seconds:.1f}s)", flush=True)
@@ -69,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m loadtests.matrix", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--apps", nargs="+", default=available_apps(), choices=available_apps())
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--shapes", nargs="+", default=MATRIX_SHAPES, choices=MATRIX_SHAPES)
     parser.add_argument("--users", type=int, default=DEFAULT_USERS)
     parser.add_argument("--ops", type=int, default=DEFAULT_OPS)
     parser.add_argument("--out", type=Path, default=var_dir() / "results", help="folder")

@@ -1,7 +1,7 @@
 """The checker on hand-built histories, where the right verdict is known."""
 
 from loadtests.checker import check
-from loadtests.client import Event
+from loadtests.history import Event
 
 
 def event(op, user, start, end, value, worker="100-1", arg=None, status=200):
@@ -39,7 +39,7 @@ def test_a_correct_history_has_no_anomaly():
 
 def test_a_lost_update_is_found_with_the_smallest_witness():
     history = correct_history()
-    # Worker 100 hands out 3 twice: a narrow overlapping pair, and a wide one.
+    # Worker 100 hands out 7 three times: a narrow overlapping pair, and a wide third.
     narrow = [
         event("increment", "x", 1.20, 1.22, 7, "100-2"),
         event("increment", "y", 1.21, 1.23, 7, "100-3"),

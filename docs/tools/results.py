@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from docs.tools import DOCS_DIR, REPO_ROOT
-from loadtests import report
+from loadtests import matrix, report
 
 RESULTS_DIR = DOCS_DIR / "results"
 RUN_FILE = RESULTS_DIR / "run.json"
@@ -247,16 +247,16 @@ def render_stamp(run: dict[str, Any], page: str) -> str:
 
 # The hammer's own table, without the processes seen and the speed (shown apart).
 COMPARE_ANOMALIES = tuple(
-    (title, key)
-    for title, key in report.COLUMNS
+    (key, title)
+    for key, title in report.COLUMNS
     if key not in {"workers", "requests_per_second", "p50_ms", "p99_ms"}
 )
 COMPARE_SPEED = (
     ("app", "app"),
-    ("req/s in the run", "requests_per_second"),
-    ("p50 ms", "p50_ms"),
-    ("p99 ms", "p99_ms"),
-    ("GET /healthz ceiling, req/s", "ceiling_rps"),
+    ("requests_per_second", "req/s in the run"),
+    ("p50_ms", "p50 ms"),
+    ("p99_ms", "p99 ms"),
+    ("ceiling_rps", "GET /healthz ceiling, req/s"),
 )
 
 
@@ -269,7 +269,7 @@ def render_columns(rows: list[dict[str, str]], columns: tuple[tuple[str, str], .
             return value
         return number(value)
 
-    return table([title for title, _ in columns], [[cell(r, k) for _, k in columns] for r in rows])
+    return table([title for _, title in columns], [[cell(r, k) for k, _ in columns] for r in rows])
 
 
 def render_compare_output(run: dict[str, Any]) -> str:
@@ -292,7 +292,7 @@ def shape_name(shape: str) -> str:
     return f"gunicorn {env['GUNICORN_WORKER_CLASS']} {workers} x {threads}"
 
 
-MATRIX_GROUPS = ("lost updates", "divergence", "visits", "tabs", "greet")
+MATRIX_GROUPS = tuple(matrix.GROUPS)
 
 
 def render_matrix_table(app: str | None = None) -> str:
