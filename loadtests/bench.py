@@ -2,20 +2,18 @@
 
 Correctness runs need a recorded history; a benchmark needs a client that is
 not the bottleneck. This one keeps CONNECTIONS sockets alive in one selectors
-loop per client process, writes pre-built request bytes and parses only the
-status line and Content-Length, so nearly all of the machine's time goes to
-the server. The routes take turns in ROUNDS short slices, so that a machine
-whose speed drifts during the run (shared machines do) slows them alike;
-compare the ratio, not the absolute numbers. The CPU time each request cost
-the server's processes, read from /proc around every slice, says where the
-time went; on a machine where client, app and store share the cores, no
-route can beat its CPU per request.
+loop per client process, with raw HTTP (loadtests/rawhttp.py), so nearly all
+of the machine's time goes to the server. The routes take turns in ROUNDS
+short slices, so that a machine whose speed drifts (shared machines do) slows
+them alike; compare the ratio, not the absolute numbers. The CPU time each
+request cost the server's processes (loadtests/cpu.py) says where the time
+went: where client, app and store share the cores, no route beats its CPU.
 
-    $ python -m loadtests.bench fixed_cache              # 2026-11-21, 2 cores
+    $ python -m loadtests.bench fixed_cache              # 2026-11-29, 2 cores
     fixed_cache (gunicorn gthread 2 workers x 4 threads, 16 connections, ...)
-    route                        req/s   p50 ms   p99 ms  failed  vs /healthz  app us  store us
-    GET /healthz                  6631     1.96     6.84       0       1.00x     251         1
-    POST /counter/increment       4756     3.04     7.62       0       0.72x     329        21
+    route                    req/s  p50 ms  p99 ms  failed  vs /healthz  app us  store us
+    GET /healthz              3465    3.89   14.59       0        1.00x     416         0
+    POST /counter/increment   2461    5.80   19.95       0        0.71x     545        31
     app us, store us: CPU time per request, in the app's processes and its store's
 """
 
@@ -24,7 +22,6 @@ import multiprocessing
 import re
 import selectors
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,51 +31,27 @@ from pathlib import Path
 
 from loadtests import report
 from loadtests.client import ROUTES
-from loadtests.hammer import Placement, measure_ceiling
+from loadtests.cpu import CpuSeconds, cpu_per_request, cpu_spent, cpu_used, server_processes
+from loadtests.hammer import measure_ceiling
+from loadtests.placement import Placement
+from loadtests.rawhttp import (
+    connect_to_worker,
+    exchange,
+    request_bytes,
+    response_length,
+    set_cookie,
+)
 from plumbing.config import var_dir
-from serve.pids import cpu_seconds
 from serve.processes import APPS, AppServer, available_apps, free_port
 
 DEFAULT_CONNECTIONS = 16
 DEFAULT_SECONDS = 6.0
 DEFAULT_ROUNDS = 6
 DEFAULT_PROCESSES = 1
-WORKER_PID = re.compile(rb"\r\nX-Worker: (\d+)-", re.IGNORECASE)
-SET_COOKIE = re.compile(rb"\r\nSet-Cookie: ([^;\r]+)", re.IGNORECASE)
 
 
 APPENDS_PER_USER = 50  # POST /visits: each connection is a new user this often
 VISITS_TO_READ = 10  # GET /visits: each connection reads a user with this many
-
-
-def request_bytes(op: str, port: int, cookie: bytes = b"") -> bytes:
-    method, path, _ = ROUTES[op]
-    body = b'{"article": "bench"}' if op == "add_visit" else b""
-    head = (
-        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    ).encode()
-    if cookie:
-        head += b"Cookie: " + cookie + b"\r\n"
-    return head + b"\r\n" + body
-
-
-def exchange(sock: socket.socket, payload: bytes) -> bytes:
-    """Send one request and return its whole response (blocking)."""
-    sock.sendall(payload)
-    buffer = b""
-    while (length := response_length(buffer)) is None or len(buffer) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("the server closed the connection")
-        buffer += chunk
-    return buffer[:length]
-
-
-def set_cookie(response: bytes) -> bytes | None:
-    """The "name=value" of the first Set-Cookie header, if any."""
-    found = SET_COOKIE.search(response)
-    return found.group(1) if found else None
 
 
 @dataclass
@@ -87,7 +60,7 @@ class Result:
     failed: int
     seconds: float
     latencies_ms: list[float]
-    cpu_seconds: dict[str, float] | None = None  # by server process group, where known
+    cpu_seconds: CpuSeconds | None = None  # by server process group, where known
 
     @property
     def rate(self) -> float:
@@ -97,34 +70,6 @@ class Result:
         if len(self.latencies_ms) < 2:
             return self.latencies_ms[0] if self.latencies_ms else 0.0
         return statistics.quantiles(self.latencies_ms, n=100)[p - 1]
-
-
-def response_length(buffer: bytes) -> int | None:
-    """Total length of the first response in buffer, once its headers are in."""
-    end = buffer.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    for line in buffer[:end].split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return end + 4 + int(value)
-    return end + 4
-
-
-def connect_to_worker(
-    port: int, placement: Placement, attempts: int = 50
-) -> tuple[socket.socket, str]:
-    """A kept-alive connection to a worker process that has room for it, and
-    that process's pid: every route is measured with the same placement."""
-    for _ in range(attempts):
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        pid = WORKER_PID.search(exchange(sock, request_bytes("healthz", port)))
-        worker = pid.group(1).decode() if pid else ""
-        if placement.claim([worker]):
-            return sock, worker
-        sock.close()
-    raise RuntimeError(f"could not spread connections over the workers: {placement.placed}")
 
 
 def drive(port: int, op: str, connections: int, seconds: float, workers: int) -> Result:
@@ -223,48 +168,6 @@ def combine(slices: list[Result]) -> Result:
     )
 
 
-def server_processes(server: AppServer) -> dict[str, list[int]]:
-    """The processes that serve a request: the app's, and its store's if we run it."""
-    groups = {"app": sorted({server.process.pid, *server.worker_pids})}  # flask run: one
-    if server.backing:
-        groups["store"] = [server.backing.process.pid]
-    return groups
-
-
-def cpu_used(groups: dict[str, list[int]]) -> dict[str, float] | None:
-    """CPU seconds used so far by each group; None if any is unknown (no /proc)."""
-    used = {}
-    for group, pids in groups.items():
-        times = [cpu_seconds(pid) for pid in pids]
-        if None in times:
-            return None
-        used[group] = sum(times)
-    return used
-
-
-def cpu_spent(
-    before: dict[str, float] | None, after: dict[str, float] | None
-) -> dict[str, float] | None:
-    if before is None or after is None:
-        return None
-    return {group: after[group] - before[group] for group in before}
-
-
-def cpu_per_request(result: Result, group: str) -> float | None:
-    """Microseconds of CPU per completed request, spent in one process group."""
-    if not result.cpu_seconds or group not in result.cpu_seconds or not result.completed:
-        return None
-    return result.cpu_seconds[group] / result.completed * 1e6
-
-
-MAIN_WRITE = {
-    "broken_global": "increment",
-    "fixed_session": "add_visit",  # it has no counter (501)
-    "fixed_db": "increment",
-    "fixed_cache": "increment",
-}
-
-
 def wrk_rate(url: str, connections: int, seconds: float) -> float | None:
     """wrk's req/s on a URL, for comparison, if wrk is installed. wrk cannot
     spread its connections over gunicorn's workers as this bench does; where
@@ -308,13 +211,10 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
             hammer = measure_ceiling(server.url, args.connections, 400, workers)
 
     rows, ceiling = [], combine(slices["healthz"]).rate
-    print(
-        f"{'route':<26}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}  vs /healthz"
-        f"{'app us':>8}{'store us':>10}"
-    )
     for op, parts in slices.items():
         result = combine(parts)
         method, path, _ = ROUTES[op]
+        spent, done = result.cpu_seconds, result.completed
         rows.append(
             {
                 "app": app,
@@ -324,17 +224,11 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
                 "p99_ms": round(result.percentile(99), 2),
                 "failed": result.failed,
                 "vs_healthz": round(result.rate / ceiling, 2),
-                "app_cpu_us": rounded(cpu_per_request(result, "app")),
-                "store_cpu_us": rounded(cpu_per_request(result, "store")),
+                "app_cpu_us": rounded(cpu_per_request(spent, "app", done)),
+                "store_cpu_us": rounded(cpu_per_request(spent, "store", done)),
             }
         )
-        r = rows[-1]
-        print(
-            f"{r['route']:<26}{r['req_per_s']:>8}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-            f"{r['failed']:>8}  {r['vs_healthz']:>9.2f}x"
-            f"{blank_if_none(r['app_cpu_us']):>8}{blank_if_none(r['store_cpu_us']):>10}",
-            flush=True,
-        )
+    print(report.format_table([shown(r) for r in rows], COLUMNS), flush=True)
     if any(r["app_cpu_us"] is not None for r in rows):
         print("app us, store us: CPU time per request, in the app's processes and its store's")
     if wrk:
@@ -347,12 +241,32 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+# (key in a row, column title) of the table the bench prints.
+COLUMNS = (
+    ("route", "route"),
+    ("req_per_s", "req/s"),
+    ("p50_ms", "p50 ms"),
+    ("p99_ms", "p99 ms"),
+    ("failed", "failed"),
+    ("vs_healthz", "vs /healthz"),
+    ("app_cpu_us", "app us"),
+    ("store_cpu_us", "store us"),
+)
+
+
+def shown(row: dict) -> dict[str, str]:
+    """A row as the table prints it: milliseconds to 0.01, the ratio with an x,
+    and nothing where a CPU time is unknown."""
+    return {
+        **{key: "" if row[key] is None else str(row[key]) for key, _ in COLUMNS},
+        "p50_ms": f"{row['p50_ms']:.2f}",
+        "p99_ms": f"{row['p99_ms']:.2f}",
+        "vs_healthz": f"{row['vs_healthz']:.2f}x",
+    }
+
+
 def rounded(value: float | None) -> int | None:
     return None if value is None else round(value)
-
-
-def blank_if_none(value: int | None) -> str:
-    return "" if value is None else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -377,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := [a for a in apps if a not in available_apps()]:
         parser.error(f"no such app in this checkout: {unknown[0]}")
 
-    rows = [row for app in apps for row in bench_app(app, args.op or [MAIN_WRITE[app]], args)]
+    rows = [row for app in apps for row in bench_app(app, args.op or [APPS[app].main_write], args)]
     print(f"\nresults: {report.write_csv(args.out / 'bench.csv', rows)}")
     return 0
 

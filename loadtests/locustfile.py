@@ -16,13 +16,16 @@ recorded as a client.Event. The recorded history feeds loadtests.checker:
 
 A "Correctness" tab in the web UI counts each anomaly per scope with its
 latest witness, live; "Reset Stats" starts it over; a CSV is under Download
-Data. A headless run prints the same summary at the end and exits 1 when an
-app that should be correct is not (loadtests.hammer.expectations_met: the
-fixed apps show nothing beyond their KNOWN_LIMITS; broken_global's anomalies
-are the expected result). The app is known from its /healthz answer.
+Data (loadtests/correctness_tab.py). A headless run prints the same summary
+at the end and exits 1 when an app that should be correct is not
+(loadtests.checker.unexpected: the fixed apps show nothing beyond their known
+limits in serve/registry.py; broken_global's anomalies are the expected
+result). The app is known from its /healthz answer.
 
-Distributed, the workers send what they record to the master every second;
-the master checks the union, so one tab shows the whole run. Run it from the
+This file holds the users and Locust's hooks. The verdict over a growing run
+is loadtests/tally.py; distributed, the workers send what they record to the
+master every second (loadtests/relay.py) and the master checks the union, so
+one tab shows the whole run. Run it from the
 repository root (`make locust` does all of this and starts the app):
 
     python -m locust -f loadtests/locustfile.py --host http://127.0.0.1:5000 \\
@@ -35,23 +38,15 @@ repository root (`make locust` does all of this and starts the app):
 shows what a failing run looks like.)
 """
 
-import csv
-import io
-import json
 import logging
 import secrets
-import time
-from collections import Counter
-from dataclasses import fields
 from typing import Any
 
 import gevent
 import requests
-from flask import Response, jsonify, request
 from locust import HttpUser, constant, events, task
 from locust.clients import HttpSession
 from locust.env import Environment
-from locust.exception import RPCError
 from locust.runners import (
     STATE_CLEANUP,
     STATE_RUNNING,
@@ -60,11 +55,12 @@ from locust.runners import (
     WorkerRunner,
 )
 
-from loadtests import report
-from loadtests.checker import NOT_SERVED, Anomaly, Verdict, check
-from loadtests.client import Client, Event
-from loadtests.hammer import KNOWN_LIMITS, expectations_met
-from serve.processes import APPS
+from loadtests.checker import NOT_SERVED
+from loadtests.client import Client
+from loadtests.correctness_tab import add_correctness_tab, format_summary, problems
+from loadtests.history import Event
+from loadtests.relay import EPOCH, EVENTS, GRACEFUL_STOP_SECONDS, HELLO, RUN, SYNC
+from serve.registry import APPS
 
 log = logging.getLogger(__name__)
 
@@ -74,23 +70,14 @@ ARTICLES_PER_VISITOR = 5
 # alive connections can all sit on one process and hide the divergence.
 RECONNECT_EVERY = 20
 TABS = 8
-GRACEFUL_STOP_SECONDS = 3.0  # users finish the request they are in: nothing left unrecorded
-FLUSH_SECONDS = 1.0  # how often a worker sends what it recorded
-SYNC_TIMEOUT_SECONDS = GRACEFUL_STOP_SECONDS + 15.0
-CHUNK_EVENTS = 2000  # visits and greet are checked in chunks of about this many events
-REFRESH_SECONDS = 2.0  # the web UI asks for stats every 2 s
-COUNTER_OPS = {"increment", "read", "reset"}
 HARNESS = "reset and final read"  # what the master (or the lone process) sends itself
-
-# Messages between master and workers.
-EVENTS, EPOCH, SYNC = "correctness_events", "correctness_epoch", "correctness_sync"
-HELLO = "correctness_hello"
 
 
 # -- what Locust's statistics say of each response ---------------------------------
 
-SHAPES = {"increment": int, "read": int, "reset": int, "add_visit": list, "list_visits": list}
-SHAPES |= {"greet": str, "healthz": str}
+# The type of the value each operation answers with (client.ROUTES names its key).
+ANSWER_TYPES = {"increment": int, "read": int, "reset": int, "add_visit": list}
+ANSWER_TYPES |= {"list_visits": list, "greet": str, "healthz": str}
 
 
 def judge(event: Event) -> str:
@@ -102,7 +89,7 @@ def judge(event: Event) -> str:
         return ""  # the app says this scope is not its job (fixed_session's counter)
     if not event.ok:
         return f"HTTP {event.status}"
-    if not isinstance(event.value, SHAPES[event.op]):
+    if not isinstance(event.value, ANSWER_TYPES[event.op]):
         return f"{event.op}: unexpected answer"
     if event.op == "greet" and event.value != f"Hello, {event.arg}!":
         return "greeting for someone else"
@@ -197,214 +184,6 @@ class GreetUser(HttpUser):
         RUN.record([self.who.greet(self.who.user)], epoch)
 
 
-# -- the checker over a run that keeps growing --------------------------------------
-
-
-class Tally:
-    """The checker's verdict over everything recorded since the test started.
-
-    The counter is checked whole each time: two processes repeat a value
-    minutes apart; its witnesses come from the latest events. Visits and greet
-    are checked once, in chunks of whole units (a unit is one visitor's
-    appends and list, or one greeting): each visitor lives in one unit, so a
-    chunk holds all it did, and the counts add up. Their witness is the
-    latest chunk's."""
-
-    def __init__(self) -> None:
-        self.clear()
-
-    def clear(self) -> None:
-        self.counter: list[Event] = []
-        self.pending: list[list[Event]] = []
-        self.judged = Verdict()  # sums over the chunks already checked
-        self.latest: dict[str, Anomaly] = {}
-        self.pids: set[str] = set()
-        self.sources: Counter[str] = Counter()  # events per load generator
-        self.last_error: Event | None = None
-        self.origin: float | None = None
-        self.cached: Verdict | None = None
-        self.changed = True
-        self.next_refresh = 0.0
-
-    def add(self, units: list[list[Event]], source: str) -> None:
-        for unit in units:
-            self.sources[source] += len(unit)
-            for event in unit:
-                if event.worker:
-                    self.pids.add(event.pid)
-                if not event.ok and event.status != NOT_SERVED:
-                    self.last_error = event
-                if self.origin is None or event.start < self.origin:
-                    self.origin = event.start
-            if unit[0].op in COUNTER_OPS:
-                self.counter += unit
-            else:
-                self.pending.append(unit)
-        self.changed = True
-
-    def verdict(self, live: bool = False) -> Verdict:
-        """The merged verdict. Live (for the web UI), at most every REFRESH_SECONDS,
-        or less often when checking takes long, so a big run does not stall the UI."""
-        began = time.monotonic()
-        if self.cached and (not self.changed or (live and began < self.next_refresh)):
-            return self.cached
-        units, self.pending, chunk = self.pending, [], []
-        for unit in units:
-            chunk += unit
-            if len(chunk) >= CHUNK_EVENTS:
-                self.judge_chunk(chunk)
-                chunk = []
-        if chunk:
-            self.judge_chunk(chunk)
-        merged = check(self.counter)
-        if len(self.counter) > CHUNK_EVENTS:
-            # The counts are the whole run's; the witness, the latest one.
-            recent = {a.kind: a for a in check(self.counter[-CHUNK_EVENTS:]).examples}
-            merged.examples = [recent.get(a.kind, a) for a in merged.examples]
-        add_counts(merged, self.judged)
-        merged.workers = len(self.pids)
-        merged.examples += self.latest.values()
-        self.cached, self.changed = merged, False
-        self.next_refresh = time.monotonic() + max(REFRESH_SECONDS, 10 * (time.monotonic() - began))
-        return merged
-
-    def judge_chunk(self, chunk: list[Event]) -> None:
-        part = check(chunk)
-        add_counts(self.judged, part)
-        self.latest.update({anomaly.kind: named_owner(anomaly) for anomaly in part.examples})
-
-
-def named_owner(anomaly: Anomaly) -> Anomaly:
-    """A leaked token appended in an earlier chunk has no owner in this chunk's
-    history; tokens are "<visitor>/<n>", so the visitor is named from it."""
-    if anomaly.kind != "visit leak" or len(anomaly.witness) != 1:
-        return anomaly
-    shown = anomaly.witness[0]
-    token = next(t for t in shown.value if not t.startswith(f"{shown.user}/"))
-    summary = f"{shown.user} was shown {token!r}, appended by {token.rpartition('/')[0]} earlier"
-    return Anomaly(anomaly.kind, summary, anomaly.witness)
-
-
-def add_counts(into: Verdict, part: Verdict) -> None:
-    for name in ("operations", "errors", "not_served", *Verdict.COUNTS):
-        setattr(into, name, getattr(into, name) + getattr(part, name))
-
-
-# -- one process's part: record, send or gather, judge --------------------------------
-
-EVENT_FIELDS = [f.name for f in fields(Event)]
-
-
-def to_wire(unit: list[Event]) -> list[dict[str, Any]]:
-    return [{name: getattr(event, name) for name in EVENT_FIELDS} for event in unit]
-
-
-class Recorder:
-    """Where this process's users put what they record.
-
-    Local and master: into the Tally. Worker: into an outbox that is sent to
-    the master. A new epoch (a new test, or Reset Stats) drops what a task
-    that started before it records, so a visitor is never judged half."""
-
-    def __init__(self) -> None:
-        self.environment: Environment | None = None
-        self.epoch = 0
-        self.outbox: list[list[Event]] = []
-        self.tally = Tally()
-        self.strategy = "unknown"  # the app, as its /healthz says
-        self.app = "unknown"  # whose rules judge the run: the same, or --judge-as
-        self.sync_round = 0
-        self.synced: set[str] = set()  # workers that sent all they had for this round
-        self.workers: set[str] = set()  # every worker that ever said hello (master only)
-
-    @property
-    def is_worker(self) -> bool:
-        return isinstance(self.environment.runner, WorkerRunner)
-
-    @property
-    def is_master(self) -> bool:
-        return isinstance(self.environment.runner, MasterRunner)
-
-    def record(self, unit: list[Event], epoch: int) -> None:
-        if epoch != self.epoch:
-            return  # begun before a reset: part of it was dropped with the rest
-        if self.is_worker:
-            self.outbox.append(unit)
-        else:
-            self.tally.add([unit], "local")
-
-    # worker side
-    def flush(self, sync_round: int | None = None) -> None:
-        units, self.outbox = self.outbox, []
-        if not units and sync_round is None:
-            return
-        self.environment.runner.send_message(
-            EVENTS,
-            {
-                "epoch": self.epoch,
-                "units": [to_wire(unit) for unit in units],
-                "clock": time.time() - time.monotonic(),
-                "sync_round": sync_round,
-            },
-        )
-
-    def keep_flushing(self) -> None:
-        while True:
-            gevent.sleep(FLUSH_SECONDS)
-            try:
-                self.flush()
-            except RPCError as error:  # the master is away for a moment: the next try
-                log.warning("could not send events to the master: %s", error)
-
-    # master side
-    def receive(self, node_id: str, data: dict[str, Any]) -> None:
-        if data["epoch"] == self.epoch:
-            # Monotonic clocks of two hosts are unrelated; the wall clocks agree.
-            shift = data["clock"] - (time.time() - time.monotonic())
-            units = [[Event(**wire) for wire in unit] for unit in data["units"]]
-            for unit in units:
-                for event in unit:
-                    event.start += shift
-                    event.end += shift
-            self.tally.add(units, node_id)
-        if data["sync_round"] == self.sync_round:
-            self.synced.add(node_id)
-
-    def new_epoch(self) -> None:
-        self.epoch += 1
-        self.tally.clear()
-        for worker in self.workers:
-            self.tell_epoch(worker)
-
-    def tell_epoch(self, worker: str) -> None:
-        # By id: a worker that reported "stopped" is off runner.clients until it
-        # is ready again, and must hear it all the same.
-        self.environment.runner.send_message(EPOCH, {"epoch": self.epoch}, client_id=worker)
-
-    def gather_from_workers(self) -> None:
-        """Ask every worker to stop its users and send all it recorded; wait for it."""
-        runner = self.environment.runner
-        self.sync_round += 1
-        self.synced = set()
-        # The workers in this test; one that quit since then is waited for in vain.
-        workers = {client.id for client in runner.clients.all} | set(self.tally.sources)
-        workers &= self.workers
-        for worker in workers:
-            runner.send_message(SYNC, {"sync_round": self.sync_round}, client_id=worker)
-        deadline = time.monotonic() + SYNC_TIMEOUT_SECONDS
-        while not workers <= self.synced and time.monotonic() < deadline:
-            gevent.sleep(0.05)
-        if missing := workers - self.synced:
-            log.warning("no final events from workers %s: judged without them", sorted(missing))
-
-    def app_client(self) -> Client:
-        """The master's own client, for the reset, the final read and /healthz."""
-        return Client(self.environment.host or "", "master")
-
-
-RUN = Recorder()
-
-
 # -- Locust's hooks ------------------------------------------------------------------
 
 
@@ -418,7 +197,7 @@ def add_options(parser: Any) -> None:
     )
     parser.add_argument(
         "--judge-as",
-        choices=APPS,
+        choices=list(APPS),
         default=None,
         include_in_web_ui=False,
         help="judge the run by this app's rules instead of those of the app /healthz names",
@@ -513,151 +292,3 @@ def on_quitting(environment: Environment, **_kwargs: Any) -> None:
         print(format_summary(verdict), flush=True)
     if headless:
         environment.process_exit_code = 1 if problems(verdict) else 0
-
-
-# -- what the tab, the CSV and the console show ---------------------------------------
-
-ANOMALIES = (  # scope, title, Verdict field, the checker's anomaly kind
-    ("counter", "lost updates", "lost_updates", "lost update"),
-    ("counter", "divergence", "divergence", "divergence"),
-    ("counter", "final read wrong", "final_reads_wrong", "final value"),
-    ("visits", "visits lost", "visits_lost", "lost visit"),
-    ("visits", "tabs lost", "tabs_lost", "lost tab"),
-    ("visits", "visits leaked", "visits_leaked", "visit leak"),
-    ("visits", "visits duplicated", "visits_duplicated", ""),
-    ("greet", "greet leaks", "greet_leaks", "greet leak"),
-)
-COLUMNS = (("scope", "Scope"), ("anomaly", "Anomaly"), ("count", "Count"))
-COLUMNS += (("example", "Latest example"), ("witness", "Witness (the requests that prove it)"))
-
-
-def problems(verdict: Verdict) -> list[str]:
-    found = expectations_met(RUN.app, verdict)
-    if not verdict.operations:
-        found.append("no operation was recorded")
-    return found
-
-
-def verdict_line(verdict: Verdict) -> str:
-    if found := problems(verdict):
-        return "UNEXPECTED: " + "; ".join(found)
-    limits = ", ".join(sorted(KNOWN_LIMITS.get(RUN.app, ())))
-    if RUN.app.startswith("fixed_"):
-        allowed = f" beyond its known limits ({limits})" if limits else ""
-        return f"as expected: {RUN.app} shows no anomaly{allowed}"
-    if RUN.app != "broken_global":
-        return f"{verdict.anomalies} anomalies; no rule for an app that /healthz does not name"
-    if verdict.anomalies:
-        return f"as expected: {RUN.app} shows {verdict.anomalies} anomalies, the lesson"
-    return f"{RUN.app}: no anomaly yet (it takes concurrent users)"
-
-
-def rows(verdict: Verdict) -> list[dict[str, Any]]:
-    origin = RUN.tally.origin or 0.0
-    examples = {anomaly.kind: anomaly for anomaly in verdict.examples}
-    table = []
-    for scope, title, name, kind in ANOMALIES:
-        count: Any = getattr(verdict, name)
-        if scope == "counter" and not verdict.counter_served:
-            count = "n/a"  # the app answers 501: nothing to judge
-        anomaly = examples.get(kind)
-        example, witness = "", ""
-        if anomaly:
-            lines = report.format_anomaly(anomaly, origin).splitlines()
-            example = lines[0]
-            witness = " | ".join(line.strip() for line in lines[1:])
-        if name == "divergence" and verdict.counter_served:
-            example = example or f"none across {verdict.workers} app processes"
-        table.append(
-            {
-                "scope": scope,
-                "anomaly": title,
-                "count": count,
-                "example": example,
-                "witness": witness,
-            }
-        )
-    sources = ", ".join(f"{name}: {n}" for name, n in sorted(RUN.tally.sources.items()))
-    error = RUN.tally.last_error
-    run = (
-        ("operations", verdict.operations, f"by load generator: {sources}"),
-        ("app processes seen", verdict.workers, "distinct pids in X-Worker"),
-        ("errors", verdict.errors, error and f"{error.op} -> {error.status} {error.error}"),
-        ("not served (501)", verdict.not_served, ""),
-        ("verdict", RUN.app, verdict_line(verdict)),
-    )
-    for title, count, example in run:
-        row = {"scope": "run", "anomaly": title, "count": count, "example": example or ""}
-        table.append({**row, "witness": ""})
-    return table
-
-
-def format_summary(verdict: Verdict) -> str:
-    table = rows(verdict)
-    widths = {key: max(len(str(row[key])) for row in table) for key in ("scope", "anomaly")}
-    judged = f" judged as {RUN.app}" if RUN.app != RUN.strategy else ""
-    lines = [f"\nCorrectness of {RUN.strategy}{judged}, checked from the recorded history:"]
-    for row in table:
-        lines.append(
-            f"  {row['scope']:<{widths['scope']}}  {row['anomaly']:<{widths['anomaly']}}  "
-            f"{row['count']!s:>6}  {row['example']}"
-        )
-    if verdict.examples:
-        lines.append("witnesses:")
-        origin = RUN.tally.origin or 0.0
-        for anomaly in verdict.examples:
-            lines.append("  " + report.format_anomaly(anomaly, origin).replace("\n", "\n  "))
-    return "\n".join(lines)
-
-
-def to_csv(table: list[dict[str, Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=[key for key, _ in COLUMNS])
-    writer.writeheader()
-    writer.writerows(table)
-    return out.getvalue()
-
-
-def add_correctness_tab(environment: Environment) -> None:
-    """Locust's web UI extension hooks: an extra tab and table fed from the stats
-    the UI polls, a JSON view, and a CSV among the downloads."""
-    web_ui = environment.web_ui
-    base = (getattr(environment.parsed_options, "web_base_path", "") or "").rstrip("/")
-    web_ui.template_args["extended_tabs"] = [{"title": "Correctness", "key": "correctness"}]
-    web_ui.template_args["extended_tables"] = [
-        {"key": "correctness", "structure": [{"key": k, "title": t} for k, t in COLUMNS]}
-    ]
-    web_ui.template_args["extended_csv_files"] = [
-        {"href": "./correctness/csv", "title": "Download correctness CSV"}
-    ]
-
-    @web_ui.app.after_request
-    def add_correctness_rows(response: Response) -> Response:
-        if request.path != f"{base}/stats/requests" or response.status_code != 200:
-            return response
-        table = rows(RUN.tally.verdict(live=True))
-        stats = response.get_json()
-        stats["extended_stats"] = [{"key": "correctness", "data": table}]
-        response.set_data(json.dumps(stats))
-        return response
-
-    @web_ui.app.route(f"{base}/correctness")
-    def correctness_json() -> Response:
-        verdict = RUN.tally.verdict(live=True)
-        return jsonify(
-            {
-                "app": RUN.app,
-                "counts": verdict.counts(),
-                "sources": RUN.tally.sources,
-                "rows": rows(verdict),
-            }
-        )
-
-    @web_ui.app.route(f"{base}/correctness/csv")
-    def correctness_csv() -> Response:
-        name = f"correctness_{RUN.app}_{time.strftime('%Y%m%d-%H%M%S')}.csv"
-        return Response(
-            to_csv(rows(RUN.tally.verdict(live=True))),
-            mimetype="text/csv",
-            headers={"Content-Disposition": f"attachment; filename={name}"},
-        )

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from loadtests.checker import KINDS
 from plumbing.config import REPO_ROOT
 from serve.pids import pid_alive
 from serve.processes import AppServer, free_port
@@ -29,15 +30,8 @@ LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
 USERS = "12"  # four per scope
 RUN_TIME = "4s"
 TIMEOUT = 90  # seconds: far above a run's few, only there so a hang fails
-ANOMALIES = {
-    "lost_updates": ("counter", "lost updates"),
-    "divergence": ("counter", "divergence"),
-    "final_reads_wrong": ("counter", "final read wrong"),
-    "visits_lost": ("visits", "visits lost"),
-    "tabs_lost": ("visits", "tabs lost"),
-    "visits_leaked": ("visits", "visits leaked"),
-    "visits_duplicated": ("visits", "visits duplicated"),
-    "greet_leaks": ("greet", "greet leaks"),
+# (scope, title) of each row of the summary: every kind the checker knows, then the run's.
+ANOMALIES = {kind.field: (kind.scope, kind.title) for kind in KINDS} | {
     "operations": ("run", "operations"),
     "errors": ("run", "errors"),
     "app_processes": ("run", "app processes seen"),
