@@ -85,7 +85,14 @@ def refresh(markdown: str, page: str) -> str:
 
 
 def pages() -> list[Path]:
-    return sorted(path for path in DOCS_DIR.rglob("*.md") if "tools" not in path.parts)
+    """The walkthrough's pages, and the README, whose sample run is generated too."""
+    walkthrough = (path for path in DOCS_DIR.rglob("*.md") if "tools" not in path.parts)
+    return [*sorted(walkthrough), REPO_ROOT / "README.md"]
+
+
+def page_name(path: Path) -> str:
+    """A page's path relative to docs/, as links from it are made ("../README.md")."""
+    return posixpath.relpath(path, DOCS_DIR)
 
 
 def stale_pages() -> list[str]:
@@ -93,7 +100,7 @@ def stale_pages() -> list[str]:
     stale = []
     for path in pages():
         text = path.read_text()
-        if refresh(text, path.relative_to(DOCS_DIR).as_posix()) != text:
+        if refresh(text, page_name(path)) != text:
             stale.append(path.relative_to(REPO_ROOT).as_posix())
     return stale
 
@@ -102,7 +109,7 @@ def write_all() -> list[str]:
     written = []
     for path in pages():
         text = path.read_text()
-        fresh = refresh(text, path.relative_to(DOCS_DIR).as_posix())
+        fresh = refresh(text, page_name(path))
         if fresh != text:
             path.write_text(fresh)
             written.append(path.relative_to(REPO_ROOT).as_posix())

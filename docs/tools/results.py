@@ -214,11 +214,11 @@ def day(run: dict[str, Any]) -> str:
 
 
 def image(name: str, page: str, alt: str) -> str:
-    return f"![{alt}]({posixpath.relpath(f'results/{name}', posixpath.dirname(page) or '.')})"
+    return f"![{alt}]({posixpath.relpath(f'docs/results/{name}', posixpath.dirname(f'docs/{page}'))})"
 
 
 def results_page(page: str) -> str:
-    return posixpath.relpath("results.md", posixpath.dirname(page) or ".")
+    return posixpath.relpath("docs/results.md", posixpath.dirname(f"docs/{page}"))
 
 
 def render_run(run: dict[str, Any]) -> str:
@@ -279,6 +279,26 @@ def render_compare_output(run: dict[str, Any]) -> str:
         for line in text.splitlines()
         if line.strip() and not line.startswith((".venv/", "results:"))
     ]
+    return "```text\n" + "\n".join(kept) + "\n```"
+
+
+# The witnesses the README's sample keeps: one of each kind the globals cause,
+# and the one limit of a fixed app.
+SAMPLE_WITNESSES = ("lost update", "divergence", "greet leak", "lost tab")
+
+
+def render_compare_sample(run: dict[str, Any]) -> str:
+    """The compare run's output, trimmed to a few witnesses and the table."""
+    kept, keep = [], False
+    for line in (RESULTS_DIR / "compare.txt").read_text().splitlines():
+        if not line.strip() or line.startswith((".venv/", "results:", "hammering ")):
+            continue
+        if line.startswith("  ") and not line.startswith("    "):  # a witness's first line
+            keep = line.strip().startswith(tuple(f"{w}:" for w in SAMPLE_WITNESSES))
+        elif not line.startswith("    "):  # an app's name, or the table
+            keep = True
+        if keep:
+            kept.append(line)
     return "```text\n" + "\n".join(kept) + "\n```"
 
 
@@ -381,6 +401,8 @@ def render(key: str, page: str) -> str:
             return render_columns(read_csv("compare.csv"), COMPARE_SPEED)
         case "compare-output":
             return render_compare_output(run)
+        case "compare-sample":
+            return render_compare_sample(run)
         case "compare-charts":
             return "\n\n".join(
                 [
