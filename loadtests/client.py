@@ -76,8 +76,8 @@ class Client:
     def healthz(self) -> Event:
         return self._call("healthz")
 
-    def strategy(self) -> str:
-        """The app's folder name, as its /healthz answer says."""
+    def app_name(self) -> str:
+        """The app's folder name, as its /healthz answer says ("strategy")."""
         method, path, _ = ROUTES["healthz"]
         response = self.http.request(method, self.base_urls[0] + path, timeout=self.timeout)
         if response.status_code != 200:

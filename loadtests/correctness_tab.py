@@ -91,8 +91,8 @@ def rows(verdict: Verdict) -> list[dict[str, Any]]:
 def format_summary(verdict: Verdict) -> str:
     table = rows(verdict)
     widths = {key: max(len(str(row[key])) for row in table) for key in ("scope", "anomaly")}
-    judged = f" judged as {RUN.app}" if RUN.app != RUN.strategy else ""
-    lines = [f"\nCorrectness of {RUN.strategy}{judged}, checked from the recorded history:"]
+    judged = f" judged as {RUN.app}" if RUN.app != RUN.served_app else ""
+    lines = [f"\nCorrectness of {RUN.served_app}{judged}, checked from the recorded history:"]
     for row in table:
         lines.append(
             f"  {row['scope']:<{widths['scope']}}  {row['anomaly']:<{widths['anomaly']}}  "

@@ -251,12 +251,12 @@ def on_test_start(environment: Environment, **_kwargs: Any) -> None:
     RUN.new_epoch()  # a new test, a new history (Locust clears its statistics too)
     app = RUN.app_client()
     try:
-        strategy = app.strategy()
+        served = app.app_name()
     except (requests.RequestException, ValueError, KeyError) as error:
         log.error("%s/healthz did not say which app it is: %s", app.base_urls[0], error)
-        strategy = "unknown"
-    RUN.strategy = strategy
-    RUN.app = getattr(environment.parsed_options, "judge_as", None) or strategy
+        served = "unknown"
+    RUN.served_app = served
+    RUN.app = getattr(environment.parsed_options, "judge_as", None) or served
     RUN.tally.add([[app.reset()]], HARNESS)  # the checker's final-read rule counts from here
     app.close()
 

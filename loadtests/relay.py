@@ -51,7 +51,7 @@ class Recorder:
         self.epoch = 0
         self.outbox: list[list[Event]] = []
         self.tally = Tally()
-        self.strategy = "unknown"  # the app, as its /healthz says
+        self.served_app = "unknown"  # the app, as its /healthz says
         self.app = "unknown"  # whose rules judge the run: the same, or --judge-as
         self.sync_round = 0
         self.synced: set[str] = set()  # workers that sent all they had for this round

@@ -42,11 +42,11 @@ def create_base_app(
 ) -> Flask:
     """A Flask app with the plumbing installed. Configuration is layered:
     the shared settings, then the app's `defaults`, then `test_config`."""
-    strategy = import_name.partition(".")[0]
+    app_name = import_name.partition(".")[0]  # the folder
     app = Flask(import_name)
     directory = var_dir()
     app.config.from_mapping(
-        STRATEGY=strategy,
+        APP_NAME=app_name,
         VAR_DIR=str(directory),
         SECRET_KEY=load_secret_key(directory),
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
@@ -61,7 +61,7 @@ def create_base_app(
 
     @app.get("/healthz")
     def healthz():
-        return {"status": "ok", "strategy": strategy}
+        return {"status": "ok", "strategy": app_name}  # the contract's name for it
 
     return app
 
