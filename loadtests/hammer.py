@@ -14,10 +14,10 @@ scope, so the requests overlap for certain rather than by luck:
 
 Runs are bounded: OPS per user per scope, and --max-seconds overall.
 
-    $ python -m loadtests.hammer broken_global fixed_db      # 2026-11-21, 2 cores
-    app             ops  lost updates  divergence  ...  greet leaks  errors  req/s
-    broken_global  2465           394         196  ...          488       0    708
-    fixed_db       2465             0           0  ...            0       0    663
+    $ python -m loadtests.hammer broken_global fixed_db      # 2026-11-29, 2 cores
+    app             ops  lost updates  divergence  final read wrong  ...  greet leaks  errors  req/s
+    broken_global  2499           586         106                32  ...          793       0   2086
+    fixed_db       2499             0           0                 0  ...            0       0   1772
 """
 
 import argparse
