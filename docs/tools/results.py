@@ -214,7 +214,8 @@ def day(run: dict[str, Any]) -> str:
 
 
 def image(name: str, page: str, alt: str) -> str:
-    return f"![{alt}]({posixpath.relpath(f'docs/results/{name}', posixpath.dirname(f'docs/{page}'))})"
+    target = posixpath.relpath(f"docs/results/{name}", posixpath.dirname(f"docs/{page}"))
+    return f"![{alt}]({target})"
 
 
 def results_page(page: str) -> str:
