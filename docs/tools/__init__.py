@@ -2,7 +2,6 @@
 the source, results from real runs, screenshots from a real browser, and the
 site's pages for the repository files the walkthrough links to."""
 
-from pathlib import Path
+from plumbing.config import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCS_DIR = REPO_ROOT / "docs"
