@@ -28,7 +28,10 @@ def worker_id() -> str:
 
 
 def json_error(error: HTTPException):
-    return {"error": error.name.lower(), "detail": error.description}, error.code
+    body = {"error": error.name.lower(), "detail": error.description}
+    if outcome := getattr(error, "outcome", None):  # a write's fate, when the store failed
+        body["outcome"] = outcome
+    return body, error.code
 
 
 def install_http(app: Flask) -> None:
@@ -63,6 +66,8 @@ def unavailable_when(app: Flask, errors: tuple[type[Exception], ...], detail: st
     def failed_outside_a_view(error: InternalServerError):
         if isinstance(error.original_exception, errors):
             return backing_server_down(error.original_exception)
+        if isinstance(error.original_exception, HTTPException):  # e.g. OutcomeUnknown on save
+            return json_error(error.original_exception)
         return json_error(error)
 
 
