@@ -4,16 +4,18 @@ Every error, including 404, 405, 413 and an unexpected 500, is answered as
 {"error": ..., "detail": ...}; a traceback never reaches the client.
 """
 
+import io
 import logging
 import os
 import threading
 import unicodedata
 
-from flask import Flask, request
+from flask import Flask, current_app, request
 from werkzeug.exceptions import (
     BadRequest,
     HTTPException,
     InternalServerError,
+    RequestEntityTooLarge,
     ServiceUnavailable,
     UnsupportedMediaType,
 )
@@ -34,8 +36,40 @@ def json_error(error: HTTPException):
     return body, error.code
 
 
+def body_within_limit() -> None:
+    """Before every view: a body over MAX_CONTENT_LENGTH is a 413 however it is
+    framed, and a body whose chunked framing is broken is a 400.
+
+    Flask checks the limit against Content-Length only, and only when a view
+    reads the body: a chunked body has no Content-Length, and a view that never
+    reads its body never checks it. So a chunked body is read here, at most one
+    byte past the limit, and handed on as if it had come with a Content-Length.
+    gunicorn's chunked reader raises its framing errors when the body is read
+    (InvalidChunkSize, ChunkMissingTerminator: ParseException, and NoMoreData,
+    an IOError, in gunicorn/http/errors.py)."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    environ = request.environ
+    declared = environ.get("CONTENT_LENGTH")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestEntityTooLarge(f"the body is over the {limit}-byte limit")
+    if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return
+    try:
+        body = environ["wsgi.input"].read(limit + 1)
+    except Exception:  # the server's own error types; the apps do not import the server
+        raise BadRequest("the body's chunked framing is malformed") from None
+    if len(body) > limit:
+        raise RequestEntityTooLarge(f"the body is over the {limit}-byte limit")
+    environ.update(
+        {"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))},
+        HTTP_TRANSFER_ENCODING="",
+    )
+    environ.pop("wsgi.input_terminated", None)
+
+
 def install_http(app: Flask) -> None:
     app.register_error_handler(HTTPException, json_error)
+    app.before_request(body_within_limit)
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):
@@ -78,6 +112,8 @@ def checked_text(field: str, value: object) -> str:
         raise BadRequest(f"'{field}' must be 1 to {MAX_FIELD_LENGTH} characters, got {len(value)}")
     if any(unicodedata.category(char) == "Cc" for char in value):
         raise BadRequest(f"'{field}' must not contain control characters")
+    if any(unicodedata.category(char) == "Cs" for char in value):  # "\ud800" in JSON
+        raise BadRequest(f"'{field}' must be valid Unicode: it holds a lone surrogate")
     return value
 
 
@@ -85,7 +121,10 @@ def article_from_body() -> str:
     """The "article" field of a JSON object body, validated."""
     if not request.is_json:
         raise UnsupportedMediaType("send a JSON body with Content-Type: application/json")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # the parser's limit, not a ValueError: silent does not catch it
+        raise BadRequest("the body's JSON is nested too deeply") from None
     if body is None:
         raise BadRequest("the body is not valid JSON")
     if not isinstance(body, dict):
