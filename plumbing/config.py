@@ -49,8 +49,13 @@ def setting(app: Flask, name: str, default: Any = None) -> Any:
 
 
 def var_dir() -> Path:
+    """The folder of all runtime data, private to its owner (mode 0700): the
+    databases, session files and append-only files in it hold users' data,
+    which other accounts on a shared machine must not read."""
     path = Path(os.environ.get("VAR_DIR") or REPO_ROOT / "var")
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:  # made by an older checkout, or by hand
+        path.chmod(0o700)
     return path
 
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 from flask import Flask
 
-from plumbing.config import load_secret_key, setting, work_seconds
+from plumbing.config import load_secret_key, setting, var_dir, work_seconds
 from tests.conftest import make_app
 
 
@@ -67,3 +67,11 @@ def test_fixed_db_rejects_an_unknown_database_url(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "mysql://somewhere/db")
     with pytest.raises(ValueError, match="DATABASE_URL"):
         make_app("fixed_db")
+
+
+def test_runtime_data_is_private_to_its_owner(isolated_var_dir):
+    # On a shared machine, other accounts must not read users' visits.
+    isolated_var_dir.mkdir(parents=True, mode=0o755)
+    isolated_var_dir.chmod(0o755)
+    assert var_dir() == isolated_var_dir
+    assert isolated_var_dir.stat().st_mode & 0o777 == 0o700
