@@ -71,3 +71,26 @@ def test_a_body_over_the_limit_is_a_413_even_where_the_view_never_reads_it(serve
         answer = send(server.port, request("POST", "/counter/increment", body, chunked=chunked))
         rejected(answer, 413)
     assert counter() == before
+
+
+# Requests gunicorn refuses while parsing, before any app code runs: its own
+# HTML pages without X-Worker (gunicorn/workers/base.py, handle_error). The
+# README's contract lists them; this keeps that list true.
+REFUSED_BY_GUNICORN = {
+    b"GARBAGE\r\n\r\n": 400,  # not a request line
+    b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n": 400,  # not a method
+    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n": 414,  # limit_request_line 4094
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n": 431,  # a header over 8190
+    b"POST /visits HTTP/1.1\r\nHost: x\r\nExpect: 100-banana\r\nContent-Length: 0\r\n\r\n": 417,
+}
+
+
+IDS = ["line", "method", "414", "431", "417"]
+
+
+@pytest.mark.parametrize("payload", REFUSED_BY_GUNICORN, ids=IDS)
+def test_gunicorn_answers_a_malformed_request_itself(server, payload):
+    answer = send(server.port, payload)
+    assert answer.status == REFUSED_BY_GUNICORN[payload]
+    assert not answer.from_app
+    assert answer.headers["content-type"] == "text/html"
