@@ -1,18 +1,26 @@
 """Turn a recorded history into verdicts, and keep the smallest witness.
 
-A history is a list of client.Event. The rules, one per scope of state:
+A history is a list of client.Event, one per attempt; the attempts of one
+logical request share a key, and each write request is judged by its fate:
+acknowledged, not applied, or ambiguous. The rules, one per scope of state
+(the counter's and the visits', with the fates, are in loadtests/writes.py):
 
 counter  Acknowledged increments of a correct counter return distinct values.
          Two increments answered by the same worker process with the same
          value are a lost update (threads interleaved read and write). The
          same value from two different processes is divergence (each has its
-         own copy). A read after the last increment must lie between the
-         acknowledged and the attempted count (after the history's reset).
+         own copy). One request answered two different values was applied
+         twice. A read after the last increment (and after the history's
+         reset) must lie between the acknowledged requests and those plus the
+         ambiguous ones: above, the excess was applied twice; below,
+         acknowledged increments were lost.
 visits   Each user appends tokens nobody else uses. The user's last list must
-         hold each of their acknowledged tokens exactly once; any response
-         that shows a token of another user (or of nobody in this run) leaks.
-         Appends a user sent concurrently from several tabs (scenario "tabs")
-         are counted apart: losing them is a known limit of sessions.
+         hold each of their acknowledged tokens exactly once, and an
+         ambiguous one at most once (twice: duplicated, i.e. applied twice);
+         any response that shows a token of another user (or of nobody in
+         this run) leaks. Appends a user sent concurrently from several tabs
+         (scenario "tabs") are counted apart: losing them is a known limit of
+         sessions.
 greet    Every greeting names the caller; any other name leaked in.
 
 Every anomaly comes with its witness, the events that prove it, smallest
@@ -22,16 +30,27 @@ value. From a run of broken_global under 2 workers x 4 threads (make demo):
     lost update: worker 5223 returned 34 twice
       +0.1871s..+0.1941s  u10-84db  increment -> 34  (5223-5261)
       +0.1885s..+0.1946s  u30-84db  increment -> 34  (5223-5228)
+
+Besides the anomalies, a Verdict counts the write requests by fate and the
+attempts that met a 503 or got no answer: figures of a fault run, not faults
+of the app (unexpected(..., faults=True) leaves them out).
 """
 
-import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from loadtests.history import Event
+from loadtests.history import NOT_APPLIED, Event
+from loadtests.writes import (
+    ACKNOWLEDGED,
+    AMBIGUOUS,
+    NOT_SERVED,
+    check_counter,
+    check_visits,
+    fate,
+    requests_of,
+    span,
+)
 from serve.registry import APPS
-
-NOT_SERVED = 501  # the app says this scope is not its job (fixed_session's counter)
 
 
 @dataclass(frozen=True)
@@ -42,12 +61,17 @@ class Kind:
     title: str  # a column's title: "lost updates"
     witness: str  # the name its witness is printed under: "lost update: ..."
     scope: str  # the scope of state it concerns: counter, visits, tabs, greet
+    # A write's fate under faults: the fault run's table shows it (make faults),
+    # the hammer's does not (its requests are never retried).
+    faults: bool = False
 
 
 KINDS = (
     Kind("lost_updates", "lost updates", "lost update", "counter"),
     Kind("divergence", "divergence", "divergence", "counter"),
     Kind("final_reads_wrong", "final read wrong", "final value", "counter"),
+    Kind("applied_twice", "applied twice", "applied twice", "counter", faults=True),
+    Kind("acknowledged_lost", "acknowledged lost", "acknowledged lost", "counter", faults=True),
     Kind("visits_lost", "visits lost", "lost visit", "visits"),
     Kind("tabs_lost", "tabs lost", "lost tab", "tabs"),
     Kind("visits_duplicated", "visits duplicated", "duplicated visit", "visits"),
@@ -60,6 +84,10 @@ SCOPES = {
     scope: tuple(kind.field for kind in KINDS if kind.scope == scope)
     for scope in dict.fromkeys(kind.scope for kind in KINDS)
 }
+# A write's exactly-once verdict, over both write routes: applied more than
+# once (an increment, or a visit in the list twice), or acknowledged and gone.
+APPLIED_TWICE = ("applied_twice", "visits_duplicated")
+ACKNOWLEDGED_LOST = ("acknowledged_lost", "visits_lost")
 
 
 @dataclass
@@ -78,24 +106,59 @@ class Verdict:
     divergence: int = 0
     workers: int = 0
     final_reads_wrong: int = 0
+    applied_twice: int = 0  # increments applied more than once
+    acknowledged_lost: int = 0  # acknowledged increments the final read does not hold
     visits_lost: int = 0
     tabs_lost: int = 0  # one user, many tabs: concurrent appends sharing a cookie
     visits_duplicated: int = 0
     visits_leaked: int = 0
     greet_leaks: int = 0
+    # Figures, not anomalies: logical writes (increments and appends) by fate,
+    # and the attempts that met a fault.
+    requests: int = 0
+    acknowledged: int = 0
+    ambiguous: int = 0
+    not_applied: int = 0
+    unavailable: int = 0  # attempts answered 503
+    no_answer: int = 0  # attempts that got no HTTP answer (status 0)
     counter_served: bool = True  # False when every increment was answered 501
     examples: list[Anomaly] = field(default_factory=list)  # one per kind, smallest
 
     COUNTS = tuple(kind.field for kind in KINDS)
+    FIGURES = ("requests", "acknowledged", "ambiguous", "not_applied", "unavailable", "no_answer")
 
     @property
     def anomalies(self) -> int:
         return sum(getattr(self, name) for name in self.COUNTS)
 
+    @property
+    def writes_applied_twice(self) -> int:
+        return sum(getattr(self, name) for name in APPLIED_TWICE)
+
+    @property
+    def writes_lost(self) -> int:
+        return sum(getattr(self, name) for name in ACKNOWLEDGED_LOST)
+
+    def count(self, name: str, n: int = 1) -> None:
+        setattr(self, name, getattr(self, name) + n)
+
+    def note(self, name: str, summary: str, witness: list[Event]) -> None:
+        """Keep a witness of this kind of anomaly, unless one is kept already."""
+        kind = KIND[name].witness
+        if not any(anomaly.kind == kind for anomaly in self.examples):
+            self.examples.append(Anomaly(kind, summary, witness))
+
     def counts(self) -> dict[str, int]:
         return {
             name: getattr(self, name)
-            for name in ("operations", "errors", "not_served", "workers", *self.COUNTS)
+            for name in (
+                "operations",
+                "errors",
+                "not_served",
+                "workers",
+                *self.COUNTS,
+                *self.FIGURES,
+            )
         }
 
 
@@ -104,129 +167,18 @@ def check(history: list[Event]) -> Verdict:
     verdict.not_served = sum(e.status == NOT_SERVED for e in history)
     verdict.errors = sum(not e.ok and e.status != NOT_SERVED for e in history)
     verdict.workers = len({e.pid for e in history if e.worker})
+    verdict.unavailable = sum(e.status == 503 for e in history)
+    verdict.no_answer = sum(e.status == 0 for e in history)
+    writes = [e for e in history if e.op in ("increment", "add_visit") and e.status != NOT_SERVED]
+    fates = Counter(fate(attempts) for attempts in requests_of(writes))
+    verdict.requests = fates.total()
+    verdict.acknowledged = fates[ACKNOWLEDGED]
+    verdict.ambiguous = fates[AMBIGUOUS]
+    verdict.not_applied = fates[NOT_APPLIED]
     check_counter(history, verdict)
     check_visits(history, verdict)
     check_greet(history, verdict)
     return verdict
-
-
-def span(events: list[Event]) -> float:
-    return max(e.end for e in events) - min(e.start for e in events)
-
-
-def smallest_pair(groups: list[list[Event]], same_pid: bool) -> list[Event] | None:
-    pairs = [
-        [a, b]
-        for events in groups
-        for a, b in itertools.combinations(events, 2)
-        if (a.pid == b.pid) == same_pid
-    ]
-    return min(pairs, key=span, default=None)
-
-
-def check_counter(history: list[Event], verdict: Verdict) -> None:
-    increments = [e for e in history if e.op == "increment" and e.status != NOT_SERVED]
-    acknowledged = [e for e in increments if e.ok]
-    verdict.counter_served = bool(acknowledged) or not any(
-        e.op == "increment" and e.status == NOT_SERVED for e in history
-    )
-    by_value: dict[int, list[Event]] = defaultdict(list)
-    for event in acknowledged:
-        by_value[event.value].append(event)
-    repeated = [events for events in by_value.values() if len(events) > 1]
-    for events in repeated:
-        per_worker = Counter(e.pid for e in events)
-        verdict.lost_updates += sum(n - 1 for n in per_worker.values())
-        verdict.divergence += len(per_worker) - 1
-
-    if pair := smallest_pair(repeated, same_pid=True):
-        verdict.examples.append(
-            Anomaly(
-                KIND["lost_updates"].witness,
-                f"worker {pair[0].pid} returned {pair[0].value} twice",
-                pair,
-            )
-        )
-    if pair := smallest_pair(repeated, same_pid=False):
-        verdict.examples.append(
-            Anomaly(
-                KIND["divergence"].witness,
-                f"workers {pair[0].pid} and {pair[1].pid} both returned {pair[0].value}",
-                pair,
-            )
-        )
-
-    if not increments or not any(e.op == "reset" and e.ok for e in history):
-        return
-    last_increment_end = max(e.end for e in increments)
-    final_reads = [e for e in history if e.op == "read" and e.ok and e.start > last_increment_end]
-    low, high = len(acknowledged), len(increments)
-    wrong = [e for e in final_reads if not low <= e.value <= high]
-    verdict.final_reads_wrong = len(wrong)
-    if wrong:
-        worst = max(wrong, key=lambda e: abs(e.value - low))
-        verdict.examples.append(
-            Anomaly(
-                KIND["final_reads_wrong"].witness,
-                f"read {worst.value} after {low} acknowledged of {high} attempted increments",
-                [worst],
-            )
-        )
-
-
-# A lost append, by the scenario that sent it: the kind of anomaly it is.
-LOST = {"": KIND["visits_lost"], "tabs": KIND["tabs_lost"]}
-
-
-def check_visits(history: list[Event], verdict: Verdict) -> None:
-    appends = [e for e in history if e.op == "add_visit"]
-    owner = {e.arg: e.user for e in appends}
-    answers = [e for e in history if e.op in ("add_visit", "list_visits") and e.ok]
-
-    for event in answers:
-        foreign = [t for t in event.value if owner.get(t) != event.user]
-        if foreign:
-            verdict.visits_leaked += 1
-            if verdict.visits_leaked == 1:
-                source = next((e for e in appends if e.arg == foreign[0]), None)
-                verdict.examples.append(
-                    Anomaly(
-                        KIND["visits_leaked"].witness,
-                        f"{event.user} was shown {foreign[0]!r}, "
-                        f"appended by {owner.get(foreign[0], 'nobody in this run')}",
-                        [e for e in (source, event) if e],
-                    )
-                )
-
-    # The user's last list must hold each acknowledged append exactly once.
-    last_list: dict[str, Event] = {}
-    for event in answers:
-        if event.op == "list_visits" and (
-            event.user not in last_list or event.start > last_list[event.user].start
-        ):
-            last_list[event.user] = event
-    acknowledged: dict[str, list[Event]] = defaultdict(list)
-    for event in appends:
-        if event.ok:
-            acknowledged[event.user].append(event)
-    for user, events in acknowledged.items():
-        final = last_list.get(user)
-        if final is None:
-            continue
-        seen = Counter(final.value)
-        verdict.visits_duplicated += sum(n - 1 for t, n in seen.items() if owner.get(t) == user)
-        for lost in (e for e in events if seen[e.arg] == 0):
-            kind = LOST[lost.scenario]
-            setattr(verdict, kind.field, getattr(verdict, kind.field) + 1)
-            if not any(a.kind == kind.witness for a in verdict.examples):
-                verdict.examples.append(
-                    Anomaly(
-                        kind.witness,
-                        f"{user}'s append of {lost.arg!r} was acknowledged, "
-                        f"then missing from {len(final.value)} visits",
-                        [lost, final],
-                    )
-                )
 
 
 def check_greet(history: list[Event], verdict: Verdict) -> None:
@@ -261,15 +213,22 @@ def check_greet(history: list[Event], verdict: Verdict) -> None:
     )
 
 
-def unexpected(app: str, verdict: Verdict) -> list[str]:
+def unexpected(
+    app: str, verdict: Verdict, faults: bool = False, expected: frozenset[str] = frozenset()
+) -> list[str]:
     """What a run of `app` must not show: errors anywhere, and in a fixed app
-    any anomaly beyond its known limits (serve/registry.py). broken_global's
-    anomalies are the lesson, so they are expected."""
+    any anomaly beyond its known limits (serve/registry.py) and the `expected`
+    ones. broken_global's anomalies are the lesson, so they are expected.
+
+    In a run with injected `faults`, 503s and requests that got no answer are
+    what the faults cause: such a run judges exactly-once, not availability,
+    and only other errors (a 500, a 4xx, a 507) count."""
     problems = []
-    if verdict.errors:
-        problems.append(f"{app}: {verdict.errors} requests failed")
+    errors = verdict.errors - (verdict.unavailable + verdict.no_answer if faults else 0)
+    if errors:
+        problems.append(f"{app}: {errors} requests failed")
     if app in APPS and APPS[app].is_fixed:
-        allowed = APPS[app].known_limits
+        allowed = APPS[app].known_limits | expected
         found = {
             name: n
             for name in Verdict.COUNTS

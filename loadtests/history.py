@@ -1,13 +1,22 @@
-"""The history's vocabulary: one Event per operation the harness sent.
+"""The history's vocabulary: one Event per request the harness sent.
 
 The client records them, the checker reads nothing else, and the report, the
 locustfile and the tests pass them around. An Event is what one request
 showed from the outside: what was asked, by which user, when it started and
 ended, the HTTP status, the value the app returned and which worker answered.
+
+A write may take several attempts (a client that retries after no answer or
+a 503): each attempt is an Event of its own, and `key` ties the attempts of
+one logical request together, so the checker can judge the request's fate.
 """
 
 from dataclasses import asdict, dataclass
 from typing import Any
+
+# The writes: a retry of one of these may apply it twice.
+WRITES = frozenset({"increment", "reset", "add_visit"})
+NOT_APPLIED = "not applied"  # the app (or the transport) says the write never happened
+UNKNOWN = "unknown"  # it may or may not have been applied
 
 
 @dataclass(slots=True)
@@ -22,6 +31,12 @@ class Event:
     worker: str = ""  # X-Worker: "<pid>-<thread id>"
     error: str = ""
     scenario: str = ""  # "tabs" for one user's concurrent requests
+    # The logical request this attempt belongs to: its Idempotency-Key, or a
+    # request id of the client's own when it sends none; "" for one of its own.
+    key: str = ""
+    attempt: int = 1  # 1 for the first try, 2 for the first retry, ...
+    outcome: str = ""  # on a failed write: NOT_APPLIED, UNKNOWN (or the app's word); else ""
+    replayed: bool = False  # the app answered "Idempotent-Replayed: true": the first answer again
 
     @property
     def ok(self) -> bool:

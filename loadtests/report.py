@@ -5,14 +5,37 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from loadtests.checker import KINDS, SCOPES, Anomaly, Verdict
+from loadtests.checker import KIND, KINDS, SCOPES, Anomaly, Verdict
 from loadtests.history import Event
 
+# The fault run's table (loadtests/faults.py): write requests by fate, the
+# attempts that met a fault, and each write's exactly-once verdict over both
+# write routes (checker.APPLIED_TWICE, checker.ACKNOWLEDGED_LOST).
+FAULT_COLUMNS = (
+    ("app", "app"),
+    ("keys", "keys"),
+    ("requests", "requests"),
+    ("acknowledged", "acknowledged"),
+    ("ambiguous", "ambiguous"),
+    ("not_applied", "not applied"),
+    ("unavailable", "503s"),
+    ("no_answer", "no answer"),
+    ("writes_applied_twice", "applied twice"),
+    ("writes_lost", "acknowledged lost"),
+    ("anomalies", "anomalies"),
+)
+# The anomaly counts per scope that the hammer's charts add up (its runs never retry).
+CHART_SCOPES = {
+    scope: tuple(name for name in names if not KIND[name].faults) for scope, names in SCOPES.items()
+}
+
 # (key in a row, column title), as every table in loadtests/ and docs/ takes them.
+# The hammer's table: the kinds its runs judge (a write's fate under faults is
+# in the fault run's table, loadtests/faults.py).
 COLUMNS = (
     ("app", "app"),
     ("operations", "ops"),
-    *((kind.field, kind.title) for kind in KINDS),
+    *((kind.field, kind.title) for kind in KINDS if not kind.faults),
     ("workers", "workers"),
     ("errors", "errors"),
     ("requests_per_second", "req/s"),
@@ -60,16 +83,35 @@ def format_table(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...
     return "\n".join(lines)
 
 
+def answer(e: Event) -> str:
+    """What one attempt got back, as a witness line shows it: "7", "[3 visits]",
+    "503 (unknown)", "no answer (unknown)"; ", attempt 2" after a retry, and
+    " replayed" for a first answer sent again for the same Idempotency-Key."""
+    if e.ok:
+        shown = f"[{len(e.value)} visits]" if isinstance(e.value, list) else str(e.value)
+    else:
+        shown = str(e.status) if e.status else "no answer"
+        shown += f" ({e.outcome})" if e.outcome else ""
+    if e.replayed:
+        shown += " replayed"
+    return shown + (f", attempt {e.attempt}" if e.attempt > 1 else "")
+
+
 def format_anomaly(anomaly: Anomaly, origin: float) -> str:
     lines = [f"{anomaly.kind}: {anomaly.summary}"]
     for e in anomaly.witness:
-        shown = f"[{len(e.value)} visits]" if isinstance(e.value, list) else e.value
         what = e.op if e.arg is None else f"{e.op}({e.arg!r})"
         lines.append(
-            f"  +{e.start - origin:.4f}s..+{e.end - origin:.4f}s  {e.user}  {what} -> {shown}"
+            f"  +{e.start - origin:.4f}s..+{e.end - origin:.4f}s  {e.user}  {what} -> {answer(e)}"
             f"  ({e.worker or 'no worker'})"
         )
     return "\n".join(lines)
+
+
+def size(anomaly: Anomaly) -> tuple[int, float]:
+    """How small a witness is: its events, then the seconds they span."""
+    events = anomaly.witness
+    return len(events), max(e.end for e in events) - min(e.start for e in events)
 
 
 def format_witnesses(app: str, verdict: Verdict, history: list[Event]) -> str:
@@ -88,7 +130,7 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
 
 
 def by_scope(
-    counts: dict[str, Any], groups: dict[str, tuple[str, ...]] = SCOPES
+    counts: dict[str, Any], groups: dict[str, tuple[str, ...]] = CHART_SCOPES
 ) -> dict[str, int | str]:
     """Anomalies per group of counts; "n/a" where the app does not serve it."""
     return {

@@ -7,6 +7,10 @@ requests reached 0.23x of what wrk drove against the same /healthz, and the
 same threads over the standard library's http.client 0.64x. This module wraps
 http.client in the small part of requests.Session that loadtests/client.py
 uses: request(), cookies, close().
+
+It also tells the client what a failure means for a write. A connection that
+could not be opened sent nothing (NotSent: the write was not applied); once
+the first byte may have left, a failure leaves the outcome unknown.
 """
 
 import http.client
@@ -19,6 +23,10 @@ from urllib.parse import urlencode, urlsplit
 
 # What a dropped or refused connection raises here; callers catch these.
 TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
+
+
+class NotSent(ConnectionError):
+    """The connection could not be opened: not one byte of the request left."""
 
 
 @dataclass
@@ -49,10 +57,11 @@ class KeepAliveSession:
         timeout: float,
         json: Any = None,
         params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Response:
         parts = urlsplit(url)
         target = parts.path + (f"?{urlencode(params)}" if params else "")
-        headers, body = {}, None
+        headers, body = dict(headers or {}), None
         if json is not None:
             body = jsonlib.dumps(json).encode()
             headers["Content-Type"] = "application/json"
@@ -60,6 +69,12 @@ class KeepAliveSession:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         server = (parts.hostname, parts.port)
         connection = self._connection(server, timeout)
+        if connection.sock is None:
+            try:
+                connection.connect()
+            except TRANSPORT_ERRORS as error:
+                self.connections.pop(server).close()
+                raise NotSent(f"could not connect: {error}") from error
         try:
             connection.request(method, target, body=body, headers=headers)
             answer = connection.getresponse()

@@ -1,6 +1,6 @@
 """The checker on hand-built histories, where the right verdict is known."""
 
-from loadtests.checker import check
+from loadtests.checker import check, unexpected
 from loadtests.history import Event
 
 
@@ -118,3 +118,183 @@ def test_not_served_is_neither_an_error_nor_an_anomaly():
     assert verdict.not_served == 1
     assert verdict.errors == 0
     assert verdict.anomalies == 0
+
+
+# Faults: a logical request is judged over its attempts (same key), by its fate.
+
+
+def attempt(op, user, start, value, key, n=1, status=200, outcome="", arg=None, replayed=False):
+    return Event(
+        op,
+        user,
+        arg,
+        start,
+        start + 0.05,
+        status,
+        value,
+        "100-1",
+        "",
+        "",
+        key,
+        n,
+        outcome,
+        replayed,
+    )
+
+
+def counter_history(*increments: Event, final: int) -> list[Event]:
+    """A reset, the given increments, and a read after the last of them."""
+    return [event("reset", "u0", 0.0, 0.1, 0), *increments, event("read", "u0", 9.0, 9.1, final)]
+
+
+def test_a_write_retried_after_503_unknown_is_one_acknowledged_request():
+    history = counter_history(
+        attempt("increment", "a", 1.0, None, "k1", 1, 503, "unknown"),
+        attempt("increment", "a", 2.0, 1, "k1", 2),
+        attempt("increment", "b", 3.0, 2, "k2"),
+        final=2,
+    )
+    verdict = check(history)
+    assert (verdict.requests, verdict.acknowledged, verdict.ambiguous) == (2, 2, 0)
+    assert verdict.unavailable == 1
+    assert verdict.anomalies == 0, verdict.examples
+
+
+def test_a_naive_retry_without_keys_is_counted_applied_twice():
+    """The 503 "unknown" attempt landed, and so did the retry: the final read
+    holds one more than the two acknowledged requests could make."""
+    first = attempt("increment", "a", 1.0, None, "a#1", 1, 503, "unknown")
+    retry = attempt("increment", "a", 2.0, 2, "a#1", 2)
+    history = counter_history(attempt("increment", "b", 1.5, 1, "b#1"), first, retry, final=3)
+    verdict = check(history)
+    assert verdict.applied_twice == 1
+    assert verdict.final_reads_wrong == 1
+    assert verdict.acknowledged_lost == 0
+    [double] = [a for a in verdict.examples if a.kind == "applied twice"]
+    assert double.witness[:2] == [first, retry]  # the retried request...
+    assert double.witness[2].op == "read"  # ...and the read that counts it twice
+    assert "read 3 after 2 acknowledged and 0 ambiguous" in double.summary
+
+
+def test_a_keyed_retry_answered_with_a_replay_is_applied_once():
+    history = counter_history(
+        attempt("increment", "a", 1.0, 1, "k1"),
+        attempt("increment", "a", 2.0, 1, "k1", 2, replayed=True),  # the same answer again
+        final=1,
+    )
+    verdict = check(history)
+    assert verdict.acknowledged == 1
+    assert verdict.anomalies == 0, verdict.examples
+
+
+def test_one_request_answered_two_different_values_was_applied_twice():
+    history = counter_history(
+        attempt("increment", "a", 1.0, 1, "k1"),
+        attempt("increment", "a", 2.0, 2, "k1", 2),
+        final=2,
+    )
+    verdict = check(history)
+    assert verdict.applied_twice == 1  # seen in the answers; the final read agrees
+    [double] = [a for a in verdict.examples if a.kind == "applied twice"]
+    assert [e.value for e in double.witness] == [1, 2]
+
+
+def test_a_final_read_below_the_acknowledged_requests_counts_the_lost_ones():
+    history = counter_history(
+        *(attempt("increment", "a", i, i, f"k{i}") for i in (1, 2, 3)), final=1
+    )
+    verdict = check(history)
+    assert verdict.acknowledged_lost == 2
+    assert verdict.applied_twice == 0
+    assert any(a.kind == "acknowledged lost" and "2 missing" in a.summary for a in verdict.examples)
+
+
+def test_an_ambiguous_request_may_or_may_not_have_landed():
+    no_answer = attempt("increment", "a", 1.0, None, "k1", 1, 0, "unknown")
+    for final in (1, 2):
+        verdict = check(
+            counter_history(no_answer, attempt("increment", "b", 2.0, 1, "k2"), final=final)
+        )
+        assert verdict.ambiguous == 1
+        assert verdict.no_answer == 1
+        assert verdict.anomalies == 0, (final, verdict.examples)
+    verdict = check(counter_history(no_answer, attempt("increment", "b", 2.0, 1, "k2"), final=3))
+    assert verdict.applied_twice == 1
+
+
+def test_a_write_that_provably_failed_is_not_applied_and_may_not_land():
+    """4xx, 507, 503 "not applied" and a connection never opened: nothing was
+    written, so a read that counts one of them is one too many."""
+    failed = [
+        attempt("increment", "a", 1.0, None, "k1", 1, 503, "not applied"),
+        attempt("increment", "b", 1.0, None, "k2", 1, 507, "not applied"),
+        attempt("increment", "c", 1.0, None, "k3", 1, 400),
+        attempt("increment", "d", 1.0, None, "k4", 1, 0, "not applied"),
+    ]
+    ok = attempt("increment", "e", 2.0, 1, "k5")
+    verdict = check(counter_history(*failed, ok, final=1))
+    assert (verdict.requests, verdict.not_applied, verdict.acknowledged) == (5, 4, 1)
+    assert verdict.anomalies == 0, verdict.examples
+    assert check(counter_history(*failed, ok, final=2)).applied_twice == 1
+
+
+def visits_history(*appends: Event, final: list[str]) -> list[Event]:
+    return [*appends, attempt("list_visits", "a", 9.0, final, "")]
+
+
+def test_a_visit_retried_without_a_key_and_kept_twice_was_applied_twice():
+    first = attempt("add_visit", "a", 1.0, None, "a#1", 1, 503, "unknown", arg="a/0")
+    retry = attempt("add_visit", "a", 2.0, ["a/0", "a/0"], "a#1", 2, 201, arg="a/0")
+    verdict = check(visits_history(first, retry, final=["a/0", "a/0"]))
+    assert verdict.visits_duplicated == 1
+    assert verdict.writes_applied_twice == 1
+    [double] = [a for a in verdict.examples if a.kind == "duplicated visit"]
+    assert double.witness[:2] == [first, retry]
+    assert "sent 2 times" in double.summary
+
+
+def test_an_ambiguous_visit_may_be_missing_or_there_once():
+    ambiguous = attempt("add_visit", "a", 1.0, None, "a#1", 1, 0, "unknown", arg="a/0")
+    acknowledged = attempt("add_visit", "a", 2.0, ["a/1"], "a#2", 1, 201, arg="a/1")
+    for final in (["a/1"], ["a/0", "a/1"]):
+        verdict = check(visits_history(ambiguous, acknowledged, final=final))
+        assert verdict.ambiguous == 1
+        assert verdict.anomalies == 0, (final, verdict.examples)
+
+
+def test_an_acknowledged_visit_with_two_answers_is_lost_once():
+    history = visits_history(
+        attempt("add_visit", "a", 1.0, ["a/0"], "k1", 1, 201, arg="a/0"),
+        attempt("add_visit", "a", 2.0, ["a/0"], "k1", 2, 201, arg="a/0", replayed=True),
+        final=[],
+    )
+    verdict = check(history)
+    assert verdict.visits_lost == 1
+    assert verdict.writes_lost == 1
+
+
+def test_a_fault_run_judges_exactly_once_not_availability():
+    history = counter_history(
+        attempt("increment", "a", 1.0, None, "k1", 1, 503, "unknown"),
+        attempt("increment", "a", 2.0, None, "k1", 2, 0, "unknown"),
+        attempt("increment", "a", 3.0, 1, "k1", 3),
+        final=1,
+    )
+    verdict = check(history)
+    assert verdict.errors == 2
+    assert unexpected("fixed_db", verdict) == ["fixed_db: 2 requests failed"]
+    assert unexpected("fixed_db", verdict, faults=True) == []
+    history.append(attempt("increment", "b", 4.0, None, "k2", 1, 500))  # not a fault's doing
+    assert unexpected("fixed_db", check(history), faults=True) == ["fixed_db: 1 requests failed"]
+
+
+def test_a_double_apply_is_expected_only_where_the_run_says_so():
+    history = counter_history(
+        attempt("increment", "a", 1.0, None, "a#1", 1, 503, "unknown"),
+        attempt("increment", "a", 2.0, 1, "a#1", 2),
+        final=2,
+    )
+    verdict = check(history)
+    assert unexpected("fixed_cache", verdict, faults=True)  # keys on: a failure
+    expected = frozenset({"applied_twice", "final_reads_wrong"})
+    assert unexpected("fixed_cache", verdict, faults=True, expected=expected) == []
