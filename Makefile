@@ -14,7 +14,7 @@ export REQUIREMENTS := import tomllib; p = tomllib.load(open("pyproject.toml", "
   print(*p["dependencies"], *p["optional-dependencies"]["dev"], sep="\n")
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo compare matrix bench scale-out run run-broken run-fixed test examples lint format clean
+.PHONY: help venv demo compare matrix bench faults scale-out run run-broken run-fixed test examples lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,9 @@ matrix: $(STAMP) ## Every app under five server shapes: CSV and heatmap in var/r
 
 bench: $(STAMP) ## Each app's main write vs. its own /healthz ceiling (req/s, p50, p99)
 	$(BIN)/python -m loadtests.bench --wrk
+
+faults: $(STAMP) ## Kill and pause stores and workers under load: retries with and without Idempotency-Keys
+	$(BIN)/python -m loadtests.faults
 
 INSTANCES ?= 3
 scale-out: $(STAMP) ## APP on INSTANCES instances sharing one store, hammered across them
