@@ -75,3 +75,21 @@ def test_runtime_data_is_private_to_its_owner(isolated_var_dir):
     isolated_var_dir.chmod(0o755)
     assert var_dir() == isolated_var_dir
     assert isolated_var_dir.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_new_users_retry_with_the_same_key_is_the_same_user():
+    # A first write whose answer (and cookie) was lost is retried with the same
+    # Idempotency-Key and still no cookie: it must be the same user, or the
+    # store cannot find the key and applies the write twice.
+    from plumbing import create_base_app, current_user_id
+
+    app = create_base_app("who_calls", {"TESTING": True})
+    app.get("/who")(lambda: {"user": current_user_id()})
+
+    def user(key: str | None) -> str:
+        headers = {"Idempotency-Key": key} if key else {}
+        return app.test_client().get("/who", headers=headers).json["user"]  # no cookie
+
+    assert user("key-1") == user("key-1")
+    assert user("key-1") != user("key-2")
+    assert user(None) != user(None)  # without a key, every new user is new
