@@ -2,7 +2,8 @@
 
 The shared counter is one atomic UPDATE ... RETURNING, each user's visits are
 rows keyed by their user id, and each request's name to greet lives on
-flask.g. store.py holds the SQLite database; README.md explains its settings.
+flask.g. store.py holds the SQLite database, and records each write's
+Idempotency-Key with its answer; README.md explains both.
 """
 
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ bp = Blueprint("routes", __name__)
 
 
 @bp.post("/counter/increment")
+@store.idempotent
 def increment_counter():
     # Read and write in one statement, under the database's write lock.
     [(new_value,)] = store.query(
@@ -38,12 +40,14 @@ def read_counter():
 
 
 @bp.post("/counter/reset")
+@store.idempotent
 def reset_counter():
     store.query("UPDATE counter SET value = 0 WHERE id = 1")
     return {"value": 0}
 
 
 @bp.post("/visits")
+@store.idempotent
 def add_visit():
     article = article_from_body()
     do_some_work()
