@@ -1,14 +1,17 @@
-"""Real servers for the proofs: gunicorn in a subprocess, Werkzeug's dev server in a thread.
+"""Real servers for the proofs: gunicorn or uWSGI in a subprocess, Werkzeug's in a thread.
 
     with Gunicorn("examples.half_fix_lock:app", workers=2) as server:
         requests.post(server.url + "/increment")
+        with server.only(server.worker_pids[0]):  # the others paused: this one answers
+            requests.get(server.url + "/counter")
 
     with dev_server(app) as url:  # what `flask run` serves with
         requests.get(url + "/")
 
-Both bind to 127.0.0.1 on a free port and are stopped when the block ends
-(gunicorn by its PID). Every example app stamps `X-Worker: <pid>-<thread>` on
-its responses with stamp_worker(), so a proof can tell which process answered.
+All bind to 127.0.0.1 on a free port and are stopped when the block ends
+(gunicorn and uWSGI by their PID). Every example app stamps `X-Worker:
+<pid>-<thread>` on its responses with stamp_worker(), so a proof can tell
+which process answered.
 """
 
 import os
@@ -19,10 +22,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Self
+from typing import Self, TypeVar
 
 import requests
 from flask import Flask
@@ -33,6 +37,7 @@ from plumbing.http import worker_id
 from serve.pids import Service, free_port, stop_process
 
 START_TIMEOUT_SECONDS = 20.0
+T = TypeVar("T")
 
 
 def stamp_worker(app: Flask) -> Flask:
@@ -49,6 +54,16 @@ def stamp_worker(app: Flask) -> Flask:
 def worker_of(response: requests.Response) -> int:
     """The PID of the worker process that answered."""
     return int(response.headers["X-Worker"].partition("-")[0])
+
+
+def at_once(*calls: Callable[[], T]) -> list[T]:
+    """Run each call in a thread of its own, all at the same time; return their
+    results in order (the first exception, if any, is raised). Proofs run
+    independent servers this way: a server spends most of its start and stop
+    waiting, not computing."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
 
 
 def increments_at_once(url: str, clients: int, each: int) -> tuple[list[int], set[int]]:
@@ -81,8 +96,13 @@ class Gunicorn(Service):
 
     `options` are gunicorn command-line flags, e.g. ["--preload"]. threads > 1
     runs gthread workers, as the project's shared config does; threads == 1
-    runs sync workers, which serve one request at a time in their main thread.
+    runs sync workers, which serve one request at a time in their main thread;
+    worker_class names another (e.g. "gevent"). `env` is added to this
+    environment. `port` is the one to bind, e.g. the port of a server just
+    stopped, to restart it where its users' cookies point.
     """
+
+    name = "gunicorn"
 
     def __init__(
         self,
@@ -90,17 +110,21 @@ class Gunicorn(Service):
         *,
         workers: int = 2,
         threads: int = 1,
+        worker_class: str | None = None,
         options: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
         port: int | None = None,
     ) -> None:
         self.target = target
         self.workers = workers
         self.threads = threads
+        self.worker_class = worker_class or ("gthread" if threads > 1 else "sync")
         self.options = list(options)
+        self.env = dict(env or {})
         self.port = port or free_port()
         self.process: subprocess.Popen | None = None
         self.worker_pids: list[int] = []  # those that answered at start-up
-        self.log_dir = Path(tempfile.mkdtemp(prefix="gunicorn-"))
+        self.log_dir = Path(tempfile.mkdtemp(prefix=f"{self.name.lower()}-"))
 
     @property
     def url(self) -> str:
@@ -111,7 +135,7 @@ class Gunicorn(Service):
             sys.executable, "-m", "gunicorn",
             "--bind", f"127.0.0.1:{self.port}",
             "--workers", str(self.workers),
-            "--worker-class", "gthread" if self.threads > 1 else "sync",
+            "--worker-class", self.worker_class,
             "--threads", str(self.threads),
             "--graceful-timeout", "2",
             *self.options,
@@ -123,6 +147,7 @@ class Gunicorn(Service):
             self.process = subprocess.Popen(
                 self.command(),
                 cwd=REPO_ROOT,
+                env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: workers are known by it
@@ -140,9 +165,9 @@ class Gunicorn(Service):
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while len(self.worker_pids) < self.workers:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited at start-up:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.name} exited at start-up:\n{self.log_tail()}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn workers did not all answer:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.name} workers did not all answer:\n{self.log_tail()}")
             with self.paused(*self.worker_pids):
                 try:
                     response = requests.get(self.url + "/", timeout=1)
@@ -171,6 +196,12 @@ class Gunicorn(Service):
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
 
+    @contextmanager
+    def only(self, pid: int) -> Iterator[None]:
+        """Pause every other worker for the length of the block, so that this one answers."""
+        with self.paused(*(other for other in self.worker_pids if other != pid)):
+            yield
+
     def is_my_worker(self, pid: int) -> bool:
         """True for a live worker of this server: a process of its group, not
         the master. A worker that has exited (recycled) is no longer one."""
@@ -187,6 +218,51 @@ class Gunicorn(Service):
         if self.process is not None:
             stop_process(self.process)
         shutil.rmtree(self.log_dir, ignore_errors=True)
+
+
+class Uwsgi(Gunicorn):
+    """One app under real uWSGI, in the background, stopped by PID: its master
+    and `workers` worker processes, one thread each, HTTP on 127.0.0.1.
+
+    uWSGI loads the app once, in its master, then forks the workers (what
+    gunicorn does only with --preload); `options` such as ["--lazy-apps"]
+    make each worker load its own. Needs the `uwsgi` package (built from
+    source: `.venv/bin/pip install uwsgi`, a C compiler and Python's headers).
+    """
+
+    name = "uWSGI"
+
+    @staticmethod
+    def binary() -> Path:
+        return Path(sys.executable).with_name("uwsgi")
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls.binary().is_file()
+
+    def command(self) -> list[str]:
+        return [
+            str(self.binary()),
+            "--http-socket", f"127.0.0.1:{self.port}",
+            "--master",
+            "--processes", str(self.workers),
+            "--module", self.target,
+            "--pythonpath", str(REPO_ROOT),
+            "--home", sys.prefix,
+            "--add-header", "Connection: close",  # as it closes them: no client reuses one
+            "--need-app",  # an app that fails to load stops uWSGI, as it does gunicorn
+            "--die-on-term",  # SIGTERM stops it (uWSGI 2.0 would reload)
+            "--disable-logging",
+            *self.options,
+        ]  # fmt: skip
+
+    def start(self) -> Self:
+        if not self.available():
+            raise RuntimeError(
+                f"uWSGI is not installed ({self.binary()} is missing): "
+                ".venv/bin/pip install uwsgi (it builds from source)"
+            )
+        return super().start()
 
 
 @contextmanager
