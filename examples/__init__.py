@@ -9,7 +9,8 @@ tests/test_examples.py assert on the same Findings. See README.md here.
 import importlib
 from typing import Protocol
 
-# In the order of the README: the seed snippets, then the half-fixes.
+# In the order of the README: the seed snippets, the half-fixes, then the
+# failures users report.
 EXAMPLES = (
     "seed_dict_counter",
     "seed_articles_visited",
@@ -25,6 +26,14 @@ EXAMPLES = (
     "half_fix_redis_get_set",
     "half_fix_cookie_session",
     "half_fix_secret_per_worker",
+    "admin_change_reaches_one_worker",
+    "g_shared_by_test_clients",
+    "preload_secret_until_restart",
+    "thread_started_at_import",
+    "connection_before_fork",
+    "schema_race_at_startup",
+    "gevent_greenlets_share_globals",
+    "uwsgi_loads_before_fork",
 )
 
 

@@ -5,9 +5,11 @@ requests handled in the same thread, and suggests keeping data there. It is
 not shared: Flask pushes a new application context when a request starts and
 pops it (running the teardown_appcontext functions) when the request ends.
 `g` lives on that context, which is why it is empty at the start of every
-request (see seed_g_per_request). The one exception is a context of the same
-app already pushed in that thread and never popped: the request then runs in
-it, and that is a bug (see half_fix_app_context_push).
+request (see seed_g_per_request). Up to Flask 3.1 there is one exception, a
+context of the same app already pushed in that thread and never popped: the
+request then runs in it, and that is a bug (see half_fix_app_context_push and
+g_shared_by_test_clients). Flask 3.2 pushes a new context even then. What
+this proof shows holds for both.
 
 The proof serves three requests from one thread (the dev server without
 threads), keeps every application context a request ran in, and counts the
