@@ -2,8 +2,9 @@
 
 Each user's visits live in their session, which store.py keeps on the server
 for every worker to read; each request's name to greet lives on flask.g. The
-shared counter is state no session can hold: 501. README.md explains the
-three details that decide whether it works.
+shared counter is state no session can hold: 501. A write's Idempotency-Key
+is kept in the session too (store.idempotent). README.md explains the three
+details that decide whether it works.
 """
 
 from collections.abc import Mapping
@@ -44,6 +45,7 @@ def reset_counter():
 
 
 @bp.post("/visits")
+@store.idempotent
 def add_visit():
     article = article_from_body()
     do_some_work()
