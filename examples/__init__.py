@@ -26,6 +26,7 @@ EXAMPLES = (
     "half_fix_redis_get_set",
     "half_fix_cookie_session",
     "half_fix_secret_per_worker",
+    "half_fix_postgres_read_committed",
     "admin_change_reaches_one_worker",
     "g_shared_by_test_clients",
     "preload_secret_until_restart",
