@@ -85,6 +85,7 @@ from cachelib.file import FileSystemCache
 from flask import Flask, Request, Response, current_app, session
 from flask_session.base import ServerSideSession
 from flask_session.cachelib import CacheLibSessionInterface
+from flask_session.defaults import Defaults
 from flask_session.redis import RedisSessionInterface
 from redis import BusyLoadingError, OutOfMemoryError, Redis, RedisError, ResponseError
 from redis.backoff import NoBackoff
@@ -201,6 +202,7 @@ class SavedAtMostOnce:
             raise NotApplied(UNAVAILABLE) from error
 
     def save_session(self, app: Flask, session: ServerSideSession, response: Response) -> None:
+        """Raises what the store raises (NotApplied, OutcomeUnknown, StoreFull)."""
         try:
             super().save_session(app, session, response)
         except BaseException:
@@ -252,8 +254,8 @@ def idempotent(view: Callable) -> Callable:
     the view runs, and its answer (status and JSON body) is recorded under the
     key. session["replies"] is assigned a new dict, never changed in place,
     so the key is saved in the same whole-session write as the view's change.
-    A request that fails saves nothing. Keeps the last REPLIES_KEPT keys, each
-    for IDEMPOTENCY_TTL_SECONDS.
+    A view that fails records no key, so a retry with it runs the write. Keeps
+    the last REPLIES_KEPT keys, each for IDEMPOTENCY_TTL_SECONDS (24 hours).
 
     Raises BadRequest (400) for a malformed key."""
 
@@ -283,6 +285,19 @@ def idempotent(view: Callable) -> Callable:
     return write
 
 
+def session_settings(app: Flask) -> dict[str, Any]:
+    """The settings flask_session.Session(app) gives every session interface,
+    from app.config or Flask-Session's defaults."""
+    names = {
+        "key_prefix": "SESSION_KEY_PREFIX",
+        "use_signer": "SESSION_USE_SIGNER",
+        "permanent": "SESSION_PERMANENT",
+        "sid_length": "SESSION_ID_LENGTH",
+        "serialization_format": "SESSION_SERIALIZATION_FORMAT",
+    }
+    return {arg: app.config.get(name, getattr(Defaults, name)) for arg, name in names.items()}
+
+
 def init_app(app: Flask) -> None:
     # What flask_session.Session(app) does for these two SESSION_TYPEs, with the classes above.
     if url := setting(app, "SESSION_REDIS_URL"):
@@ -293,11 +308,11 @@ def init_app(app: Flask) -> None:
             retry=Retry(NoBackoff(), retries=0),  # a write is never sent twice
         )
         app.config.update(SESSION_TYPE="redis", SESSION_REDIS=server)
-        app.session_interface = RedisSessions(app, client=server)
+        app.session_interface = RedisSessions(app, client=server, **session_settings(app))
     else:
         limit = int(setting(app, "SESSION_FILE_LIMIT", SESSION_FILE_LIMIT))
         files = BoundedFileStore(f"{app.config['VAR_DIR']}/sessions", limit)
         app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=files)
-        app.session_interface = FileSessions(app, client=files)
+        app.session_interface = FileSessions(app, client=files, **session_settings(app))
     # Any other failure of the store (a RedisError or OSError not mapped above): a 503.
     unavailable_when(app, (RedisError, OSError), UNAVAILABLE)
