@@ -2,7 +2,8 @@
 
 The shared counter is one atomic INCR, each user's visits are a list appended
 in one MULTI/EXEC, and each request's name to greet lives on flask.g.
-store.py holds the connection to the server; README.md explains its settings.
+store.py sends them, once, and answers for a failure or a replayed
+Idempotency-Key; README.md explains what happens when the server stalls.
 """
 
 from collections.abc import Mapping
@@ -27,19 +28,17 @@ bp = Blueprint("routes", __name__)
 @bp.post("/counter/increment")
 def increment_counter():
     # Read and write in one command, on a server that runs one at a time.
-    new_value = store.redis().incr("counter")
-    return {"value": new_value}
+    return store.write(("INCR", "counter"), answer={"value": store.REPLY})
 
 
 @bp.get("/counter")
 def read_counter():
-    return {"value": int(store.redis().get("counter") or 0)}
+    return {"value": int(store.read("GET", "counter") or 0)}
 
 
 @bp.post("/counter/reset")
 def reset_counter():
-    store.redis().set("counter", 0)
-    return {"value": 0}
+    return store.write(("SET", "counter", 0), answer={"value": 0})
 
 
 @bp.post("/visits")
@@ -48,17 +47,18 @@ def add_visit():
     do_some_work()
     key = f"visits:{current_user_id()}"
     # Append, cap and read back as one transaction: no other command runs between.
-    pipe = store.redis().pipeline(transaction=True)
-    pipe.rpush(key, article)
-    pipe.ltrim(key, -MAX_VISITS_PER_USER, -1)
-    pipe.lrange(key, 0, -1)
-    *_, visits = pipe.execute()
-    return {"visits": visits}, 201
+    return store.write(
+        ("RPUSH", key, article),
+        ("LTRIM", key, -MAX_VISITS_PER_USER, -1),
+        ("LRANGE", key, 0, -1),
+        answer={"visits": store.REPLY},
+        status=201,
+    )
 
 
 @bp.get("/visits")
 def list_visits():
-    return {"visits": store.redis().lrange(f"visits:{current_user_id()}", 0, -1)}
+    return {"visits": store.read("LRANGE", f"visits:{current_user_id()}", 0, -1)}
 
 
 @bp.get("/greet")
