@@ -11,6 +11,7 @@ place that knows them.
 
 import re
 import socket
+import time
 
 from loadtests.client import ROUTES
 from loadtests.placement import Placement
@@ -62,11 +63,18 @@ def response_length(buffer: bytes) -> int | None:
 
 
 def connect_to_worker(
-    port: int, placement: Placement, attempts: int = 50
+    port: int, placement: Placement, attempts: int = 200
 ) -> tuple[socket.socket, str]:
     """A kept-alive connection to a worker process that has room for it, and
-    that process's pid: every route is measured with the same placement."""
-    for _ in range(attempts):
+    that process's pid: every route is measured with the same placement.
+
+    Which worker accepts a connection is a race; on a busy machine the same
+    one can win it many times running, so each miss waits a little longer
+    (up to 0.1 s) for the others to be scheduled. Raises RuntimeError when
+    `attempts` connections all landed where there was no room."""
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(min(0.1, 0.005 * attempt))
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         pid = WORKER_PID.search(exchange(sock, request_bytes("healthz", port)))
