@@ -19,6 +19,8 @@ the top-level README.md:
     SESSION_FILE_LIMIT  most session files kept (default 10000)
     SQLITE_SYNCHRONOUS  fixed_db's SQLite sync level (default NORMAL; FULL to
                         fsync every commit)
+    SQLITE_BUSY_TIMEOUT_MS  how long a fixed_db write waits for another's lock
+                        before answering 503 "not applied" (default 5000)
     COOKIE_SECURE       "1" to send cookies over HTTPS only (default off, so the
                         demo works on plain http://127.0.0.1)
     VAR_DIR             where runtime data lives (default: var/ at the repo root)

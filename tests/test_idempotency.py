@@ -30,6 +30,7 @@ import redis
 import requests
 from flask import Flask, got_request_exception
 
+from fixed_cache import store as cache_store
 from fixed_db import store as db_store
 from fixed_session import store as session_store
 from loadtests.placement import Placement
@@ -37,8 +38,8 @@ from serve.processes import AppServer, free_port
 from serve.valkey import EmbeddedValkey
 from tests.conftest import SERVES_COUNTER, make_app
 
-# The apps whose write routes record keys; fixed_cache joins once it does.
-KEYED_APPS = ["fixed_db", "fixed_session"]
+# The apps whose write routes record keys: every fixed app.
+KEYED_APPS = ["fixed_db", "fixed_session", "fixed_cache"]
 KEY = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 REPO = Path(__file__).resolve().parent.parent
@@ -81,7 +82,15 @@ WRITES = [
 # Where each app keeps its keys, for the tests that look or age them.
 
 
+def cache_records() -> tuple[redis.Redis, list[bytes]]:
+    """fixed_cache's server (the test's REDIS_URL) and the keys it records."""
+    server = redis.Redis.from_url(os.environ["REDIS_URL"])
+    return server, server.keys(cache_store.RECORD_PREFIX + "*")
+
+
 def recorded_keys(app: Flask, client) -> int:
+    if app.config["APP_NAME"] == "fixed_cache":
+        return len(cache_records()[1])
     if app.config["APP_NAME"] == "fixed_db":
         with sqlite3.connect(app.extensions["fixed_db"].path) as db:
             return db.execute("SELECT count(*) FROM idempotency").fetchone()[0]
@@ -91,6 +100,12 @@ def recorded_keys(app: Flask, client) -> int:
 
 def age_keys(app: Flask, client, seconds: int) -> None:
     """Move every recorded key `seconds` into the past."""
+    if app.config["APP_NAME"] == "fixed_cache":  # the server expires them: shorten the TTL
+        server, keys = cache_records()
+        for key in keys:
+            left = server.ttl(key) - seconds
+            server.expire(key, left) if left > 0 else server.delete(key)
+        return
     if app.config["APP_NAME"] == "fixed_db":
         with sqlite3.connect(app.extensions["fixed_db"].path) as db:
             db.execute("UPDATE idempotency SET created = created - ?", (seconds,))
@@ -103,7 +118,8 @@ def age_keys(app: Flask, client, seconds: int) -> None:
 
 
 def ttl_of(app_name: str) -> int:
-    return {"fixed_db": db_store, "fixed_session": session_store}[app_name].IDEMPOTENCY_TTL_SECONDS
+    stores = {"fixed_db": db_store, "fixed_session": session_store, "fixed_cache": cache_store}
+    return stores[app_name].IDEMPOTENCY_TTL_SECONDS
 
 
 # The contract, one request at a time (Flask test client).
