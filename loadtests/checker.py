@@ -235,5 +235,6 @@ def unexpected(
             if (n := getattr(verdict, name)) and name not in allowed
         }
         if found:
-            problems.append(f"{app}: anomalies in an app that should have none: {found}")
+            shown = ", ".join(f"{n} {KIND[name].title}" for name, n in found.items())
+            problems.append(f"{app}: anomalies in an app that should have none: {shown}")
     return problems

@@ -111,10 +111,12 @@ def check_counter(history: list[Event], verdict: "Verdict") -> None:
     verdict.counter_served = ACKNOWLEDGED in fates or not any(
         e.op == "increment" and e.status == NOT_SERVED for e in history
     )
-    # One value per acknowledged request: its first answer (a replay repeats it).
+    base = baselines(history, increments)
+    # One value per acknowledged request: its first answer (a replay repeats it),
+    # from its process's baseline on.
     by_value: dict[int, list[Event]] = defaultdict(list)
     for event in filter(None, map(first_success, requests)):
-        by_value[event.value].append(event)
+        by_value[relative(event, base)].append(event)
     repeated = [events for events in by_value.values() if len(events) > 1]
     for events in repeated:
         per_worker = Counter(e.pid for e in events)
@@ -123,8 +125,7 @@ def check_counter(history: list[Event], verdict: "Verdict") -> None:
     if pair := smallest_pair(repeated, same_pid=True):
         verdict.note("lost_updates", f"worker {pair[0].pid} returned {pair[0].value} twice", pair)
     if pair := smallest_pair(repeated, same_pid=False):
-        summary = f"workers {pair[0].pid} and {pair[1].pid} both returned {pair[0].value}"
-        verdict.note("divergence", summary, pair)
+        verdict.note("divergence", both_returned(*pair, base), pair)
 
     answered_twice = [
         [e for e in attempts if e.ok]
@@ -140,30 +141,77 @@ def check_counter(history: list[Event], verdict: "Verdict") -> None:
         verdict.note("applied_twice", summary, pair)
 
     if increments and any(e.op == "reset" and e.ok for e in history):
-        check_final_read(history, requests, fates, verdict)
+        check_final_read(history, requests, fates, base, verdict)
+
+
+def baselines(history: list[Event], increments: list[Event]) -> dict[str, int]:
+    """Each worker process's counter value when the increments began: the last
+    reset or read it answered after the history's last reset and before the
+    first increment started. A reset reaches the one process that answers it:
+    where each process keeps its own counter (broken_global), another one
+    counts on from where it was, and its values are judged from there. A
+    process with no baseline counts from 0."""
+    if not increments:
+        return {}
+    first = min(e.start for e in increments)
+    marks = [
+        e
+        for e in history
+        if e.op in ("reset", "read") and e.ok and e.worker and isinstance(e.value, int)
+    ]
+    since = max((e.start for e in marks if e.op == "reset" and e.end < first), default=None)
+    base = {}
+    for e in sorted(marks, key=lambda e: e.end):
+        if e.end < first and (since is None or e.start >= since):
+            base[e.pid] = e.value
+    return base
+
+
+def relative(event: Event, base: dict[str, int]) -> object:
+    """The value an increment or read returned, from its process's baseline on."""
+    value = event.value
+    return value - base[event.pid] if isinstance(value, int) and event.pid in base else value
+
+
+def both_returned(a: Event, b: Event, base: dict[str, int]) -> str:
+    if a.value == b.value:
+        shown = a.value
+    else:
+        shown = f"{relative(a, base)} from their baselines ({a.value} and {b.value})"
+    return f"workers {a.pid} and {b.pid} both returned {shown}"
+
+
+def read_summary(e: Event, base: dict[str, int]) -> str:
+    return f"read {e.value}" + (f" (from {base[e.pid]})" if base.get(e.pid) else "")
 
 
 def check_final_read(
-    history: list[Event], requests: list[list[Event]], fates: list[str], verdict: "Verdict"
+    history: list[Event],
+    requests: list[list[Event]],
+    fates: list[str],
+    base: dict[str, int],
+    verdict: "Verdict",
 ) -> None:
     """A read after the last increment (and after the history's reset) must
-    lie between the acknowledged requests and those plus the ambiguous ones.
-    Above it, the excess was applied twice; below it, acknowledged increments
-    were lost."""
+    lie between the acknowledged requests and those plus the ambiguous ones,
+    counted from its process's baseline. Above it, the excess was applied
+    twice; below it, acknowledged increments were lost."""
     last_increment_end = max(e.end for attempts in requests for e in attempts)
     final_reads = [e for e in history if e.op == "read" and e.ok and e.start > last_increment_end]
     low, ambiguous = fates.count(ACKNOWLEDGED), fates.count(AMBIGUOUS)
     high = low + ambiguous
-    wrong = [e for e in final_reads if not low <= e.value <= high]
+    counts = {id(e): relative(e, base) for e in final_reads}
+    wrong = [e for e in final_reads if not low <= counts[id(e)] <= high]
     verdict.final_reads_wrong = len(wrong)
     if not wrong:
         return
     counted = f"{low} acknowledged and {ambiguous} ambiguous increments"
-    worst = max(wrong, key=lambda e: abs(e.value - low))
-    verdict.note("final_reads_wrong", f"read {worst.value} after {counted}", [worst])
+    worst = max(wrong, key=lambda e: abs(counts[id(e)] - low))
+    verdict.note("final_reads_wrong", f"{read_summary(worst, base)} after {counted}", [worst])
 
-    highest, lowest = max(wrong, key=lambda e: e.value), min(wrong, key=lambda e: e.value)
-    if (excess := highest.value - high) > verdict.applied_twice:
+    highest = max(wrong, key=lambda e: counts[id(e)])
+    lowest = min(wrong, key=lambda e: counts[id(e)])
+    if (excess := counts[id(highest)] - high) > verdict.applied_twice:
         verdict.applied_twice = excess
         # A likely double: the smallest acknowledged request that was retried
         # after an attempt that may have been applied.
@@ -173,11 +221,12 @@ def check_final_read(
             if f == ACKNOWLEDGED and not all(map(definitely_failed, attempts[:-1]))
         ]
         witness = min(retried, key=span, default=[])
-        summary = f"read {highest.value} after {counted}: {excess} too many"
+        summary = f"{read_summary(highest, base)} after {counted}: {excess} too many"
         verdict.note("applied_twice", summary, [*witness, highest])
-    if (deficit := low - lowest.value) > 0:
+    if (deficit := low - counts[id(lowest)]) > 0:
         verdict.acknowledged_lost = deficit
-        summary = f"read {lowest.value} after {low} acknowledged increments: {deficit} missing"
+        read = read_summary(lowest, base)
+        summary = f"{read} after {low} acknowledged increments: {deficit} missing"
         verdict.note("acknowledged_lost", summary, [lowest])
 
 
