@@ -1,91 +1,122 @@
-"""What the correctness checks look like to a person: the web UI's Correctness
-tab, its CSV download, and the summary a run prints when it ends.
+"""What the correctness checks look like to a person: the rows of the web UI's
+Correctness tab and of its CSV, the line a run prints every 10 s, and the
+summary it prints when it ends.
 
-The rows come from one merged Verdict (loadtests.tally) and name every kind
-of anomaly the checker knows (loadtests.checker.KINDS), with its latest
-witness; the last row is the verdict on the run as a whole, by the rules of
-the app it judges (loadtests.checker.unexpected).
+The rows come from one merged Verdict (loadtests/tally.py). The first is the
+verdict on the run as a whole, by the rules of the app it judges
+(loadtests.checker.unexpected); then one row per kind of anomaly the checker
+knows (loadtests.checker.KINDS) with its latest witness, "n/a" where a check
+could not run; then the run's figures. Requests that got no answer are
+counted apart: their outcome is unknown, the transport's doing and not the
+app's, so they fail nothing (their writes are judged as ambiguous).
 """
 
 import csv
 import io
-import json
 import time
 from typing import Any
 
-from flask import Response, jsonify, request
-from locust.env import Environment
-
 from loadtests import report
-from loadtests.checker import KINDS, Verdict, unexpected
+from loadtests.checker import KIND, KINDS, SCOPES, Verdict
 from loadtests.relay import RUN
+from loadtests.report import CHART_SCOPES
+from loadtests.tally import app_errors, gate
 from serve.registry import APPS
 
 COLUMNS = (("scope", "Scope"), ("anomaly", "Anomaly"), ("count", "Count"))
 COLUMNS += (("example", "Latest example"), ("witness", "Witness (the requests that prove it)"))
+FINAL_READ = ("final_reads_wrong", "acknowledged_lost")  # judged only from a final read
+
+# The verdict's status, for its colour: the tab's banner and the HTML report.
+OK, LESSON, UNEXPECTED, NONE = "ok", "lesson", "unexpected", "none"
 
 
 def problems(verdict: Verdict) -> list[str]:
-    found = unexpected(RUN.app, verdict)
+    """What fails the run, by the rules of the app it judges (tally.gate)."""
+    return gate(RUN.app, verdict)
+
+
+def status(verdict: Verdict) -> tuple[str, str]:
+    """(status, the verdict in words)."""
     if not verdict.operations:
-        found.append("no operation was recorded")
-    return found
-
-
-def verdict_line(verdict: Verdict) -> str:
+        started = RUN.epoch > 0
+        return NONE, "no operation recorded yet" if started else "no test yet: press Start"
     if found := problems(verdict):
-        return "UNEXPECTED: " + "; ".join(found)
+        return UNEXPECTED, "UNEXPECTED: " + "; ".join(found)
     app = APPS.get(RUN.app)
     if app is None:
-        return f"{verdict.anomalies} anomalies; no rule for an app that /healthz does not name"
+        return NONE, f"{verdict.anomalies} anomalies; no rule for an app /healthz does not name"
     if app.is_fixed:
         limits = ", ".join(sorted(app.known_limits))
         allowed = f" beyond its known limits ({limits})" if limits else ""
-        return f"as expected: {RUN.app} shows no anomaly{allowed}"
+        return OK, f"as expected: {RUN.app} shows no anomaly{allowed}"
     if verdict.anomalies:
-        return f"as expected: {RUN.app} shows {verdict.anomalies} anomalies, the lesson"
-    return f"{RUN.app}: no anomaly yet (it takes concurrent users)"
+        return LESSON, f"as expected: {RUN.app} shows {verdict.anomalies} anomalies, the lesson"
+    return LESSON, f"{RUN.app}: no anomaly yet (it takes concurrent users)"
+
+
+def not_judged(name: str, verdict: Verdict) -> str:
+    """Why a check could not run, or "" when it did."""
+    if KIND[name].scope == "counter":
+        if not verdict.counter_served:
+            return "the app does not serve the counter (501)"
+        if name in FINAL_READ and not RUN.tally.final_read_judged:
+            if not RUN.tally.counter.reset_seen:
+                return "no final read to judge: no reset since Reset Stats"
+            return "judged from the final read, when the test stops"
+    return ""
 
 
 def rows(verdict: Verdict) -> list[dict[str, Any]]:
     origin = RUN.tally.origin or 0.0
     examples = {anomaly.kind: anomaly for anomaly in verdict.examples}
-    table = []
+    _, words = status(verdict)
+    table = [
+        {"scope": "run", "anomaly": "verdict", "count": RUN.app, "example": words, "witness": ""}
+    ]
     for kind in KINDS:
-        scope, title, name = kind.scope, kind.title, kind.field
-        count: Any = getattr(verdict, name)
-        if scope == "counter" and not verdict.counter_served:
-            count = "n/a"  # the app answers 501: nothing to judge
-        anomaly = examples.get(kind.witness)
-        example, witness = "", ""
-        if anomaly:
+        count: Any = getattr(verdict, kind.field)
+        example, witness = not_judged(kind.field, verdict), ""
+        if example:
+            count = "n/a"
+        elif anomaly := examples.get(kind.witness):
             lines = report.format_anomaly(anomaly, origin).splitlines()
             example = lines[0]
             witness = " | ".join(line.strip() for line in lines[1:])
-        if name == "divergence" and verdict.counter_served:
-            example = example or f"none across {verdict.workers} app processes"
+        elif kind.field == "divergence":
+            example = f"none across {verdict.workers} app processes"
         table.append(
-            {
-                "scope": scope,
-                "anomaly": title,
-                "count": count,
-                "example": example,
-                "witness": witness,
-            }
+            {"scope": kind.scope, "anomaly": kind.title, "count": count, "example": example}
+            | {"witness": witness}
         )
     sources = ", ".join(f"{name}: {n}" for name, n in sorted(RUN.tally.sources.items()))
     error = RUN.tally.last_error
+    last_error = error and f"latest: {error.op} -> {error.status or 'no answer'} {error.error}"
     run = (
         ("operations", verdict.operations, f"by load generator: {sources}"),
         ("app processes seen", verdict.workers, "distinct pids in X-Worker"),
-        ("errors", verdict.errors, error and f"{error.op} -> {error.status} {error.error}"),
+        ("app errors", app_errors(verdict), error and error.status and last_error),
+        ("no answer (unknown outcome)", verdict.no_answer, "not the app's: they fail nothing"),
         ("not served (501)", verdict.not_served, ""),
-        ("verdict", RUN.app, verdict_line(verdict)),
     )
     for title, count, example in run:
         row = {"scope": "run", "anomaly": title, "count": count, "example": example or ""}
         table.append({**row, "witness": ""})
     return table
+
+
+def format_line(verdict: Verdict) -> str:
+    """One line a run prints every 10 s."""
+    at = time.monotonic() - RUN.tally.began
+    found = " | ".join(
+        f"{scope} {sum(getattr(verdict, name) for name in names)}"
+        for scope, names in CHART_SCOPES.items()
+    )
+    _, words = status(verdict)
+    return (
+        f"correctness +{at:.0f}s: {verdict.operations:,} ops | anomalies: {found} | "
+        f"no answer {verdict.no_answer} | app errors {app_errors(verdict)} | {words}"
+    )
 
 
 def format_summary(verdict: Verdict) -> str:
@@ -114,46 +145,11 @@ def to_csv(table: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def add_correctness_tab(environment: Environment) -> None:
-    """Locust's web UI extension hooks: an extra tab and table fed from the stats
-    the UI polls, a JSON view, and a CSV among the downloads."""
-    web_ui = environment.web_ui
-    base = (getattr(environment.parsed_options, "web_base_path", "") or "").rstrip("/")
-    web_ui.template_args["extended_tabs"] = [{"title": "Correctness", "key": "correctness"}]
-    web_ui.template_args["extended_tables"] = [
-        {"key": "correctness", "structure": [{"key": k, "title": t} for k, t in COLUMNS]}
-    ]
-    web_ui.template_args["extended_csv_files"] = [
-        {"href": "./correctness/csv", "title": "Download correctness CSV"}
-    ]
-
-    @web_ui.app.after_request
-    def add_correctness_rows(response: Response) -> Response:
-        if request.path != f"{base}/stats/requests" or response.status_code != 200:
-            return response
-        table = rows(RUN.tally.verdict(live=True))
-        stats = response.get_json()
-        stats["extended_stats"] = [{"key": "correctness", "data": table}]
-        response.set_data(json.dumps(stats))
-        return response
-
-    @web_ui.app.route(f"{base}/correctness")
-    def correctness_json() -> Response:
-        verdict = RUN.tally.verdict(live=True)
-        return jsonify(
-            {
-                "app": RUN.app,
-                "counts": verdict.counts(),
-                "sources": RUN.tally.sources,
-                "rows": rows(verdict),
-            }
-        )
-
-    @web_ui.app.route(f"{base}/correctness/csv")
-    def correctness_csv() -> Response:
-        name = f"correctness_{RUN.app}_{time.strftime('%Y%m%d-%H%M%S')}.csv"
-        return Response(
-            to_csv(rows(RUN.tally.verdict(live=True))),
-            mimetype="text/csv",
-            headers={"Content-Disposition": f"attachment; filename={name}"},
-        )
+def series_csv() -> str:
+    """Anomalies over time, per scope: the chart's points."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["seconds", *SCOPES, "operations"])
+    for at, point in RUN.tally.series:
+        writer.writerow([at, *(point[scope] for scope in SCOPES), point["operations"]])
+    return out.getvalue()

@@ -3,6 +3,7 @@
     python -m loadtests.locust_run broken_global          # web UI on http://127.0.0.1:8089
     python -m loadtests.locust_run fixed_db --workers 2   # a master and two workers
     python -m loadtests.locust_run fixed_db --headless --run-time 20s --users 24
+    python -m loadtests.locust_run fixed_db --run-time 3m --users 48   # the web UI, started at once
     python -m loadtests.locust_run broken_global --headless -- --judge-as fixed_db
 
 The app runs under the shared gunicorn config on its own port (see
@@ -25,6 +26,7 @@ from serve.processes import APPS, AppServer
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 WEB_PORT = 8089
+DEFAULT_RUN_TIME = "20s"
 MASTER_STOP_SECONDS = 40.0  # it stops its users gracefully and gathers the workers' events
 WORKER_EXIT_SECONDS = 10.0  # after the master, a worker quits on its own
 
@@ -48,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("app", choices=list(APPS))
     parser.add_argument("--workers", type=int, default=0, help="Locust workers (0: one process)")
     parser.add_argument("--headless", action="store_true", help="no web UI: run, sum up, exit")
-    parser.add_argument("--run-time", default="20s", help="headless run time (default: 20s)")
+    parser.add_argument(
+        "--run-time",
+        default=None,
+        help="headless: how long (default 20s); with the web UI: start at once, stop after it",
+    )
     parser.add_argument("--users", type=int, default=24, help="simulated users (default: 24)")
     parser.add_argument("--spawn-rate", type=float, default=None, help="default: all at once")
     parser.add_argument("--app-port", type=int, default=None, help="default: the app's own port")
@@ -62,9 +68,11 @@ def main(argv: list[str] | None = None) -> int:
 
     options = ["--users", str(args.users), "--spawn-rate", str(args.spawn_rate or args.users)]
     if args.headless:
-        options += ["--headless", "--run-time", args.run_time]
+        options += ["--headless", "--run-time", args.run_time or DEFAULT_RUN_TIME]
     else:
         options += ["--web-host", "127.0.0.1", "--web-port", str(args.web_port)]
+        if args.run_time:
+            options += ["--autostart", "--run-time", args.run_time]
     master_port = free_port()
     if args.workers:
         options += ["--master", "--master-bind-host", "127.0.0.1"]
@@ -78,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.start()
         print(f"{args.app} on {server.url} (gunicorn pid {server.process.pid})", flush=True)
-        master = start(locust_command("--host", server.url, *options, *locust_args))
+        workers_option = ["--app-workers", str(server.workers())]  # for the reset to reach each
+        master = start(
+            locust_command("--host", server.url, *options, *workers_option, *locust_args)
+        )
         for _ in range(args.workers):
             workers.append(start(locust_command(*worker_options)))
         pids = " ".join(str(worker.pid) for worker in workers)

@@ -3,30 +3,35 @@
 Every request goes through loadtests.client (the one module that knows the
 routes), is marked a success or a failure in Locust's statistics by what one
 response can show (status, shape, a greeting for someone else), and is
-recorded as a client.Event. The recorded history feeds loadtests.checker:
+recorded as a client.Event. The recorded history feeds loadtests.checker's
+rules, as it arrives (loadtests/tally.py):
 
     counter  CounterUser increments the shared counter. The counter is reset
-             when a test starts and read once when it stops, after every
-             user has finished its last request.
+             when a test starts and read when it stops, after every user has
+             finished its last request, on every app process the master
+             reaches (loadtests/relay.py, sweep).
     visits   VisitsUser is a new visitor (a fresh cookie) for each task: five
              appends one after another, then its list. One task in five is
              the "one user, many tabs" scenario: eight tabs with the same
              cookie append at the same moment, then the list is read.
     greet    GreetUser asks to be greeted by its own name.
 
-A "Correctness" tab in the web UI counts each anomaly per scope with its
-latest witness, live; "Reset Stats" starts it over; a CSV is under Download
-Data (loadtests/correctness_tab.py). A headless run prints the same summary
-at the end and exits 1 when an app that should be correct is not
-(loadtests.checker.unexpected: the fixed apps show nothing beyond their known
-limits in serve/registry.py; broken_global's anomalies are the expected
-result). The app is known from its /healthz answer.
+A "Correctness" tab in the web UI shows the verdict, each anomaly per scope
+with its latest witness and a chart of anomalies over time, live; "Reset
+Stats" starts it over; a CSV is under Download Data and the correctness is in
+Locust's HTML report (loadtests/correctness_tab.py). Every run prints a line
+of it every 10 s; a headless run prints the summary at the end and exits 1
+when an app that should be correct is not (loadtests.checker.unexpected: the
+fixed apps show nothing beyond their known limits in serve/registry.py;
+broken_global's anomalies are the expected result). Requests that got no
+answer have an unknown outcome: counted apart, they fail nothing. The app is
+known from its /healthz answer.
 
-This file holds the users and Locust's hooks. The verdict over a growing run
-is loadtests/tally.py; distributed, the workers send what they record to the
-master every second (loadtests/relay.py) and the master checks the union, so
-one tab shows the whole run. Run it from the
-repository root (`make locust` does all of this and starts the app):
+This file holds the users; Locust's hooks are in loadtests/hooks.py.
+Distributed, the workers send what they record to the master every second
+(loadtests/relay.py) and the master judges the union, so one tab shows the
+whole run. Run it from the repository root (`make locust` does all of this
+and starts the app):
 
     python -m locust -f loadtests/locustfile.py --host http://127.0.0.1:5000 \\
         --web-host 127.0.0.1                   # Locust's default is every address
@@ -38,31 +43,19 @@ repository root (`make locust` does all of this and starts the app):
 shows what a failing run looks like.)
 """
 
-import logging
 import secrets
-from typing import Any
 
 import gevent
-import requests
-from locust import HttpUser, constant, events, task
+from locust import HttpUser, constant, task
 from locust.clients import HttpSession
-from locust.env import Environment
-from locust.runners import (
-    STATE_CLEANUP,
-    STATE_RUNNING,
-    STATE_SPAWNING,
-    MasterRunner,
-    WorkerRunner,
-)
+from urllib3.util import Retry
 
+from loadtests import hooks  # noqa: F401  (Locust's hooks register when it is imported)
 from loadtests.checker import NOT_SERVED
 from loadtests.client import Client
-from loadtests.correctness_tab import add_correctness_tab, format_summary, problems
+from loadtests.compact import compact
 from loadtests.history import Event
-from loadtests.relay import EPOCH, EVENTS, GRACEFUL_STOP_SECONDS, HELLO, RUN, SYNC
-from serve.registry import APPS
-
-log = logging.getLogger(__name__)
+from loadtests.relay import RUN
 
 ARTICLES_PER_VISITOR = 5
 # A browser's connection does not live for ever. A new one may be accepted by
@@ -70,7 +63,13 @@ ARTICLES_PER_VISITOR = 5
 # alive connections can all sit on one process and hide the divergence.
 RECONNECT_EVERY = 20
 TABS = 8
-HARNESS = "reset and final read"  # what the master (or the lone process) sends itself
+# A connection that could not be opened carried nothing: the request never
+# reached the app, so sending it again is safe whatever it does. urllib3's
+# `connect` retries are exactly those ("errors raised before the request is
+# sent to the remote server", urllib3.util.Retry). A failure once the request
+# may have left is never retried: its outcome is unknown, and the checker
+# counts it so (checker.Verdict.no_answer, writes.AMBIGUOUS).
+NOT_SENT = Retry(total=3, connect=3, read=False, status=0, other=0, redirect=False)
 
 
 # -- what Locust's statistics say of each response ---------------------------------
@@ -109,6 +108,12 @@ def hosts(user: HttpUser) -> list[str]:
     return urls[first:] + urls[:first]
 
 
+def retry_not_sent(session: HttpSession) -> HttpSession:
+    for adapter in session.adapters.values():
+        adapter.max_retries = NOT_SENT
+    return session
+
+
 class CounterUser(HttpUser):
     """Shared by all users: every answer to an increment is recorded."""
 
@@ -116,7 +121,7 @@ class CounterUser(HttpUser):
 
     def on_start(self) -> None:
         name = f"c-{secrets.token_hex(3)}"
-        self.who = Client(hosts(self), name, http=self.client, judge=judge)
+        self.who = Client(hosts(self), name, http=retry_not_sent(self.client), judge=judge)
         self.sent = 0
 
     @task
@@ -129,16 +134,20 @@ class CounterUser(HttpUser):
 
 
 class VisitsUser(HttpUser):
-    """One user's list: a new visitor per task, so each task is judged on its own."""
+    """One user's list: a new visitor per task, so each task is judged on its own.
+    Each answer is cut down to what the checker reads of it as soon as it
+    arrives (loadtests/compact.py): broken_global's list grows all run long."""
 
     wait_time = constant(0)
 
     def on_start(self) -> None:
         self.token = secrets.token_hex(3)
         self.visitors = 0
+        retry_not_sent(self.client)
         # Each tab keeps its own kept-alive connection from one task to the next.
         self.tab_sessions = [
-            HttpSession(self.host, self.environment.events.request, self) for _ in range(TABS)
+            retry_not_sent(HttpSession(self.host, self.environment.events.request, self))
+            for _ in range(TABS)
         ]
 
     def new_visitor(self, scenario: str = "") -> Client:
@@ -152,8 +161,10 @@ class VisitsUser(HttpUser):
     def visit(self) -> None:
         epoch = RUN.epoch
         visitor = self.new_visitor()
-        unit = [visitor.add_visit(f"{visitor.user}/{n}") for n in range(ARTICLES_PER_VISITOR)]
-        unit.append(visitor.list_visits())
+        unit = [
+            compact(visitor.add_visit(f"{visitor.user}/{n}")) for n in range(ARTICLES_PER_VISITOR)
+        ]
+        unit.append(compact(visitor.list_visits()))
         RUN.record(unit, epoch)
 
     @task(1)
@@ -161,12 +172,15 @@ class VisitsUser(HttpUser):
         """One user, many tabs: concurrent appends that share one cookie."""
         epoch = RUN.epoch
         owner = self.new_visitor(scenario="tabs")
-        unit = [owner.add_visit(f"{owner.user}/first")]  # sets the cookie the tabs share
+        unit = [compact(owner.add_visit(f"{owner.user}/first"))]  # sets the cookie the tabs share
         tabs = [owner.another_tab(http=session) for session in self.tab_sessions]
-        appends = [gevent.spawn(tab.add_visit, f"{tab.user}/{i}") for i, tab in enumerate(tabs)]
+        appends = [
+            gevent.spawn(lambda tab, i: compact(tab.add_visit(f"{tab.user}/{i}")), tab, i)
+            for i, tab in enumerate(tabs)
+        ]
         gevent.joinall(appends, raise_error=True)
         unit += [greenlet.value for greenlet in appends]
-        unit.append(owner.list_visits())
+        unit.append(compact(owner.list_visits()))
         RUN.record(unit, epoch)
 
 
@@ -176,119 +190,10 @@ class GreetUser(HttpUser):
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        self.who = Client(hosts(self), f"g-{secrets.token_hex(3)}", http=self.client, judge=judge)
+        name = f"g-{secrets.token_hex(3)}"
+        self.who = Client(hosts(self), name, http=retry_not_sent(self.client), judge=judge)
 
     @task
     def greet(self) -> None:
         epoch = RUN.epoch
         RUN.record([self.who.greet(self.who.user)], epoch)
-
-
-# -- Locust's hooks ------------------------------------------------------------------
-
-
-@events.init_command_line_parser.add_listener
-def add_options(parser: Any) -> None:
-    parser.add_argument(
-        "--more-hosts",
-        default="",
-        include_in_web_ui=False,
-        help="comma-separated base URLs of further instances of the same app",
-    )
-    parser.add_argument(
-        "--judge-as",
-        choices=list(APPS),
-        default=None,
-        include_in_web_ui=False,
-        help="judge the run by this app's rules instead of those of the app /healthz names",
-    )
-
-
-@events.init.add_listener
-def on_init(environment: Environment, **_kwargs: Any) -> None:
-    RUN.environment = environment
-    if not environment.stop_timeout:
-        # Killed mid-request, an increment would be counted by the app and not
-        # by us, and the final read would look wrong.
-        environment.stop_timeout = GRACEFUL_STOP_SECONDS
-    runner = environment.runner
-    if isinstance(runner, WorkerRunner):
-        runner.register_message(EPOCH, on_epoch)
-        runner.register_message(SYNC, on_sync, concurrent=True)
-        runner.greenlet.spawn(RUN.keep_flushing)
-        runner.send_message(HELLO)  # connected before this file's hooks were in place
-    elif isinstance(runner, MasterRunner):
-        runner.register_message(EVENTS, lambda msg, **_: RUN.receive(msg.node_id, msg.data))
-        runner.register_message(HELLO, lambda msg, **_: on_hello(msg.node_id))
-    if environment.web_ui:
-        add_correctness_tab(environment)
-
-
-def on_hello(worker: str) -> None:
-    RUN.workers.add(worker)
-    RUN.tell_epoch(worker)  # a worker that joins late records for the current test
-
-
-def on_epoch(environment: Environment, msg: Any, **_kwargs: Any) -> None:
-    RUN.epoch = msg.data["epoch"]
-    RUN.outbox.clear()
-
-
-def on_sync(environment: Environment, msg: Any, **_kwargs: Any) -> None:
-    runner = environment.runner
-    if runner.state in (STATE_RUNNING, STATE_SPAWNING):
-        runner.stop()  # gracefully: each user finishes the request it is in
-    while runner.state == STATE_CLEANUP:  # a stop the master asked for, still under way
-        gevent.sleep(0.05)
-    RUN.flush(sync_round=msg.data["sync_round"])
-
-
-@events.test_start.add_listener
-def on_test_start(environment: Environment, **_kwargs: Any) -> None:
-    if RUN.is_worker:
-        RUN.outbox.clear()
-        return
-    RUN.new_epoch()  # a new test, a new history (Locust clears its statistics too)
-    app = RUN.app_client()
-    try:
-        served = app.app_name()
-    except (requests.RequestException, ValueError, KeyError) as error:
-        log.error("%s/healthz did not say which app it is: %s", app.base_urls[0], error)
-        served = "unknown"
-    RUN.served_app = served
-    RUN.app = getattr(environment.parsed_options, "judge_as", None) or served
-    RUN.tally.add([[app.reset()]], HARNESS)  # the checker's final-read rule counts from here
-    app.close()
-
-
-@events.test_stop.add_listener
-def on_test_stop(environment: Environment, **_kwargs: Any) -> None:
-    if RUN.is_worker:
-        RUN.flush()
-        return
-    if RUN.is_master:
-        RUN.gather_from_workers()
-    # Every user has stopped and everything is in: the counter's final value.
-    app = RUN.app_client()
-    RUN.tally.add([[app.read_counter()]], HARNESS)
-    app.close()
-
-
-@events.reset_stats.add_listener
-def on_reset_stats(**_kwargs: Any) -> None:
-    # Tasks under way when the button is pressed are dropped whole (see Recorder).
-    RUN.new_epoch()
-
-
-@events.quitting.add_listener
-def on_quitting(environment: Environment, **_kwargs: Any) -> None:
-    if RUN.is_worker:
-        return
-    if environment.runner.state in (STATE_RUNNING, STATE_SPAWNING):
-        environment.runner.stop()  # Ctrl-C mid-test: stop cleanly, then sum it up
-    verdict = RUN.tally.verdict()
-    headless = bool(environment.parsed_options and environment.parsed_options.headless)
-    if verdict.operations or headless:
-        print(format_summary(verdict), flush=True)
-    if headless:
-        environment.process_exit_code = 1 if problems(verdict) else 0

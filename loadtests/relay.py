@@ -8,10 +8,10 @@ run. Monotonic clocks of two hosts are unrelated, so each batch carries the
 sender's wall-clock offset and the master shifts the events by it.
 """
 
+import json
 import logging
 import time
-from dataclasses import fields
-from typing import Any
+from typing import IO, Any
 
 import gevent
 from locust.env import Environment
@@ -19,6 +19,7 @@ from locust.exception import RPCError
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests.client import Client
+from loadtests.compact import from_wire, to_wire
 from loadtests.history import Event
 from loadtests.tally import Tally
 
@@ -27,16 +28,11 @@ log = logging.getLogger(__name__)
 GRACEFUL_STOP_SECONDS = 3.0  # users finish the request they are in: nothing left unrecorded
 FLUSH_SECONDS = 1.0  # how often a worker sends what it recorded
 SYNC_TIMEOUT_SECONDS = GRACEFUL_STOP_SECONDS + 15.0
+SWEEP_ROUNDS = 4  # rounds of requests the master sends to reach every app process
 
 # Messages between master and workers.
 EVENTS, EPOCH, SYNC = "correctness_events", "correctness_epoch", "correctness_sync"
 HELLO = "correctness_hello"
-
-EVENT_FIELDS = [f.name for f in fields(Event)]
-
-
-def to_wire(unit: list[Event]) -> list[dict[str, Any]]:
-    return [{name: getattr(event, name) for name in EVENT_FIELDS} for event in unit]
 
 
 class Recorder:
@@ -56,6 +52,7 @@ class Recorder:
         self.sync_round = 0
         self.synced: set[str] = set()  # workers that sent all they had for this round
         self.workers: set[str] = set()  # every worker that ever said hello (master only)
+        self.history: IO[str] | None = None  # --correctness-history: every unit, as JSON lines
 
     @property
     def is_worker(self) -> bool:
@@ -71,7 +68,13 @@ class Recorder:
         if self.is_worker:
             self.outbox.append(unit)
         else:
-            self.tally.add([unit], "local")
+            self.judge([unit], "local")
+
+    def judge(self, units: list[list[Event]], source: str) -> None:
+        if self.history:
+            for unit in units:
+                self.history.write(json.dumps({"source": source, "unit": to_wire(unit)}) + "\n")
+        self.tally.add(units, source)
 
     # worker side
     def flush(self, sync_round: int | None = None) -> None:
@@ -101,18 +104,20 @@ class Recorder:
         if data["epoch"] == self.epoch:
             # Monotonic clocks of two hosts are unrelated; the wall clocks agree.
             shift = data["clock"] - (time.time() - time.monotonic())
-            units = [[Event(**wire) for wire in unit] for unit in data["units"]]
+            units = [from_wire(unit) for unit in data["units"]]
             for unit in units:
                 for event in unit:
                     event.start += shift
                     event.end += shift
-            self.tally.add(units, node_id)
+            self.judge(units, node_id)
         if data["sync_round"] == self.sync_round:
             self.synced.add(node_id)
 
     def new_epoch(self) -> None:
         self.epoch += 1
         self.tally.clear()
+        if self.history:
+            self.history.write(json.dumps({"epoch": self.epoch}) + "\n")
         for worker in self.workers:
             self.tell_epoch(worker)
 
@@ -138,8 +143,34 @@ class Recorder:
             log.warning("no final events from workers %s: judged without them", sorted(missing))
 
     def app_client(self) -> Client:
-        """The master's own client, for the reset, the final read and /healthz."""
+        """A client of the master's own, on a connection of its own."""
         return Client(self.environment.host or "", "master")
+
+    def sweep(self, op: str, workers: int) -> list[Event]:
+        """`op` ("reset" or "read") on every worker process of the app, as far as
+        it goes. A request reaches the one process that accepts its connection,
+        and one process often wins that race many times in a row; requests
+        sent together on connections of their own spread better. So: rounds
+        of two per process at once, until `workers` processes have answered
+        (SWEEP_ROUNDS at most; one round of 8 when `workers` is unknown, 0)."""
+        events: list[Event] = []
+
+        def one() -> Event:
+            client = self.app_client()
+            try:
+                return client.reset() if op == "reset" else client.read_counter()
+            finally:
+                client.close()
+
+        for _ in range(SWEEP_ROUNDS if workers else 1):
+            requests = [gevent.spawn(one) for _ in range(2 * workers or 8)]
+            gevent.joinall(requests, raise_error=True)
+            events += [request.value for request in requests]
+            if not all(event.ok for event in events):
+                break  # not served (501), or the app is not answering: no use trying on
+            if len({event.pid for event in events}) >= workers:
+                break
+        return events
 
 
 RUN = Recorder()
