@@ -22,7 +22,21 @@ bind = f"127.0.0.1:{int(os.environ.get('PORT', '8000'))}"
 workers = int(setting("GUNICORN_WORKERS"))
 threads = int(setting("GUNICORN_THREADS"))
 worker_class = setting("GUNICORN_WORKER_CLASS")
-keepalive = 5
+# How long an idle kept-alive connection stays open, in seconds. Longer than
+# any client of these apps keeps one idle, so the client always gives it up
+# first: a server that closes an idle connection races the client reusing it,
+# and a request sent into a closing connection gets no answer, its outcome
+# unknown (16 "no answer" in a 3-minute Locust run with gunicorn's default 5,
+# always eight tabs' connections idle for the same time). The clients:
+# Chromium reuses an idle connection for up to 300 s (g_used_idle_socket_timeout_s
+# in net/socket/client_socket_pool.cc); Caddy in front (serve/balancer.py)
+# keeps idle upstream connections 2 minutes (its reverse proxy's default
+# IdleConnTimeout, modules/caddyhttp/reverseproxy/reverseproxy.go); Locust's
+# requests and the hammer's http.client set no limit and check that a
+# connection is still open before they reuse it. gunicorn's docs advise a
+# keepalive above the idle timeout of whatever sits in front of it. An idle
+# connection costs gthread a socket in its poller, not a thread.
+keepalive = 310
 graceful_timeout = 5
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "warning")
 accesslog = None
