@@ -8,6 +8,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-from-pyproject
 APP    ?= broken_global
 
+# Knobs, e.g. `make locust USERS=48 RUN_TIME=3m`, `make test PYTEST_ARGS="-k fuzz"`.
+USERS        ?= 24
+RUN_TIME     ?=
+APP_PORT     ?=
+WEB_PORT     ?= 8089
+DOCS_PORT    ?= 8000
+LOCUST_ARGS  ?=
+PYTEST_ARGS  ?=
+SOAK_MINUTES ?= 10
+SOAK_APPS    ?= broken_global fixed_db
+
 # The code runs from this folder and is not installed: only its dependencies,
 # read from pyproject.toml, go into the venv.
 export REQUIREMENTS := import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
@@ -57,8 +68,8 @@ run-broken: $(STAMP) ## Serve broken_global on http://127.0.0.1:5000
 run-fixed: $(STAMP) ## Serve every fixed app on its port (5001-5003)
 	$(BIN)/python -m serve --fixed
 
-test: $(STAMP) ## Run the test suite
-	$(BIN)/python -m pytest
+test: $(STAMP) ## Run the test suite (PYTEST_ARGS="-k fuzz" to pick)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 examples: $(STAMP) ## Run every proof in examples/, one line each
 	$(BIN)/python -m examples
@@ -75,22 +86,36 @@ clean: ## Remove the venv and all runtime data under var/
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info
 
 # Locust's web UI with a Correctness tab, bound to 127.0.0.1; Ctrl-C stops it all.
+# USERS, RUN_TIME (with the web UI: start at once, stop after it), APP_PORT,
+# WEB_PORT, and LOCUST_ARGS passed on to Locust, e.g. LOCUST_ARGS="--csv var/results/run".
 WORKERS ?= 2
-.PHONY: locust locust-distributed
+LOCUST_RUN = $(BIN)/python -m loadtests.locust_run $(APP) --users $(USERS) --web-port $(WEB_PORT) \
+  $(if $(RUN_TIME),--run-time $(RUN_TIME)) $(if $(APP_PORT),--app-port $(APP_PORT))
+.PHONY: locust locust-headless locust-distributed soak
 
 locust: $(STAMP) ## Start APP and Locust's web UI on http://127.0.0.1:8089: make locust APP=fixed_db
-	$(BIN)/python -m loadtests.locust_run $(APP)
+	$(LOCUST_RUN) -- $(LOCUST_ARGS)
+
+locust-headless: $(STAMP) ## The same without the web UI: run RUN_TIME (20s), print the verdict, exit 0/1
+	$(LOCUST_RUN) --headless -- $(LOCUST_ARGS)
 
 locust-distributed: $(STAMP) ## The same with a Locust master and WORKERS workers (default 2)
-	$(BIN)/python -m loadtests.locust_run $(APP) --workers $(WORKERS)
+	$(LOCUST_RUN) --workers $(WORKERS) -- $(LOCUST_ARGS)
+
+soak: $(STAMP) ## Headless Locust on SOAK_APPS for SOAK_MINUTES (10), Locust's memory sampled every 10 s
+	$(BIN)/python -m loadtests.soak $(SOAK_APPS) --minutes $(SOAK_MINUTES) --users $(USERS) \
+	  $(if $(LOCUST_ARGS),--locust-args "$(LOCUST_ARGS)")
 
 # The walkthrough under docs/: a MkDocs site. Code, diffs, results and
 # screenshots in its pages are generated (docs/tools/), never pasted.
 .PHONY: docs docs-build docs-blocks docs-results docs-screenshots
 
-docs: $(STAMP) ## Serve the walkthrough on http://127.0.0.1:8000 (MkDocs, live reload)
+docs: $(STAMP) ## Serve the walkthrough on http://127.0.0.1:8000 (MkDocs, live reload; DOCS_PORT)
+	@$(BIN)/python -c 'import sys; from serve.pids import port_is_free; \
+	  sys.exit(None if port_is_free($(DOCS_PORT)) else \
+	  "port $(DOCS_PORT) is in use (another make docs?): stop it, or make docs DOCS_PORT=8001")'
 	$(BIN)/python -m docs.tools.blocks
-	$(BIN)/python -m mkdocs serve --dev-addr 127.0.0.1:8000
+	$(BIN)/python -m mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 docs-build: $(STAMP) ## Build the site into var/site, failing on any broken link
 	$(BIN)/python -m docs.tools.blocks

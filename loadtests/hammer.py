@@ -112,7 +112,8 @@ def run_scenarios(
         finally:
             client.close()
 
-    threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
+    # Daemon threads: a Ctrl-C ends the run without waiting for them (see main).
+    threads = [threading.Thread(target=user, args=(i,), daemon=True) for i in range(users)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -138,7 +139,7 @@ def measure_ceiling(
         done.extend(client.healthz() for _ in range(requests_per_user))
         client.close()
 
-    threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
+    threads = [threading.Thread(target=user, args=(i,), daemon=True) for i in range(users)]
     for thread in threads:
         thread.start()
     start_together.wait()
@@ -201,6 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.users < 2 or args.ops < 1:
         parser.error("need at least 2 users and 1 operation")
 
+    try:
+        return hammer_all(apps, args)
+    except KeyboardInterrupt:  # the servers are stopped on the way out (hammer_app)
+        print("\nstopping...", flush=True)
+        return 130
+
+
+def hammer_all(apps: list[str], args: argparse.Namespace) -> int:
     rows, problems, histories = [], [], {}
     payload = {"started": datetime.now(UTC).isoformat(), "apps": {}}
     for app in apps:
