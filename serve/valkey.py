@@ -13,8 +13,9 @@ stopped by PID after it.
 Settings, and why:
 - a unix socket (a 127.0.0.1 port if the socket path is too long for the OS):
   nothing outside this machine can reach it;
-- appendonly, with `appendfsync` a constructor argument, "everysec" by
-  default (Valkey's own default) or "always". Valkey appends the commands it
+- appendonly, with `appendfsync` "always" by default (VALKEY_APPENDFSYNC or
+  the constructor argument may pick Valkey's own default, "everysec", for
+  speed). Valkey appends the commands it
   ran to a buffer and writes the buffer to the file just before it sends
   their replies (src/aof.c, flushAppendOnlyFile(), called from beforeSleep()
   in src/server.c before handleClientsWithPendingWrites()). With "always" it
@@ -28,8 +29,11 @@ Settings, and why:
   it there on purpose and counts them. A power loss costs nothing that
   "always" acknowledged (if the disk honours fsync) and up to the last second
   or two with "everysec" ("you may lose 1 second of data": the appendfsync
-  options in https://valkey.io/topics/persistence/). Numbers in
-  serve/README.md;
+  options in https://valkey.io/topics/persistence/). A fixed app must not
+  lose what it acknowledged, hence "always"; its price, in one interleaved
+  run of `python -m loadtests.bench fixed_cache` on 2 busy cores, was an
+  increment at 0.33x to 0.55x of /healthz against 0.63x to 0.91x with
+  "everysec". Numbers in serve/README.md;
 - maxmemory with noeviction: when memory runs out, writes fail loudly; a
   store that evicts would silently drop a counter or a user's visits.
 
@@ -83,10 +87,11 @@ class EmbeddedValkey(Service):
     stable_seconds = 10.0  # up this long, and the next restart waits backoff_first again
 
     def __init__(
-        self, directory: Path, maxmemory: str = "256mb", appendfsync: str = "everysec"
+        self, directory: Path, maxmemory: str = "256mb", appendfsync: str | None = None
     ) -> None:
+        appendfsync = appendfsync or os.environ.get("VALKEY_APPENDFSYNC") or "always"
         if appendfsync not in APPENDFSYNC:
-            raise ValueError(f"appendfsync must be one of {', '.join(APPENDFSYNC)}")
+            raise ValueError(f"VALKEY_APPENDFSYNC must be one of {', '.join(APPENDFSYNC)}")
         self.directory = directory
         self.maxmemory = maxmemory
         self.appendfsync = appendfsync
