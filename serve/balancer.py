@@ -31,7 +31,7 @@ import urllib.request
 from pathlib import Path
 from typing import Self
 
-from serve.pids import Service, free_port, stop_process
+from serve.pids import Service, free_port, spawn, stop_process
 
 POLICIES = ("round_robin", "cookie")
 STICKY_COOKIE = "lb"  # the cookie Caddy sets to pin a browser to one instance
@@ -102,13 +102,12 @@ class Balancer(Service):
         env = {"XDG_DATA_HOME": str(self.directory), "XDG_CONFIG_HOME": str(self.directory)}
         try:
             with self.log_path.open("ab") as log:
-                self.process = subprocess.Popen(
+                self.process = spawn(
                     [str(caddy_binary()), "run", "--config", str(config)],
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
-                    start_new_session=True,
                 )
             self.wait_until_listening()
         except BaseException:

@@ -1,11 +1,14 @@
 """Ports on 127.0.0.1, and the processes we start and stop, by PID."""
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
 import subprocess
 import sys
-from typing import Self
+from pathlib import Path
+from typing import Any, Self
 
 STOP_TIMEOUT_SECONDS = 10.0
 
@@ -14,6 +17,70 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2), Linux
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:  # runs in the child, between fork and exec
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(command: list[str], **popen: Any) -> subprocess.Popen:
+    """Start a server we will stop by PID: in a session of its own (a Ctrl-C
+    reaches the launcher only, which stops it in order), and, on Linux, with a
+    parent-death signal, so that a launcher killed with SIGKILL, which runs no
+    clean-up, still takes it down: the kernel sends it SIGTERM when the thread
+    that started it ends (prctl(2), PR_SET_PDEATHSIG). The libc function is
+    loaded before the fork; the child runs nothing else before exec."""
+    if _LIBC is not None:
+        popen["preexec_fn"] = _die_with_parent
+    return subprocess.Popen(command, start_new_session=True, **popen)
+
+
+def listening_pids(port: int) -> list[int]:
+    """The processes with a socket listening on 127.0.0.1:port, from /proc
+    (Linux; elsewhere, or where they are another user's, an empty list)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc") if inodes else []):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
+                pids.append(int(pid))
+        except OSError:
+            continue
+    return sorted(pids)
+
+
+def port_in_use_message(port: int, what: str) -> str:
+    """Why `what` cannot start on `port`, naming what holds it and how to stop it."""
+    pids = listening_pids(port)
+    if not pids:
+        return f"port {port} is already in use: stop whatever serves it, or pick another port"
+    commands = []
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            shown = " ".join(a.decode(errors="replace") for a in argv[:4]).replace("\n", " ")
+            commands.append(f"{pid} ({shown[:120]})")
+        except OSError:
+            commands.append(str(pid))
+    return (
+        f"port {port} is already in use by pid {', '.join(commands)}: a server left "
+        f"running, perhaps by a launcher that was killed. If it is yours, stop it with "
+        f"`kill {pids[0]}`; or pick another port for {what}"
+    )
 
 
 def port_is_free(port: int) -> bool:

