@@ -8,6 +8,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-from-pyproject
 APP    ?= broken_global
 
+# fixed_db's store, for every target that starts it (run, run-fixed, demo,
+# compare, matrix, bench, scale-out, locust): DB=postgres runs it on
+# PostgreSQL, an embedded server under var/postgres/ unless DATABASE_URL is
+# set; unset, SQLite. `make run APP=fixed_db DB=postgres`.
+DB ?=
+ifneq ($(filter-out sqlite postgres,$(DB)),)
+$(error DB must be sqlite or postgres, got "$(DB)")
+endif
+ifneq ($(DB),)
+export FIXED_DB_BACKEND := $(DB)
+endif
+
 # Knobs, e.g. `make locust USERS=48 RUN_TIME=3m`, `make test PYTEST_ARGS="-k fuzz"`.
 USERS        ?= 24
 RUN_TIME     ?=
@@ -83,6 +95,8 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 clean: ## Remove the venv and all runtime data under var/
+	@# As root, the embedded PostgreSQL's cluster lives outside var/ (serve/postgres.py).
+	@if [ -L var/postgres/data ]; then rm -rf "$$(dirname "$$(readlink var/postgres/data)")"; fi
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info
 
 # Locust's web UI with a Correctness tab, bound to 127.0.0.1; Ctrl-C stops it all.

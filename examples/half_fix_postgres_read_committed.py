@@ -212,4 +212,4 @@ def prove() -> Finding:
                 one_statement=run(one_statement, url),
             )
         finally:
-            server.remove()  # the server stopped, and its cluster deleted
+            server.remove()  # the server killed by PID, and its cluster deleted

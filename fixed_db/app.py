@@ -2,8 +2,9 @@
 
 The shared counter is one atomic UPDATE ... RETURNING, each user's visits are
 rows keyed by their user id, and each request's name to greet lives on
-flask.g. store.py holds the SQLite database, and records each write's
-Idempotency-Key with its answer; README.md explains both.
+flask.g. store.py holds the database (SQLite, or PostgreSQL through
+postgres.py), and records each write's Idempotency-Key with its answer;
+README.md explains both.
 """
 
 from collections.abc import Mapping

@@ -18,7 +18,9 @@ one per gunicorn thread, so a request never waits for another's; the server
 must accept workers x threads x instances of them (max_connections, 100 by
 default, less 3 reserved for superusers).
 
-Schema: created by the first worker process that needs it, idempotently.
+Schema: created by each worker process as it starts (prepare(), on a
+connection of its own, not the pool's), or, if the server does not answer
+then, by its first request that gets a connection; either way idempotently.
 `CREATE TABLE IF NOT EXISTS` alone is not safe when several workers boot at
 once on an empty database: two sessions can both find the table missing and
 both insert it into the catalog, and the second fails. Measured with 8
@@ -77,6 +79,7 @@ Nothing is ever sent twice: psycopg does not retry, and neither does this.
 
 import functools
 import itertools
+import logging
 import os
 import select
 import threading
@@ -118,6 +121,8 @@ SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created)",
 )
+
+log = logging.getLogger(__name__)
 
 # The session ended under the statement: a cancel, a termination or a crash.
 ENDED_UNDER_IT = frozenset({"57014", "57P01", "57P02", "57P03", "57P04", "57P05"})
@@ -269,7 +274,6 @@ class PostgresDatabase:
                         open=False,
                     )
                     self.pool.open(wait=False)  # connects in the background
-                    self.schema_ready = False
                     self.pid = os.getpid()
         return self.pool
 
@@ -321,6 +325,19 @@ class PostgresDatabase:
             self.create_schema_on(conn.conn)
         finally:
             conn.close()
+
+    def prepare(self) -> None:
+        """At the app's start (in each gunicorn worker, after the fork): create
+        the schema now if the server answers, so that the first requests find
+        it; if it does not, the first request that gets a connection will."""
+        try:
+            self.create_schema()
+        except psycopg.Error as error:
+            log.warning(
+                "PostgreSQL is not reachable at start-up (%s); the schema will be "
+                "created by the first request that needs it",
+                error,
+            )
 
     def create_schema_on(self, conn: psycopg.Connection) -> None:
         with conn.transaction():

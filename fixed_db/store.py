@@ -1,8 +1,15 @@
 """The database behind fixed_db: connections per request, reused per worker.
 
-init_app(app) opens the database DATABASE_URL names, creates the schema and
-answers 503 when SQLite fails (busy past the timeout, or unavailable); a
-failed write says what became of it (outcome_of()).
+init_app(app) opens the database DATABASE_URL names: a SQLite file
+(sqlite:////abs/path.db, the default under var/), or any PostgreSQL server
+(postgresql://..., fixed_db/postgres.py). FIXED_DB_BACKEND=postgres without a
+URL asks the launchers (python -m serve, AppServer) for an embedded one; they
+start it and set the URL (serve/postgres.py). It answers 503 when the
+database fails (busy past the timeout, or unavailable); a failed write says
+what became of it (outcome_of()). Both backends offer the same few methods
+(prepare, acquire, release, begin_write, outcome_of, Error), and a
+connection whose execute(sql, params).fetchall() runs the routes' SQL
+unchanged.
 
 Routes call store.query(sql, params) with "?" placeholders and get all rows
 back. Each statement runs on its own in autocommit mode, so one statement is
@@ -28,7 +35,10 @@ SQLite settings, and why:
 
 Connections are pooled per worker process, because opening one per request
 (and reading the schema again) costs more than the UPDATE itself. The pool is
-made in each worker, after gunicorn forks, never at import.
+made in each worker, after gunicorn forks, never at import. The schema is
+created when the app starts (PostgreSQL's under a lock, since workers start
+together; if the server is not up yet, by the first request that needs it:
+fixed_db/postgres.py).
 """
 
 import functools
@@ -40,6 +50,7 @@ import time
 from collections.abc import Callable
 from contextlib import closing, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from flask import Flask, Response, current_app, g
 from werkzeug.exceptions import HTTPException
@@ -53,6 +64,9 @@ from plumbing.idempotency import (
     idempotency_key,
     scoped_key,
 )
+
+if TYPE_CHECKING:
+    from fixed_db.postgres import PostgresConnection, PostgresDatabase
 
 BUSY_TIMEOUT_MS = 5000
 IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60  # a key older than this is forgotten
@@ -84,6 +98,9 @@ CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created);
 class SQLiteDatabase:
     """A SQLite file, with an idle-connection pool for this worker process."""
 
+    Error = sqlite3.Error  # what its driver raises
+    unavailable = (sqlite3.OperationalError,)  # busy, or the file cannot be opened
+
     def __init__(
         self, path: Path, synchronous: str = "NORMAL", busy_timeout_ms: int = BUSY_TIMEOUT_MS
     ) -> None:
@@ -102,6 +119,10 @@ class SQLiteDatabase:
         )
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         return conn
+
+    def prepare(self) -> None:
+        """At the app's start: the schema (a file is always there to open)."""
+        self.create_schema()
 
     def create_schema(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +156,9 @@ class SQLiteDatabase:
 
 
 SYNCHRONOUS_LEVELS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+BACKENDS = ("sqlite", "postgres")  # FIXED_DB_BACKEND
+Database: TypeAlias = "SQLiteDatabase | PostgresDatabase"
+Connection: TypeAlias = "sqlite3.Connection | PostgresConnection"
 
 
 def database_from_url(url: str, synchronous: str, busy_timeout_ms: int) -> SQLiteDatabase:
@@ -143,17 +167,56 @@ def database_from_url(url: str, synchronous: str, busy_timeout_ms: int) -> SQLit
     scheme, sep, rest = url.partition("://")
     if scheme == "sqlite" and sep and rest.startswith("/"):
         return SQLiteDatabase(Path(rest[1:]), synchronous.upper(), busy_timeout_ms)
-    raise ValueError(f"DATABASE_URL must look like sqlite:////absolute/path.db, got {url!r}")
+    raise ValueError(
+        "DATABASE_URL must look like sqlite:////absolute/path.db or "
+        f"postgresql://user@host/database, got {url!r}"
+    )
 
 
-def database() -> SQLiteDatabase:
+def database_from_settings(app: Flask) -> Database:
+    """The database DATABASE_URL names, or FIXED_DB_BACKEND's default.
+
+    Raises ValueError for a URL of neither kind, a backend that is neither
+    sqlite nor postgres or that contradicts the URL, and for postgres with
+    no URL (nothing started a server for it)."""
+    backend = setting(app, "FIXED_DB_BACKEND", "")
+    if backend and backend not in BACKENDS:
+        raise ValueError(f"FIXED_DB_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    url = setting(app, "DATABASE_URL", "")
+    if url.startswith(("postgresql://", "postgres://")):
+        if backend == "sqlite":
+            raise ValueError(f"FIXED_DB_BACKEND=sqlite, but DATABASE_URL is PostgreSQL's: {url!r}")
+        from fixed_db.postgres import PostgresDatabase  # psycopg, only when it is used
+
+        threads = int(setting(app, "GUNICORN_THREADS", "4"))  # the shared config's default
+        return PostgresDatabase(url, pool_size=int(setting(app, "POSTGRES_POOL_SIZE", threads)))
+    if backend == "postgres":
+        raise ValueError(
+            f"FIXED_DB_BACKEND=postgres needs DATABASE_URL=postgresql://..., got {url!r}: "
+            "`make run APP=fixed_db DB=postgres` (python -m serve) starts an embedded "
+            "PostgreSQL server and sets it, or point it at yours"
+        )
+    return database_from_url(
+        url or f"sqlite:///{app.config['VAR_DIR']}/fixed_db.sqlite3",
+        setting(app, "SQLITE_SYNCHRONOUS", "NORMAL"),
+        int(setting(app, "SQLITE_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS)),
+    )
+
+
+def database() -> Database:
     return current_app.extensions["fixed_db"]
 
 
-def get_db() -> sqlite3.Connection:
-    """This request's connection, borrowed from the pool and kept on g."""
+def get_db() -> Connection:
+    """This request's connection, borrowed from the pool and kept on g.
+
+    Raises NotApplied (503) when there is none to borrow (PostgreSQL down or
+    restarting, a file that cannot be opened): nothing was sent."""
     if "db" not in g:
-        g.db = current_app.extensions["fixed_db"].acquire()
+        try:
+            g.db = database().acquire()
+        except database().Error as error:
+            raise failed(error, NotApplied(f"no connection to the database ({error})")) from error
     return g.db
 
 
@@ -169,7 +232,8 @@ def query(sql: str, params: tuple = ()) -> list[tuple]:
     Outside a write with an Idempotency-Key, the statement is its own
     transaction. Inside one, the first statement first opens the write's
     transaction and looks the key up (begin_keyed_write()); the statements
-    after it join that transaction. Raises sqlite3.Error as SQLite reports it."""
+    after it join that transaction. Raises the driver's Error as the
+    database reports it (database().Error)."""
     if "idempotency_key" in g and not get_db().in_transaction:
         begin_keyed_write()
     return get_db().execute(sql, params).fetchall()
@@ -241,12 +305,12 @@ def idempotent(view: Callable) -> Callable:
     def write(*args, **kwargs):
         key = idempotency_key()
         conn = get_db()
-        outcome_of = database().outcome_of
+        outcome_of, driver_error = database().outcome_of, database().Error
         if key is None:
             changes = conn.total_changes
             try:
                 return view(*args, **kwargs)
-            except sqlite3.Error as error:
+            except driver_error as error:
                 if conn.total_changes != changes:  # an earlier statement wrote, and committed
                     raise failed(error, wrote_before(error)) from error
                 raise failed(error, outcome_of(error, committing=True)) from error
@@ -259,7 +323,7 @@ def idempotent(view: Callable) -> Callable:
         except Replay as replay:
             rollback(conn)
             return replay.response()
-        except sqlite3.Error as error:
+        except driver_error as error:
             rollback(conn)
             raise failed(error, outcome_of(error, committing=False)) from error
         except BaseException:
@@ -269,7 +333,7 @@ def idempotent(view: Callable) -> Callable:
             del g.idempotency_key
         try:
             conn.commit()
-        except sqlite3.Error as error:
+        except driver_error as error:
             rollback(conn)  # SQLITE_BUSY leaves the transaction open
             raise failed(error, outcome_of(error, committing=True)) from error
         return response
@@ -277,9 +341,9 @@ def idempotent(view: Callable) -> Callable:
     return write
 
 
-def rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:  # SQLite may have rolled it back already
-        with suppress(sqlite3.Error):
+def rollback(conn: Connection) -> None:
+    if conn.in_transaction:  # the database may have rolled it back already
+        with suppress(database().Error):
             conn.rollback()
 
 
@@ -324,7 +388,7 @@ def outcome_of(error: sqlite3.Error, committing: bool) -> HTTPException:
     return NotApplied(f"the database failed before committing ({error}); nothing was written")
 
 
-def wrote_before(error: sqlite3.Error) -> OutcomeUnknown:
+def wrote_before(error: Exception) -> OutcomeUnknown:
     """A statement failed after an earlier one of the same request committed."""
     return OutcomeUnknown(
         f"the write may have been committed before a later statement failed ({error}). "
@@ -332,19 +396,14 @@ def wrote_before(error: sqlite3.Error) -> OutcomeUnknown:
     )
 
 
-def failed(error: sqlite3.Error, answer: HTTPException) -> HTTPException:
+def failed(error: Exception, answer: HTTPException) -> HTTPException:
     log.warning("write failed (%s): %s", answer.outcome, error)
     return answer
 
 
 def init_app(app: Flask) -> None:
-    default_url = f"sqlite:///{app.config['VAR_DIR']}/fixed_db.sqlite3"
-    database = database_from_url(
-        setting(app, "DATABASE_URL", default_url),
-        setting(app, "SQLITE_SYNCHRONOUS", "NORMAL"),
-        int(setting(app, "SQLITE_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS)),
-    )
-    database.create_schema()
+    database = database_from_settings(app)
+    database.prepare()  # the schema; PostgreSQL's later if the server is not up yet
     app.extensions["fixed_db"] = database
     app.teardown_appcontext(release_db)
-    unavailable_when(app, (sqlite3.OperationalError,), "the database is busy or unavailable; retry")
+    unavailable_when(app, database.unavailable, "the database is busy or unavailable; retry")

@@ -5,25 +5,31 @@ route can go faster than the CPU it costs per request; these numbers say
 which process spent it. Linux only: elsewhere every function answers None.
 """
 
+from collections.abc import Callable
+
 from serve.pids import cpu_seconds
 from serve.processes import AppServer
 
 CpuSeconds = dict[str, float]  # CPU seconds by process group: {"app": 1.2, "store": 0.1}
+Groups = dict[str, list[int] | Callable[[], float | None]]  # PIDs, or a count of its own
 
 
-def server_processes(server: AppServer) -> dict[str, list[int]]:
-    """The processes that serve a request: the app's, and its store's if we run it."""
-    groups = {"app": sorted({server.process.pid, *server.worker_pids})}  # flask run: one
+def server_processes(server: AppServer) -> Groups:
+    """The processes that serve a request: the app's, and its store's if we run
+    it. A store of several processes that come and go (PostgreSQL's backends)
+    counts its own CPU time (EmbeddedPostgres.cpu_seconds)."""
+    groups: Groups = {"app": sorted({server.process.pid, *server.worker_pids})}  # flask run: one
     if server.backing:
-        groups["store"] = [server.backing.process.pid]
+        counted = getattr(server.backing, "cpu_seconds", None)
+        groups["store"] = counted or [server.backing.process.pid]
     return groups
 
 
-def cpu_used(groups: dict[str, list[int]]) -> CpuSeconds | None:
+def cpu_used(groups: Groups) -> CpuSeconds | None:
     """CPU seconds used so far by each group; None if any is unknown (no /proc)."""
     used = {}
     for group, pids in groups.items():
-        times = [cpu_seconds(pid) for pid in pids]
+        times = [pids()] if callable(pids) else [cpu_seconds(pid) for pid in pids]
         if None in times:
             return None
         used[group] = sum(times)

@@ -11,7 +11,12 @@ the top-level README.md:
                         VAR_DIR/secret_key (mode 0600), shared by every worker
     WORK_MS             work a handler does between reading and writing state,
                         standing in for a query or an API call (default 2)
-    DATABASE_URL        fixed_db's database (default sqlite:////<VAR_DIR>/fixed_db.sqlite3)
+    FIXED_DB_BACKEND    fixed_db's store: sqlite (default) or postgres (the launchers
+                        start an embedded PostgreSQL when DATABASE_URL is unset)
+    DATABASE_URL        fixed_db's database (default sqlite:////<VAR_DIR>/fixed_db.sqlite3;
+                        or postgresql://...)
+    POSTGRES_POOL_SIZE  fixed_db's connections per worker process on PostgreSQL
+                        (default GUNICORN_THREADS, else 4)
     REDIS_URL           fixed_cache's server (`make run-fixed`, `python -m serve`
                         and the tests start an embedded one and set it)
     SESSION_REDIS_URL   fixed_session's store (default unset: files under

@@ -7,6 +7,10 @@ python -m serve fixed_db --port 6002
 fixed_cache's Valkey server is restarted by its supervisor if it dies
 (serve/valkey.py); a line says so. A second launcher for fixed_cache in the
 same checkout stops with an error: one Valkey server per data folder.
+
+FIXED_DB_BACKEND=postgres (make run APP=fixed_db DB=postgres) serves fixed_db
+on an embedded PostgreSQL server (serve/postgres.py), started first; its PID
+is printed next to gunicorn's.
 """
 
 import argparse
@@ -14,7 +18,9 @@ import sys
 import time
 
 from serve.pids import shield_cleanup, stop_on_sigterm
+from serve.postgres import EmbeddedPostgres
 from serve.processes import APPS, AppServer, fixed_apps
+from serve.valkey import EmbeddedValkey
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,15 +44,19 @@ def main(argv: list[str] | None = None) -> int:
             server = AppServer(app, args.port or APPS[app].port).start(foreground=True)
             servers.append(server)
             pids = f"gunicorn pid {server.process.pid}"
-            if server.backing:
+            if isinstance(server.backing, EmbeddedValkey):
                 pids += f", valkey-server pid {server.backing.process.pid} at {server.backing.url}"
+            elif isinstance(server.backing, EmbeddedPostgres):
+                postgres = server.backing
+                pids += f", postgres pid {postgres.process.pid} at {postgres.shown_url}"
             print(f"{app:<14} {server.url}  ({pids})", flush=True)
         print("Ctrl-C stops all of them.", flush=True)
         restarts = {server.app: 0 for server in servers}
         while all(s.process.poll() is None for s in servers):
             time.sleep(0.5)
             for server in servers:
-                if server.backing and server.backing.restarts != restarts[server.app]:
+                valkey = isinstance(server.backing, EmbeddedValkey)
+                if valkey and server.backing.restarts != restarts[server.app]:
                     restarts[server.app] = server.backing.restarts
                     print(
                         f"{server.app:<14} store restarted: valkey-server pid "

@@ -402,9 +402,24 @@ class EmbeddedPostgres(Service):
         if self.process is not None:
             kill_group(self.process)
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server has used so far: the postmaster's, its exited
+        children's (counted in its own once it has reaped them) and its
+        running backends' (each a process of its own). None without /proc."""
+        fields = proc_stat(self.process.pid) if self.process else None
+        if fields is None:
+            return None
+        ticks = sum(int(n) for n in fields[11:15])  # utime, stime, cutime, cstime
+        for pid, started in descendants(self.process.pid):
+            below = proc_stat(pid)
+            if below is not None and below[19] == started:
+                ticks += int(below[11]) + int(below[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def remove(self) -> None:
-        """Stop, then delete the cluster and everything under the directory."""
-        self.stop()
+        """Kill the server, then delete the cluster and everything under the
+        directory (a clean shutdown would only write a checkpoint to delete)."""
+        self.kill()
         if self.account:
             shutil.rmtree(self.home, ignore_errors=True)
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -20,6 +20,7 @@ from typing import Self
 from plumbing.config import REPO_ROOT, var_dir
 from serve.gunicorn_conf import DEFAULTS as GUNICORN_DEFAULTS
 from serve.pids import Service, free_port, port_is_free, stop_process
+from serve.postgres import EmbeddedPostgres
 from serve.registry import APPS
 from serve.valkey import EmbeddedValkey
 
@@ -86,7 +87,9 @@ class AppServer(Service):
         self.var_dir = Path(self.setting("VAR_DIR") or var_dir())
         self.log_path = log_path or self.var_dir / "logs" / f"{app}-{port}.log"
         self.process: subprocess.Popen | None = None
-        self.backing: EmbeddedValkey | None = None  # fixed_cache's own server, if we start one
+        # The app's own store server, if we start one: Valkey for fixed_cache,
+        # PostgreSQL for fixed_db with FIXED_DB_BACKEND=postgres (serve/registry.py).
+        self.backing: EmbeddedValkey | EmbeddedPostgres | None = None
         self.worker_pids: list[int] = []  # those that answered at start-up
 
     @property
@@ -128,12 +131,18 @@ class AppServer(Service):
         env = {**os.environ, **self.env, "PORT": str(self.port)}
         output = None
         try:
-            if APPS[self.app].embedded == "valkey" and not env.get("REDIS_URL"):
+            embedded = APPS[self.app].embedded_server(env)
+            if embedded == "valkey":
                 # One server for all workers: started here, once, before gunicorn forks
                 # them, and restarted by its supervisor if it dies (serve/valkey.py).
                 self.backing = EmbeddedValkey(self.var_dir / "valkey")
                 self.backing.start()
                 env["REDIS_URL"] = self.backing.url
+            elif embedded == "postgres":
+                # The same: one server, started before gunicorn (serve/postgres.py).
+                self.backing = EmbeddedPostgres(self.var_dir / "postgres")
+                self.backing.start()
+                env["DATABASE_URL"] = self.backing.url
             if not foreground:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 output = self.log_path.open("ab")

@@ -14,6 +14,7 @@ waiting for a lock (pg_locks), and a Ctrl-C is sent while the launcher is
 held inside start().
 """
 
+import inspect
 import itertools
 import os
 import pwd
@@ -29,6 +30,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
+import requests
 
 from examples import half_fix_postgres_read_committed
 from fixed_db.postgres import (
@@ -36,9 +38,16 @@ from fixed_db.postgres import (
     PostgresDatabase,
     outcome_of,
 )
+from loadtests.client import Client
+from loadtests.hammer import hammer_app
+from loadtests.history import NOT_APPLIED, UNKNOWN
+from loadtests.transport import KeepAliveSession
 from plumbing.config import REPO_ROOT
 from serve.postgres import ROOT_HOME, SERVER_ACCOUNT, EmbeddedPostgres, running_as_root
-from tests.conftest import processes_mentioning
+from serve.processes import AppServer, free_port
+from tests import test_contract
+from tests.conftest import make_app, processes_mentioning
+from tests.test_scale_out import crossed_instances
 
 IN_CI = bool(os.environ.get("CI"))
 GIVEN_URL = os.environ.get("DATABASE_URL", "")  # read before the tests clear it
@@ -252,7 +261,7 @@ def test_ctrl_c_during_start_up_leaves_nothing_running(own_server, tmp_path, dur
 # The database class.
 
 
-def test_workers_booting_at_once_on_an_empty_database_all_create_the_schema(cluster):
+def test_sessions_creating_the_schema_at_once_on_an_empty_database_all_succeed(cluster):
     """Eight sessions at a barrier, five empty schemas: without the advisory
     lock most of them fail on the catalog (see fixed_db/postgres.py)."""
     failures = []
@@ -452,3 +461,248 @@ def test_read_committed_loses_updates_silently_and_four_ways_do_not():
     assert finding.repeatable_read.retries >= threads - 1
     assert finding.serializable.retries >= threads - 1
     assert finding.holds
+
+
+# fixed_db itself on PostgreSQL: the Flask test client, then real gunicorn.
+
+
+@pytest.fixture
+def fixed_db_on_postgres(database_url, monkeypatch):
+    """fixed_db's app on a fresh schema, made as each worker makes it."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("WORK_MS", "0")
+    app = make_app("fixed_db")
+    yield app
+    app.extensions["fixed_db"].close()
+
+
+def contract_checks():
+    """Every check of tests/test_contract.py that applies to fixed_db, with
+    the parameters its own marks give it."""
+    for name, check in vars(test_contract).items():
+        if not name.startswith("test_") or not callable(check):
+            continue
+        cases = [{}]
+        for mark in getattr(check, "pytestmark", []):
+            if mark.name != "parametrize":
+                continue
+            names, values = mark.args[0], mark.args[1]
+            names = [n.strip() for n in names.split(",")] if isinstance(names, str) else names
+            rows = [v if len(names) > 1 else (v,) for v in values]
+            cases = [
+                {**case, **dict(zip(names, row, strict=True))} for case in cases for row in rows
+            ]
+        for case in cases:
+            if case.get("app_name", "fixed_db") == "fixed_db":
+                shown = ",".join(str(v) for k, v in case.items() if k != "app_name")
+                yield pytest.param(check, case, id=f"{name}[{shown}]" if shown else name)
+
+
+@pytest.mark.parametrize(("check", "case"), list(contract_checks()))
+def test_the_contract_holds_on_postgresql(check, case, fixed_db_on_postgres):
+    app = fixed_db_on_postgres
+    given = {"app": app, "client": app.test_client(), "app_name": "fixed_db", **case}
+    check(**{name: given[name] for name in inspect.signature(check).parameters})
+
+
+def test_the_backend_follows_the_url_and_a_mismatch_is_refused(database_url, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    app = make_app("fixed_db")
+    assert isinstance(app.extensions["fixed_db"], PostgresDatabase)
+    assert app.extensions["fixed_db"].pool is None  # made on first use, in the worker
+    monkeypatch.setenv("FIXED_DB_BACKEND", "sqlite")
+    with pytest.raises(ValueError, match="FIXED_DB_BACKEND"):
+        make_app("fixed_db")
+    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.setenv("FIXED_DB_BACKEND", "postgres")
+    with pytest.raises(ValueError, match="DATABASE_URL"):
+        make_app("fixed_db")  # nobody started a server for it: say how to get one
+
+
+def test_an_idempotency_key_applies_a_write_once(fixed_db_on_postgres):
+    client = fixed_db_on_postgres.test_client()
+    first = client.post("/counter/increment", headers={"Idempotency-Key": "k1"})
+    again = client.post("/counter/increment", headers={"Idempotency-Key": "k1"})
+    assert first.json == again.json == {"value": 1}
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert client.get("/counter").json == {"value": 1}
+
+
+def test_a_full_disk_is_a_507_that_applies_nothing(fixed_db_on_postgres, database_url):
+    """PostgreSQL's own disk_full error (SQLSTATE 53100), raised by the server
+    from a trigger on the counter (a full disk itself is not made here)."""
+    client = fixed_db_on_postgres.test_client()
+    client.post("/counter/increment")  # the schema exists
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION disk_is_full() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'no space' USING ERRCODE = 'disk_full'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER disk_is_full BEFORE UPDATE ON counter"
+            " FOR EACH ROW EXECUTE FUNCTION disk_is_full()"
+        )
+    for headers in ({}, {"Idempotency-Key": "k1"}):
+        response = client.post("/counter/increment", headers=headers)
+        assert response.status_code == 507
+        assert response.json["outcome"] == "not applied"
+    assert client.get("/counter").json == {"value": 1}
+
+
+def serve_on(url: str, var_dir: Path, **env: str) -> AppServer:
+    env = {"VAR_DIR": str(var_dir), "DATABASE_URL": url, **env}
+    return AppServer("fixed_db", free_port(), env=env, log_path=var_dir / "fixed_db.log")
+
+
+@pytest.mark.gunicorn
+def test_fixed_db_on_postgresql_loses_nothing_over_5000_operations(database_url, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    verdict, history, _ = hammer_app("fixed_db", users=40, ops=42, max_seconds=60)
+    assert verdict.operations >= 5000
+    assert {e.op for e in history} >= {"increment", "add_visit", "list_visits", "greet"}
+    assert any(e.scenario == "tabs" for e in history)  # one user's 40 tabs at once
+    assert verdict.errors == 0
+    assert verdict.workers == 2  # both processes served, and agreed
+    assert verdict.anomalies == 0, verdict.examples
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT value FROM counter").fetchone() == (40 * 42,)
+
+
+@pytest.mark.gunicorn
+def test_workers_booting_at_once_on_an_empty_database_all_come_up(database_url, isolated_var_dir):
+    """Four gunicorn workers start together, and each creates the schema as
+    it starts, on an empty database: all of them come up and serve."""
+    workers = 4
+    with serve_on(database_url, isolated_var_dir, GUNICORN_WORKERS=str(workers)) as server:
+        assert len(server.worker_pids) == workers  # every one answered
+        assert table_names(database_url) >= {"counter", "visits", "idempotency"}
+        together = threading.Barrier(2 * workers)
+        events: list = []
+
+        def increment(n: int) -> None:
+            client = Client(server.url, f"u{n}")
+            together.wait()
+            events.append(client.increment())
+            client.close()
+
+        threads = [threading.Thread(target=increment, args=(n,)) for n in range(2 * workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    log = server.log_path.read_text()
+    assert "Traceback" not in log
+    assert "not reachable" not in log  # each worker created (or found) the schema at start
+    assert sorted(e.value for e in events if e.ok) == list(range(1, 2 * workers + 1))
+
+
+@pytest.mark.gunicorn
+def test_python_m_serve_runs_its_own_postgresql_and_a_restart_keeps_every_state(
+    own_server, isolated_var_dir
+):
+    """`FIXED_DB_BACKEND=postgres` and no URL: `python -m serve` starts the
+    embedded server under var/postgres before gunicorn, prints its PID, and
+    stops it on Ctrl-C; AppServer then starts it again on the same cluster,
+    which has the counter, the visits and a key's answer."""
+    started(own_server(isolated_var_dir / "postgres")).stop()  # a cluster there, copied
+    env = {"VAR_DIR": str(isolated_var_dir), "FIXED_DB_BACKEND": "postgres"}
+    port = free_port()
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "serve", "fixed_db", "--port", str(port)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    try:
+        line = launcher.stdout.readline()
+        postgres = int(line.split("postgres pid ")[1].split()[0])
+        http, url = requests.Session(), f"http://127.0.0.1:{port}"
+        for _ in range(3):
+            http.post(url + "/counter/increment", timeout=5)
+        http.post(url + "/visits", json={"article": "a1"}, timeout=5)
+        keyed = http.post(
+            url + "/visits", json={"article": "a2"}, headers={"Idempotency-Key": "k1"}, timeout=5
+        )
+        launcher.send_signal(signal.SIGINT)
+        assert launcher.wait(timeout=20) == 0
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert not Path(f"/proc/{postgres}").exists()
+    assert not processes_mentioning(str(isolated_var_dir))  # gunicorn and PostgreSQL
+    with AppServer("fixed_db", free_port(), env=env) as server:
+        assert isinstance(server.backing, EmbeddedPostgres)
+        url = server.url
+        assert http.get(url + "/counter", timeout=5).json() == {"value": 3}
+        assert http.get(url + "/visits", timeout=5).json() == {"visits": ["a1", "a2"]}
+        replay = http.post(
+            url + "/visits", json={"article": "a2"}, headers={"Idempotency-Key": "k1"}, timeout=5
+        )
+        assert replay.json() == keyed.json()
+        assert replay.headers["Idempotent-Replayed"] == "true"
+    assert server.backing.process.returncode == 0  # stopped with the app, by PID
+
+
+@pytest.mark.gunicorn
+def test_a_restart_of_postgresql_mid_load_is_503s_then_recovery_losing_nothing(
+    own_server, isolated_var_dir
+):
+    """SIGKILL the server under 8 users' increments: 503 JSON answers (never
+    a 500, never a hang) while it is down, 200s again once it is back, without
+    a restart of the app or of a worker; and no acknowledged increment lost."""
+    postgres = started(own_server())
+    history: list = []
+    stop = threading.Event()
+    try:
+        with serve_on(postgres.url, isolated_var_dir) as server:
+
+            def load(n: int) -> None:
+                client = Client(server.url, f"u{n}", http=KeepAliveSession())
+                while not stop.is_set():
+                    history.append(client.increment())
+                client.close()
+
+            threads = [threading.Thread(target=load, args=(n,)) for n in range(8)]
+            for thread in threads:
+                thread.start()
+            wait_for(lambda: sum(e.ok for e in history) > 50, "increments before the kill")
+            postgres.kill()
+            killed = time.monotonic()
+            wait_for(
+                lambda: sum(e.start > killed + 0.1 and e.status == 503 for e in history) > 8,
+                "503s while the server is down",
+            )
+            restarting = time.monotonic()
+            postgres.start()  # the same cluster: crash recovery from the WAL
+            restarted = time.monotonic()
+            wait_for(
+                lambda: sum(e.start > restarted and e.ok for e in history) > 50,
+                "increments after the restart",
+                timeout=20,
+            )
+            stop.set()
+            for thread in threads:
+                thread.join()
+            final = requests.get(server.url + "/counter", timeout=5).json()["value"]
+            still = {e.pid for e in history if e.start > restarted and e.ok}
+            assert still <= {str(pid) for pid in server.worker_pids}  # no worker restarted
+    finally:
+        stop.set()
+    assert {e.status for e in history} <= {200, 503}  # no 500, and every request answered
+    assert max(e.end - e.start for e in history) < 5  # no hang: a 503 within about a second
+    down = [e for e in history if e.start > killed + 0.1 and e.end < restarting]
+    assert down and all(e.status == 503 and e.outcome in (NOT_APPLIED, UNKNOWN) for e in down)
+    acknowledged = sum(e.ok for e in history)
+    assert acknowledged <= final <= len(history)  # none acknowledged was lost
+
+
+@pytest.mark.gunicorn
+def test_three_instances_sharing_one_postgresql_stay_correct(database_url, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    verdict, history, _ = hammer_app("fixed_db", users=12, ops=8, max_seconds=60, instances=3)
+    assert verdict.errors == 0
+    assert verdict.workers == 2 * 3
+    assert crossed_instances(history)
+    assert verdict.anomalies == 0, verdict.examples
