@@ -21,7 +21,14 @@ import time
 from pathlib import Path
 
 from plumbing.config import REPO_ROOT
-from serve.pids import free_port, port_is_free, shield_cleanup, stop_on_sigterm, stop_process
+from serve.pids import (
+    free_port,
+    port_is_free,
+    shield_cleanup,
+    spawn,
+    stop_on_sigterm,
+    stop_process,
+)
 from serve.processes import APPS, AppServer
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -36,8 +43,9 @@ def locust_command(*args: str) -> list[str]:
 
 
 def start(command: list[str]) -> subprocess.Popen:
-    # A session of its own: a Ctrl-C reaches us only, and we stop it in order.
-    return subprocess.Popen(command, cwd=REPO_ROOT, start_new_session=True)
+    # A session of its own: a Ctrl-C reaches us only, and we stop it in order;
+    # and if we are killed outright, the kernel stops it (serve.pids.spawn).
+    return spawn(command, cwd=REPO_ROOT)
 
 
 def main(argv: list[str] | None = None) -> int:

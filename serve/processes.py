@@ -19,7 +19,7 @@ from typing import Self
 
 from plumbing.config import REPO_ROOT, var_dir
 from serve.gunicorn_conf import DEFAULTS as GUNICORN_DEFAULTS
-from serve.pids import Service, free_port, port_is_free, stop_process
+from serve.pids import Service, free_port, port_in_use_message, port_is_free, spawn, stop_process
 from serve.postgres import EmbeddedPostgres
 from serve.registry import APPS
 from serve.valkey import EmbeddedValkey
@@ -124,10 +124,7 @@ class AppServer(Service):
 
     def start(self, foreground: bool = False) -> Self:
         if not port_is_free(self.port):
-            raise RuntimeError(
-                f"port {self.port} is already in use: stop whatever serves it, "
-                f"or pick another port for {self.app}"
-            )
+            raise RuntimeError(port_in_use_message(self.port, self.app))
         env = {**os.environ, **self.env, "PORT": str(self.port)}
         output = None
         try:
@@ -146,13 +143,12 @@ class AppServer(Service):
             if not foreground:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 output = self.log_path.open("ab")
-            self.process = subprocess.Popen(
+            self.process = spawn(  # signals reach it from us only, by PID
                 self.command(),
                 cwd=REPO_ROOT,
                 env=env,
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
-                start_new_session=True,  # signals reach it from us only, by PID
             )
             self.wait_until_healthy()
         except BaseException:

@@ -1,7 +1,16 @@
 """The launchers: the server shape the environment asks for is the one that runs."""
 
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
 import pytest
 
+from plumbing.config import REPO_ROOT
+from serve.pids import pid_alive
 from serve.processes import AppServer, free_port
 from serve.valkey import EmbeddedValkey
 
@@ -27,3 +36,44 @@ def test_the_embedded_valkey_fsyncs_before_it_replies_unless_told_otherwise(tmp_
     monkeypatch.setenv("VALKEY_APPENDFSYNC", "sometimes")
     with pytest.raises(ValueError, match="VALKEY_APPENDFSYNC"):
         EmbeddedValkey(tmp_path)
+
+
+def wait_until_gone(pids: list[int], seconds: float = 20.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (alive := [pid for pid in pids if pid_alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
+def test_a_sigkilled_launcher_leaves_no_server_running(isolated_var_dir):
+    # A SIGKILL runs no clean-up: only the servers' parent-death signal stops them.
+    port = free_port()
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "serve", "fixed_cache", "--port", str(port)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        # "fixed_cache  http://...  (gunicorn pid N, valkey-server pid M at ...)"
+        line = launcher.stdout.readline()
+        pids = [int(pid) for pid in re.findall(r"pid (\d+)", line)]
+        assert len(pids) == 2, line
+    finally:
+        launcher.kill()
+        launcher.wait()
+        launcher.stdout.close()
+    assert wait_until_gone(pids) == []
+    with AppServer("fixed_cache", port) as again:  # the port and the data folder are free
+        assert again.backing.process.pid not in pids
+
+
+def test_a_port_held_by_a_stale_server_is_named_with_its_pid():
+    with socket.socket() as stale:
+        stale.bind(("127.0.0.1", 0))
+        stale.listen()
+        port = stale.getsockname()[1]
+        held = rf"port {port} is already in use by pid {os.getpid()}"
+        with pytest.raises(RuntimeError, match=held):
+            AppServer("broken_global", port).start()
