@@ -69,6 +69,8 @@ by the tests' check for processes mentioning their temporary folder.
 """
 
 import contextlib
+import ctypes
+import ctypes.util
 import functools
 import hashlib
 import os
@@ -77,6 +79,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -88,7 +91,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-from serve.pids import STOP_TIMEOUT_SECONDS, Service, free_port
+from serve.pids import PR_SET_PDEATHSIG, STOP_TIMEOUT_SECONDS, Service, free_port
 
 MAX_UNIX_SOCKET_PATH = 100  # sun_path holds 104 (macOS) or 108 (Linux) bytes
 SOCKET_NAME = ".s.PGSQL.5432"  # what PostgreSQL calls its socket on port 5432
@@ -274,12 +277,18 @@ class EmbeddedPostgres(Service):
         """Start a child and make it self.process, which stop() stops: in a
         session of its own (a Ctrl-C in the terminal reaches us only, and we
         stop it), as the server's account when we are root. A Ctrl-C that
-        comes while it starts is held until self.process is set."""
-        account = (
+        comes while it starts is held until self.process is set. On Linux it
+        gets SIGINT, PostgreSQL's fast shutdown, if the thread that started it
+        ends without stopping it (a launcher killed with SIGKILL), as
+        serve/pids.py spawn() gives the other servers SIGTERM, which would
+        be PostgreSQL's smart shutdown: a wait for every client to leave."""
+        popen: dict = (
             {"user": self.account.pw_uid, "group": self.account.pw_gid, "extra_groups": []}
             if self.account
             else {}
         )
+        if LIBC is not None:
+            popen["preexec_fn"] = fast_shutdown_with_parent
         with signals_held(), contextlib.ExitStack() as files:
             output = files.enter_context(self.log_path().open("ab")) if log else subprocess.DEVNULL
             self.process = subprocess.Popen(
@@ -290,7 +299,7 @@ class EmbeddedPostgres(Service):
                 env=self._environment(),
                 cwd="/",
                 start_new_session=True,
-                **account,
+                **popen,
             )
         return self.process
 
@@ -423,6 +432,13 @@ class EmbeddedPostgres(Service):
         if self.account:
             shutil.rmtree(self.home, ignore_errors=True)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
+
+
+def fast_shutdown_with_parent() -> None:  # runs in the child, between fork and exec
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGINT)  # after the switch of account: kept
 
 
 @contextlib.contextmanager

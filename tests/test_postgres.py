@@ -43,7 +43,13 @@ from loadtests.hammer import hammer_app
 from loadtests.history import NOT_APPLIED, UNKNOWN
 from loadtests.transport import KeepAliveSession
 from plumbing.config import REPO_ROOT
-from serve.postgres import ROOT_HOME, SERVER_ACCOUNT, EmbeddedPostgres, running_as_root
+from serve.postgres import (
+    ROOT_HOME,
+    SERVER_ACCOUNT,
+    EmbeddedPostgres,
+    running_as_root,
+    start_time,
+)
 from serve.processes import AppServer, free_port
 from tests import test_contract
 from tests.conftest import make_app, processes_mentioning
@@ -252,10 +258,39 @@ def test_ctrl_c_during_start_up_leaves_nothing_running(own_server, tmp_path, dur
             launcher.kill()
             launcher.wait()
     assert "KeyboardInterrupt" in launcher.stderr.read()
-    assert not Path(f"/proc/{child}").exists()
+    assert start_time(child) is None
     assert not processes_mentioning(str(directory.absolute()))
     if during == "initdb":
         assert not (server.data_dir / "PG_VERSION").exists()  # never taken for a cluster
+
+
+def test_a_launcher_killed_with_sigkill_takes_its_server_down(own_server, tmp_path):
+    """SIGKILL runs no clean-up; the kernel's parent-death signal (SIGINT,
+    PostgreSQL's fast shutdown) stops the server anyway (Linux)."""
+    directory = tmp_path / "var" / "postgres"
+    started(own_server(directory)).stop()  # a cluster there, copied
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path\n"
+            "from serve.postgres import EmbeddedPostgres\n"
+            "server = EmbeddedPostgres(Path(sys.argv[1])).start()\n"
+            "print(server.process.pid, flush=True); time.sleep(60)",
+            str(directory),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        postmaster = int(launcher.stdout.readline())
+    finally:
+        launcher.kill()
+        launcher.wait()
+    wait_for(lambda: not processes_mentioning(str(directory.absolute())), "the server to stop")
+    assert start_time(postmaster) is None  # exited (a zombie at most, for PID 1 to reap)
+    assert "received fast shutdown request" in (directory / "postgres.log").read_text()
 
 
 # The database class.
@@ -630,7 +665,7 @@ def test_python_m_serve_runs_its_own_postgresql_and_a_restart_keeps_every_state(
         if launcher.poll() is None:
             launcher.kill()
             launcher.wait()
-    assert not Path(f"/proc/{postgres}").exists()
+    assert start_time(postgres) is None
     assert not processes_mentioning(str(isolated_var_dir))  # gunicorn and PostgreSQL
     with AppServer("fixed_db", free_port(), env=env) as server:
         assert isinstance(server.backing, EmbeddedPostgres)
