@@ -37,6 +37,7 @@ from loadtests.history import Event
 from loadtests.placement import Placement
 from loadtests.transport import KeepAliveSession
 from plumbing.config import var_dir
+from serve.postgres import EmbeddedPostgres
 from serve.processes import APPS, AppServer, available_apps, free_port
 from serve.valkey import EmbeddedValkey
 
@@ -162,11 +163,16 @@ def hammer_app(
 
     With several `instances` (as on several hosts behind a load balancer),
     they share one backing store: the same SQLite file and session folder
-    under var/, and one Redis-protocol server for fixed_cache."""
+    under var/, one Redis-protocol server for fixed_cache, and one PostgreSQL
+    server for fixed_db with FIXED_DB_BACKEND=postgres."""
     with ExitStack() as running:
         env = {}
-        if instances > 1 and APPS[app].embedded == "valkey" and not os.environ.get("REDIS_URL"):
+        embedded = APPS[app].embedded_server(os.environ) if instances > 1 else None
+        if embedded == "valkey":
             env["REDIS_URL"] = running.enter_context(EmbeddedValkey(var_dir() / "valkey")).url
+        elif embedded == "postgres":
+            postgres = EmbeddedPostgres(var_dir() / "postgres")
+            env["DATABASE_URL"] = running.enter_context(postgres).url
         servers = [
             running.enter_context(AppServer(app, free_port(), env=env)) for _ in range(instances)
         ]
