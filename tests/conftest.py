@@ -21,7 +21,12 @@ USER_COOKIE = {app: REGISTRY[app].user_cookie for app in APPS}
 def isolated_var_dir(tmp_path, monkeypatch):
     """Every test gets its own var/ (database, sessions, secret key, logs)."""
     monkeypatch.setenv("VAR_DIR", str(tmp_path / "var"))
-    for name in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "SESSION_REDIS_URL"):
+    # Settings a user may have exported, e.g. by `make test DB=postgres`: each
+    # test chooses its store itself.
+    chosen = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "SESSION_REDIS_URL")
+    chosen += ("FIXED_DB_BACKEND", "POSTGRES_POOL_SIZE", "VALKEY_APPENDFSYNC")
+    chosen += ("GUNICORN_WORKERS", "GUNICORN_THREADS", "GUNICORN_WORKER_CLASS")
+    for name in chosen:
         monkeypatch.delenv(name, raising=False)
     return tmp_path / "var"
 
