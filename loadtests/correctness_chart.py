@@ -48,15 +48,17 @@ def chart_svg(series: list[tuple[float, dict[str, int]]], skip: tuple[str, ...] 
         f'<text x="{LEFT}" y="18" font-size="13" font-weight="bold">'
         "Anomalies found so far, per scope of state</text>",
     ]
-    for step in range(5):
-        value = top * step / 4
+    for value in (top * quarter / 4 for quarter in range(5)):
+        if value != int(value):
+            continue  # whole anomalies only
         parts.append(
             f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
             'stroke="#ddd"/>'
             f'<text x="{LEFT - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:,.0f}</text>'
         )
-    for step in range(5):
-        t = last_t * step / 4
+    step = axis_top(last_t / 6)
+    for n in range(int(last_t // step) + 1):
+        t = n * step
         parts.append(
             f'<text x="{x(t):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle">{t:,.0f}</text>'
         )

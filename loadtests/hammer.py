@@ -243,7 +243,12 @@ def hammer_all(apps: list[str], args: argparse.Namespace) -> int:
         written += [
             report.write_csv(args.out / "compare.csv", rows),
             report.chart_anomalies(rows, args.out / "anomalies.png"),
-            report.chart_counter_timeline(histories, args.out / "counter.png"),
+            report.write_csv(
+                args.out / "counter.csv", report.counter_rows(histories), report.COUNTER_FIELDS
+            ),
+            report.chart_counter_timeline(
+                report.counter_rows(histories), list(histories), args.out / "counter.png"
+            ),
             report.chart_speed(rows, args.out / "speed.png"),
         ]
     print("\nresults: " + ", ".join(str(path) for path in written))

@@ -1,5 +1,7 @@
-"""Print the side-by-side table and witnesses; write results as JSON."""
+"""Print the side-by-side table and witnesses; write results as JSON and CSV; draw
+the charts (matplotlib, imported only to draw)."""
 
+import csv
 import json
 import statistics
 from pathlib import Path
@@ -139,12 +141,10 @@ def by_scope(
     }
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    import csv
-
+def write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str] | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fields or list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     return path
@@ -160,6 +160,13 @@ def pyplot():
     return plt
 
 
+def save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
 def chart_anomalies(rows: list[dict[str, Any]], path: Path) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -173,85 +180,114 @@ def chart_anomalies(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("anomalies found in the history")
     ax.set_title("Anomalies per app and scope of state (one run, same load)")
     ax.legend(title="scope")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
-def chart_counter_timeline(histories: dict[str, list[Event]], path: Path) -> Path:
+COUNTER_FIELDS = ["app", "pid", "ms", "value"]
+
+
+def counter_rows(histories: dict[str, list[Event]]) -> list[dict[str, Any]]:
+    """Each acknowledged increment as counter.png draws it and counter.csv keeps it."""
+    rows = []
+    for app, history in histories.items():
+        increments = [e for e in history if e.op == "increment" and e.ok]
+        origin = min((e.start for e in increments), default=0.0)
+        rows += [
+            {"app": app, "pid": e.pid, "ms": round((e.end - origin) * 1000, 3), "value": e.value}
+            for e in sorted(increments, key=lambda e: e.end)
+        ]
+    return rows
+
+
+def chart_counter_timeline(rows: list[dict[str, Any]], apps: list[str], path: Path) -> Path:
     """Each acknowledged increment's value over time, coloured by the worker
-    process that returned it: one copy climbs one line, several diverge."""
+    process that returned it, on one scale for every app, with the line a
+    correct counter follows: the increments acknowledged so far. One copy
+    climbs along it; copies per process each climb their own staircase far
+    below it. An app without a counter is there, with a note."""
     plt = pyplot()
-    apps = [a for a, h in histories.items() if any(e.op == "increment" and e.ok for e in h)]
-    fig, axes = plt.subplots(1, len(apps), figsize=(4 * len(apps), 4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(apps), figsize=(3.3 * len(apps), 4.2), sharey=True, squeeze=False
+    )
     for ax, app in zip(axes[0], apps, strict=True):
-        increments = [e for e in histories[app] if e.op == "increment" and e.ok]
-        origin = min(e.start for e in increments)
-        for n, pid in enumerate(sorted({e.pid for e in increments})):
-            mine = [e for e in increments if e.pid == pid]
+        mine = [r for r in rows if r["app"] == app]
+        ax.set_title(app)
+        if not mine:
+            note = "no shared counter:\nPOST /counter/increment\nanswers 501"
+            ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            continue
+        ms = sorted(float(r["ms"]) for r in mine)
+        expected = {"where": "post", "color": "black", "label": "increments acknowledged so far"}
+        ax.step(ms, range(1, len(ms) + 1), **expected)
+        for n, pid in enumerate(sorted({r["pid"] for r in mine})):
+            points = [r for r in mine if r["pid"] == pid]
             ax.scatter(
-                [(e.end - origin) * 1000 for e in mine],
-                [e.value for e in mine],
+                [float(r["ms"]) for r in points],
+                [int(r["value"]) for r in points],
                 s=6,
                 color=f"C{n}",
                 label=f"worker {pid}",
             )
-        ax.set_title(app)
         ax.set_xlabel("ms since the first increment")
-        ax.legend(fontsize=7, markerscale=2)
+        ax.legend(fontsize=7, markerscale=2, loc="upper left")
     axes[0][0].set_ylabel("value returned by POST /counter/increment")
-    fig.suptitle("The counter over time, coloured by the worker process that answered")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    fig.suptitle("The counter over time: every app on one scale, against what it should reach")
+    return save(fig, path)
 
 
 def chart_speed(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Throughput of the run against each app's /healthz ceiling, and latency."""
+    """Throughput of the run against each app's /healthz ceiling, and latency,
+    with the values on the bars."""
     plt = pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    apps = [r["app"] for r in rows]
-    xs = range(len(rows))
-    left.bar(xs, [r["ceiling_rps"] for r in rows], 0.6, color="lightgrey", label="GET /healthz")
-    left.bar(xs, [r["requests_per_second"] for r in rows], 0.4, label="the run")
-    left.set_xticks(list(xs), apps)
-    left.set_ylabel("requests per second")
-    left.set_title("Throughput vs. the app's own ceiling")
-    left.legend()
-    right.bar([x - 0.2 for x in xs], [r["p50_ms"] for r in rows], 0.4, label="p50")
-    right.bar([x + 0.2 for x in xs], [r["p99_ms"] for r in rows], 0.4, label="p99")
-    right.set_xticks(list(xs), apps)
-    right.set_ylabel("milliseconds")
-    right.set_title("Latency of the run")
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    xs = list(range(len(rows)))
+    value = {key: [float(r[key]) for r in rows] for key in ("ceiling_rps", "requests_per_second")}
+    for key, width, label, fmt in (
+        ("ceiling_rps", 0.6, "ceiling: GET /healthz, the same users", "{:,.0f}"),
+        ("requests_per_second", 0.4, "the run: every scope", "{:,.0f}"),
+        ("p50_ms", -0.4, "p50", "{:.1f}"),
+        ("p99_ms", 0.4, "p99", "{:.1f}"),
+    ):
+        ax = left if key in value else right
+        at = xs if key in value else [x + width / 2 for x in xs]
+        colour = {"color": "lightgrey"} if key == "ceiling_rps" else {}
+        bars = ax.bar(at, [float(r[key]) for r in rows], abs(width), label=label, **colour)
+        ax.bar_label(bars, fmt=fmt, fontsize=8)
+    for ax, title, unit in (
+        (left, "Throughput vs. the app's own ceiling", "requests per second"),
+        (right, "Latency of the run", "milliseconds"),
+    ):
+        ax.set_xticks(xs, [r["app"] for r in rows])
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.08)  # room for the labels
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=2, fontsize=8)
+    return save(fig, path)
 
 
 def chart_matrix(rows: list[dict[str, Any]], groups: tuple[str, ...], path: Path) -> Path:
-    """Heatmaps, one per group of anomalies: apps down, server shapes across."""
+    """One heatmap, narrow enough for a page: a row per app and server shape,
+    a column per group of anomalies. Grey: not served; green: none; red: some."""
     plt = pyplot()
     apps = list(dict.fromkeys(r["app"] for r in rows))
     shapes = list(dict.fromkeys(r["shape"] for r in rows))
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 0.8 * len(apps) + 2.2))
-    for ax, group in zip(axes, groups, strict=True):
-        cell = {(r["app"], r["shape"]): r[group] for r in rows}
-        grid = [[cell[a, s] for s in shapes] for a in apps]
-        # grey: not served; green: none; red: some
-        shown = [[0.5 if v == "n/a" else 0 if v == 0 else 1 for v in line] for line in grid]
-        ax.imshow(shown, cmap="RdYlGn_r", vmin=-0.4, vmax=1.3, aspect="auto")
-        for i, line in enumerate(grid):
-            for j, v in enumerate(line):
-                ax.text(j, i, v, ha="center", va="center", fontsize=9)
-        ax.set_xticks(range(len(shapes)), shapes, rotation=35, ha="right", fontsize=8)
-        ax.set_yticks(range(len(apps)), apps if ax is axes[0] else [""] * len(apps))
-        ax.set_title(group)
-    fig.suptitle("Anomalies by app and server shape, from recorded histories")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    lines = [(app, shape) for app in apps for shape in shapes]
+    cell = {(r["app"], r["shape"]): r for r in rows}
+    grid = [[cell[line][group] for group in groups] for line in lines]
+    shown = [
+        [0.5 if str(v) == "n/a" else 0 if str(v) in ("0", "0.0") else 1 for v in line]
+        for line in grid
+    ]
+    fig, ax = plt.subplots(figsize=(2.6 + 1.15 * len(groups), 0.34 * len(lines) + 1.5))
+    ax.imshow(shown, cmap="RdYlGn_r", vmin=-0.4, vmax=1.3, aspect="auto")
+    for i, line in enumerate(grid):
+        for j, v in enumerate(line):
+            ax.text(j, i, v, ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(lines)), [f"{app}   {shape}" for app, shape in lines], fontsize=8)
+    for n in range(1, len(apps)):
+        ax.axhline(n * len(shapes) - 0.5, color="black", linewidth=1.5)
+    ax.set_title("Anomalies by app and server shape, from recorded histories", pad=24)
+    return save(fig, path)

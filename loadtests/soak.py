@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from plumbing.config import REPO_ROOT, var_dir
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := [a for a in apps if a not in available_apps()]:
         parser.error(f"no such app: {unknown[0]}")
     args.out.mkdir(parents=True, exist_ok=True)
-    began = time.monotonic()
+    began, started = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
     runs = [Run(app, args.minutes, args.users, args.out, args.locust_args.split()) for app in apps]
     print(
         f"soak: {', '.join(apps)} for {args.minutes:g} min, {args.users} users each; "
@@ -147,12 +148,47 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for run in runs:
                 stop_process(run.launcher, 60.0)
-    summary = {"minutes": args.minutes, "users": args.users, "apps": {}}
+    summary = {"minutes": args.minutes, "users": args.users, "started": started, "apps": {}}
+    summary |= {
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cores": os.cpu_count(),
+    }
+    summary["command"] = f"python -m loadtests.soak {' '.join(apps)} --minutes {args.minutes:g}"
+    summary["command"] += f" --users {args.users}"
     for run in runs:
         summary["apps"][run.app] = report(run, samples)
     (args.out / "soak.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"results: {args.out / 'soak.csv'}, {args.out / 'soak.json'}, logs {args.out}/APP.log")
+    chart(args.out / "soak.csv", args.out / "soak.png")
+    print(f"results: {args.out}/soak.csv, soak.json, soak.png; logs {args.out}/APP.log")
     return 0
+
+
+def chart(samples_csv: Path, path: Path) -> Path:
+    """Resident memory over time, per app: Locust's processes and the app's."""
+    from loadtests.report import pyplot, save
+
+    with samples_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    apps = list(dict.fromkeys(row["app"] for row in rows))
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    roles = (("locust", "Locust"), ("app", "the app (gunicorn)"))
+    for ax, (role, title) in zip(axes, roles, strict=True):
+        for n, app in enumerate(apps):
+            totals: dict[float, int] = {}
+            for row in rows:
+                if row["app"] == app and row["role"] == role:
+                    at = float(row["seconds"])
+                    totals[at] = totals.get(at, 0) + int(row["rss_kb"])
+            points = sorted(totals.items())
+            minutes = [t / 60 for t, _ in points]
+            ax.plot(minutes, [kb / 1024 for _, kb in points], color=f"C{n}", label=app)
+        ax.set_title(f"Resident memory of {title}, all its processes")
+        ax.set_xlabel("minutes")
+        ax.legend()
+    axes[0].set_ylabel("MB")
+    axes[0].set_ylim(bottom=0)
+    return save(fig, path)
 
 
 def report(run: Run, samples: list[dict]) -> dict:
