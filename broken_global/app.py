@@ -15,6 +15,7 @@ from plumbing import (
     create_base_app,
     do_some_work,
     name_from_query,
+    visits_page,
 )
 
 # The state, as module-level globals: one copy per worker process, shared by
@@ -24,6 +25,7 @@ visits: list[str] = []
 name_to_greet = ""
 
 bp = Blueprint("routes", __name__)
+bp.get("/")(visits_page)  # the page for people, the same in every app (plumbing/page.py)
 
 
 @bp.post("/counter/increment")

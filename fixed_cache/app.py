@@ -18,11 +18,13 @@ from plumbing import (
     current_user_id,
     do_some_work,
     name_from_query,
+    visits_page,
 )
 
 MAX_VISITS_PER_USER = 1000  # older visits are dropped, in the same step as the append
 
 bp = Blueprint("routes", __name__)
+bp.get("/")(visits_page)  # the page for people, the same in every app (plumbing/page.py)
 
 
 @bp.post("/counter/increment")

@@ -19,9 +19,11 @@ from plumbing import (
     current_user_id,
     do_some_work,
     name_from_query,
+    visits_page,
 )
 
 bp = Blueprint("routes", __name__)
+bp.get("/")(visits_page)  # the page for people, the same in every app (plumbing/page.py)
 
 
 @bp.post("/counter/increment")

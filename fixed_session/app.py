@@ -19,6 +19,7 @@ from plumbing import (
     create_base_app,
     do_some_work,
     name_from_query,
+    visits_page,
 )
 
 NO_SHARED_STATE = (
@@ -27,6 +28,7 @@ NO_SHARED_STATE = (
 )
 
 bp = Blueprint("routes", __name__)
+bp.get("/")(visits_page)  # the page for people, the same in every app (plumbing/page.py)
 
 
 @bp.post("/counter/increment")

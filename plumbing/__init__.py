@@ -3,8 +3,9 @@
 create_base_app() returns a Flask app that already answers JSON errors, limits
 body size, stamps X-Worker on every response, knows the user-id cookie, has
 its secret key and serves GET /healthz. Each app folder adds its state
-strategy and the six routes of the HTTP contract in README.md. Imported by
-the apps; never starts processes.
+strategy and the six routes of the HTTP contract in README.md, and the page
+for people at GET / (plumbing/page.py). Imported by the apps; never starts
+processes.
 """
 
 import time
@@ -22,6 +23,7 @@ from plumbing.config import (
     work_seconds,
 )
 from plumbing.http import article_from_body, install_http, name_from_query, unavailable_when
+from plumbing.page import visits_page
 from plumbing.users import current_user_id, install_users
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "name_from_query",
     "setting",
     "unavailable_when",
+    "visits_page",
 ]
 
 

@@ -7,7 +7,8 @@ its bytes as they are (tests/raw.py). Whatever arrives, the properties hold:
 - no 5xx from the app except its documented 501 (a scope it does not serve)
   and 503 (a store down); gunicorn's own rejections of a malformed request,
   sent before the app runs, are 4xx;
-- every answer of the app is JSON, and every error carries error and detail;
+- every answer of the app is JSON, or the page for people (GET /,
+  plumbing/page.py) as it is; every error carries error and detail;
 - the worker process never restarts;
 - the state changes only by the writes the app acknowledged: a model of the
   counter and of one user's visits, updated on 2xx answers only, matches the
@@ -26,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from plumbing.page import PAGE
 from serve.processes import AppServer, available_apps, free_port
 from tests.raw import Answer, request, send
 
@@ -167,6 +169,9 @@ def check_answer(method: str, answer: Answer) -> None:
     assert answer.status < 500 or answer.status in (501, 503), answer
     if method in ("HEAD", "OPTIONS"):
         return  # no body to read
+    if answer.headers.get("content-type", "").startswith("text/html"):
+        assert answer.body == PAGE.read_bytes(), answer  # the page for people, and only it
+        return
     body = answer.json()
     if answer.status >= 400:
         assert isinstance(body["error"], str) and isinstance(body["detail"], str), body

@@ -2,6 +2,8 @@
 `make bench`, kept under docs/results/ and rendered into the docs' blocks.
 
     python -m docs.tools.results run       # `make docs-results`: run all three, then render
+    python -m docs.tools.results redraw    # the charts again, from the CSVs kept
+    python -m docs.tools.results soak DIR  # keep a finished `make soak` (its --out DIR)
 
 `run` runs the three make targets one after another (a few minutes on 2
 cores, both cores busy), echoing their output and keeping it beside their
@@ -13,7 +15,10 @@ and exit code, a non-zero one included) and rewrites the generated blocks of
 every page (docs/tools/blocks.py).
 
 Nothing here is typed by hand: the pages show only what render() makes of
-those files.
+those files. `redraw` draws the charts again from the CSVs of the last run
+(compare.csv, counter.csv, matrix.csv) with loadtests/report.py's current
+chart functions, for a chart whose drawing changed; a chart whose data was
+not kept stays as it was, and says so.
 """
 
 import csv
@@ -214,8 +219,38 @@ def day(run: dict[str, Any]) -> str:
 
 
 def image(name: str, page: str, alt: str) -> str:
+    """The chart, linked to itself at full size."""
     target = posixpath.relpath(f"docs/results/{name}", posixpath.dirname(f"docs/{page}"))
-    return f"![{alt}]({target})"
+    return f"[![{alt}]({target})]({target})"
+
+
+# -- redrawing ----------------------------------------------------------------
+
+
+def numbers(row: dict[str, str]) -> dict[str, Any]:
+    """A CSV row with its whole numbers as ints ("n/a" and text as they are)."""
+    return {k: int(v) if v.lstrip("-").isdigit() else v for k, v in row.items()}
+
+
+def redraw() -> int:
+    """The charts again from the kept CSVs, with today's chart functions."""
+    compare = [numbers(row) for row in read_csv("compare.csv")]
+    drawn = [
+        report.chart_anomalies(compare, RESULTS_DIR / "anomalies.png"),
+        report.chart_speed(compare, RESULTS_DIR / "speed.png"),
+        report.chart_matrix(read_csv("matrix.csv"), MATRIX_GROUPS, RESULTS_DIR / "matrix.png"),
+    ]
+    if (RESULTS_DIR / "counter.csv").exists():
+        apps = [row["app"] for row in compare]
+        drawn.append(
+            report.chart_counter_timeline(
+                read_csv("counter.csv"), apps, RESULTS_DIR / "counter.png"
+            )
+        )
+    else:
+        print("counter.png: its data (counter.csv) is not kept; `make docs-results` remakes it")
+    print("redrawn: " + ", ".join(str(path.relative_to(REPO_ROOT)) for path in drawn))
+    return 0
 
 
 def results_page(page: str) -> str:
@@ -388,6 +423,8 @@ def render_tabs(run: dict[str, Any]) -> str:
 
 def render(key: str, page: str) -> str:
     """One block's Markdown, for the page (relative to docs/) it is on."""
+    if key == "soak":
+        return render_soak(page)
     run = load_run()
     if run is None:
         return "_No results run yet: `make docs-results` makes one._"
@@ -427,9 +464,76 @@ def render(key: str, page: str) -> str:
     raise ValueError(f"unknown results block {key!r}")
 
 
+# -- the soak run -------------------------------------------------------------
+
+
+SOAK_FILE = RESULTS_DIR / "soak.json"
+
+
+def keep_soak(folder: Path) -> int:
+    """A finished `make soak` (python -m loadtests.soak) into docs/results: its
+    summary, its samples summed per app and role, and its chart."""
+    from loadtests import soak
+
+    summary = json.loads((folder / "soak.json").read_text())
+    with (folder / "soak.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    totals: dict[tuple[str, str, str], int] = {}
+    for row in rows:
+        key = (row["seconds"], row["app"], row["role"])
+        totals[key] = totals.get(key, 0) + int(row["rss_kb"])
+    with (RESULTS_DIR / "soak.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["seconds", "app", "role", "pid", "rss_kb"])
+        writer.writerows([*key, "all", kb] for key, kb in totals.items())
+    soak.chart(RESULTS_DIR / "soak.csv", RESULTS_DIR / "soak.png")
+    SOAK_FILE.write_text(json.dumps(summary, indent=2) + "\n")
+    from docs.tools import blocks
+
+    print(
+        f"kept: docs/results/soak.json, soak.csv, soak.png; pages rewritten: {blocks.write_all()}"
+    )
+    return 0
+
+
+def render_soak(page: str) -> str:
+    if not SOAK_FILE.exists():
+        return "_No soak run kept yet: `make soak`, then `python -m docs.tools.results soak DIR`._"
+    soak = json.loads(SOAK_FILE.read_text())
+    rows = []
+    for app, r in soak["apps"].items():
+        locust, served = r["locust"], r["app"]
+        rows.append(
+            [
+                f"`{app}`",
+                number(str(r["operations"])),
+                f"{locust['first_mb']} → {locust['last_mb']} (max {locust['max_mb']})",
+                f"{locust['slope_mb_per_min_after_1_min']:+.2f}",
+                f"{served['first_mb']} → {served['last_mb']}",
+                f"{served['slope_mb_per_min_after_1_min']:+.2f}",
+                r["exit_code"],
+                r["verdict"],
+            ]
+        )
+    headers = ["app", "operations", "Locust MB", "Locust MB/min after 1 min", "app MB"]
+    headers += ["app MB/min", "exit code", "verdict"]
+    when = soak["started"].replace("T", " ")[:16]
+    return (
+        f"`{soak['command']}`, from {when} to {soak['finished'][11:16]} UTC "
+        f"on {soak['cores']} cores, both apps at once:\n\n"
+        + table(headers, rows)
+        + "\n\n"
+        + image("soak.png", page, "Resident memory over the soak run, Locust's and the app's")
+    )
+
+
 def main(argv: list[str]) -> int:
     if argv == ["run"]:
         return run_all()
+    if argv == ["redraw"]:
+        return redraw()
+    if len(argv) == 2 and argv[0] == "soak":
+        return keep_soak(Path(argv[1]))
     print(__doc__)
     return 2
 

@@ -1,16 +1,24 @@
-"""Screenshots of Locust's web UI during a real run, for the load-testing page.
+"""Screenshots for the load-testing page: Locust's web UI during a real run,
+and two users' browsers on an app's own page.
 
     python -m docs.tools.screenshots        # `make docs-screenshots`
 
-For each app it starts `python -m loadtests.locust_run APP` (the app under
-the shared gunicorn config, and Locust's web UI on a free 127.0.0.1 port),
-starts the swarm, lets it run until the Correctness tab has something to
-count, and has headless Chromium take each tab. Then it stops the launcher
-by its PID (SIGTERM, which it handles as a Ctrl-C) and waits until it has
-stopped everything it started. The PNGs go to docs/images/ with the date in their names, and
-docs/images/screenshots.json records when, of what, and with which Locust.
+For each app in SHOTS it starts `python -m loadtests.locust_run APP` (the
+app under the shared gunicorn config, and Locust's web UI on a free
+127.0.0.1 port), starts the swarm, lets it run until the Correctness tab has
+something to count, and has headless Chromium take each tab. Then it stops
+the launcher by its PID (SIGTERM, which it handles as a Ctrl-C) and waits
+until it has stopped everything it started.
 
-Chromium is `chromium` on PATH (Debian's package), or CHROMIUM=/path/to/it.
+For each app in PAGES it starts the app (one gunicorn worker process, as in
+tests/test_browser.py), and two Chromium browsers of their own, Alice and
+Bob, each add an article on the app's page (GET /) and load it again; each
+one's page is a picture (loadtests/browser.py).
+
+The PNGs go to docs/images/ with the date in their names, and
+docs/images/screenshots.json records when, of what, and with which Locust.
+Chromium is `chromium` on PATH (Debian's package), or CHROMIUM=/path/to/it;
+the pages need Selenium and chromedriver too.
 """
 
 import json
@@ -44,6 +52,15 @@ SHOTS = (
     ("fixed_db", "correctness", "correctness"),
 )
 TAB_TITLES = {"stats": "Statistics", "charts": "Charts", "correctness": "Correctness"}
+# And two users' pages: (app, the user, "page-" + the user). Each user adds an
+# article, then both pages are loaded again.
+SHOTS += (
+    ("broken_global", "alice", "page-alice"),
+    ("broken_global", "bob", "page-bob"),
+    ("fixed_db", "alice", "page-alice"),
+    ("fixed_db", "bob", "page-bob"),
+)
+ARTICLES = {"alice": "sessions", "bob": "databases"}
 
 
 def chromium() -> str:
@@ -152,15 +169,57 @@ def shoot_app(app: str, tabs: list[tuple[str, str]], date: str, var: str) -> lis
                 raise
 
 
+def shoot_pages(app: str, users: list[str], date: str, var: str) -> list[dict[str, Any]]:
+    """Alice and Bob, each in a browser of their own, add an article; then each
+    page is loaded again and taken."""
+    from loadtests import browser
+    from serve.processes import AppServer
+
+    env = {"VAR_DIR": var}
+    with (
+        AppServer(app, free_port(), env=env, shape="gthread-1x8") as server,
+        browser.browser() as alice,
+        browser.browser() as bob,
+    ):
+        pages = {"alice": browser.Page(alice, server.url + "/")}
+        pages["bob"] = browser.Page(bob, server.url + "/")
+        for user, page in pages.items():
+            page.add(ARTICLES[user])
+        shots = []
+        for user in users:
+            page = pages[user]
+            page.load()
+            path = IMAGES_DIR / f"page-{user}-{app}-{date}.png"
+            taken = datetime.now(UTC)
+            page.driver.save_screenshot(str(path))
+            print(f"  {path.relative_to(REPO_ROOT)}: {page.visits()}", flush=True)
+            shots.append(
+                {
+                    "file": path.name,
+                    "app": app,
+                    "tab": f"{user.title()}'s page",
+                    "name": f"page-{user}",
+                    "taken": taken.isoformat(timespec="seconds"),
+                }
+            )
+    return shots
+
+
 def take_all() -> list[dict[str, Any]]:
     date = datetime.now(UTC).date().isoformat()
     previous = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {"shots": []}
     shots = []
     with tempfile.TemporaryDirectory(prefix="screenshots-var-") as var:
-        for app in dict.fromkeys(app for app, _, _ in SHOTS):
+        locust = [shot for shot in SHOTS if shot[1] in TAB_TITLES]
+        for app in dict.fromkeys(app for app, _, _ in locust):
             print(f"{app}: Locust with {USERS} users ...", flush=True)
-            tabs = [(tab, name) for a, tab, name in SHOTS if a == app]
+            tabs = [(tab, name) for a, tab, name in locust if a == app]
             shots += shoot_app(app, tabs, date, var)
+    pages = [shot for shot in SHOTS if shot[1] not in TAB_TITLES]
+    for app in dict.fromkeys(app for app, _, _ in pages):
+        with tempfile.TemporaryDirectory(prefix="screenshots-var-") as var:
+            print(f"{app}: two users' pages ...", flush=True)
+            shots += shoot_pages(app, [user for a, user, _ in pages if a == app], date, var)
     kept = {shot["file"] for shot in shots}
     for old in previous["shots"]:
         if old["file"] not in kept:
@@ -185,8 +244,16 @@ def render(key: str, page: str) -> str:
         if f"{shot['name']}-{shot['app']}" == key:
             at = shot["taken"].replace("T", " ")[:16]
             relative = os.path.relpath(IMAGES_DIR / shot["file"], (DOCS_DIR / page).parent)
+            target = Path(relative).as_posix()
+            if shot["name"].startswith("page-"):
+                return (
+                    f"[![{shot['tab']} on {shot['app']}]({target})]({target})\n\n"
+                    f"<small>{shot['tab']} on `{shot['app']}` (gunicorn gthread, one worker "
+                    f"process), in a Chromium of its own, taken {at} UTC by "
+                    f"`{manifest['produced_by']}`.</small>"
+                )
             return (
-                f"![Locust's {shot['tab']} tab, {shot['app']}]({Path(relative).as_posix()})\n\n"
+                f"[![Locust's {shot['tab']} tab, {shot['app']}]({target})]({target})\n\n"
                 f"<small>The {shot['tab']} tab during a run against `{shot['app']}` "
                 f"({manifest['server']}, {manifest['users']} users), taken {at} UTC "
                 f"with Locust {manifest['locust']} by `{manifest['produced_by']}`.</small>"
