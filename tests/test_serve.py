@@ -2,10 +2,12 @@
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +79,35 @@ def test_a_port_held_by_a_stale_server_is_named_with_its_pid():
         held = rf"port {port} is already in use by pid {os.getpid()}"
         with pytest.raises(RuntimeError, match=held):
             AppServer("broken_global", port).start()
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("attempt", range(4))
+def test_ctrl_c_during_start_up_leaves_nothing_running(isolated_var_dir, attempt):
+    # The moment the store's process exists, before the launcher has heard
+    # back from it: a server started inside start() must still be stopped.
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "serve", "fixed_cache", "--port", str(free_port())],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    started: list[int] = []
+    deadline = time.monotonic() + 20
+    while not started and launcher.poll() is None and time.monotonic() < deadline:
+        started = children_of(launcher.pid)
+    assert started, "the launcher started no server"
+    os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    launcher.wait(timeout=30)
+    assert wait_until_gone(started) == []
