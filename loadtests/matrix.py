@@ -2,11 +2,12 @@
 
 Which shape of server breaks which app, read from recorded histories:
 Flask's development server (threaded), gunicorn with 1 or 4 sync workers,
-gthread with 1 worker x 8 threads, and the shared 2 x 4. broken_global's
-counter is exact only with one sync worker: threads lose updates, processes
-diverge. Its one visits list leaks under every shape, concurrency or not.
-The fixed apps show nothing, except fixed_session's same-user race wherever
-one user's requests can run at once.
+gthread with 1 worker x 8 threads, the shared 2 x 4, and gevent with 1
+worker x 50 greenlets. broken_global's counter is exact only with one sync
+worker: threads and greenlets lose updates, processes diverge. Its one
+visits list leaks under every shape, concurrency or not. The fixed apps show
+nothing, except fixed_session's same-user race wherever one user's requests
+can run at once.
 
     $ python -m loadtests.matrix                       # 2026-11-21, 2 cores
     [ 1/20] broken_global  flask-dev    lost updates 111   divergence 0     visits 301 ...

@@ -6,12 +6,14 @@ apps. Always bound to 127.0.0.1. The environment may change the shape (the
 correctness matrix does) but not the address:
 
     PORT=5000  GUNICORN_WORKERS=2  GUNICORN_THREADS=4  GUNICORN_WORKER_CLASS=gthread
+    GUNICORN_WORKER_CONNECTIONS=1000   (gevent: greenlets per worker, its default)
 """
 
 import os
 
 # The shape when the environment does not set it; serve/processes.py reads these too.
 DEFAULTS = {"GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "4", "GUNICORN_WORKER_CLASS": "gthread"}
+DEFAULTS["GUNICORN_WORKER_CONNECTIONS"] = "1000"
 
 
 def setting(name: str) -> str:
@@ -22,6 +24,7 @@ bind = f"127.0.0.1:{int(os.environ.get('PORT', '8000'))}"
 workers = int(setting("GUNICORN_WORKERS"))
 threads = int(setting("GUNICORN_THREADS"))
 worker_class = setting("GUNICORN_WORKER_CLASS")
+worker_connections = int(setting("GUNICORN_WORKER_CONNECTIONS"))
 # How long an idle kept-alive connection stays open, in seconds. Longer than
 # any client of these apps keeps one idle, so the client always gives it up
 # first: a server that closes an idle connection races the client reusing it,

@@ -48,6 +48,9 @@ SHAPES = {
     "sync-4": gunicorn_shape("sync", 4, 1),
     "gthread-1x8": gunicorn_shape("gthread", 1, 8),
     "gthread-2x4": gunicorn_shape("gthread", 2, 4),
+    # gevent: one thread, up to 50 greenlets, each request one of them
+    # (examples/gevent_greenlets_share_globals.py shows what that does to globals).
+    "gevent-1x50": {**gunicorn_shape("gevent", 1, 1), "GUNICORN_WORKER_CONNECTIONS": "50"},
     "config": {},
 }
 MATRIX_SHAPES = [shape for shape in SHAPES if shape != "config"]
@@ -172,6 +175,11 @@ class AppServer(Service):
         """How the server runs, e.g. "gunicorn gthread 2 workers x 4 threads"."""
         if SHAPES[self.shape_name] is None:
             return "Flask development server (threaded)"
+        if self.setting("GUNICORN_WORKER_CLASS") == "gevent":
+            return (
+                f"gunicorn gevent {self.setting('GUNICORN_WORKERS')} workers x "
+                f"{self.setting('GUNICORN_WORKER_CONNECTIONS')} greenlets"
+            )
         return (
             f"gunicorn {self.setting('GUNICORN_WORKER_CLASS')} "
             f"{self.setting('GUNICORN_WORKERS')} workers x "

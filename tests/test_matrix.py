@@ -1,11 +1,12 @@
 """The correctness matrix on a reduced size: the shape of server decides what
-breaks in broken_global, and nothing breaks in fixed_db."""
+breaks in broken_global (gevent's greenlets as surely as threads), and
+nothing breaks in fixed_db."""
 
 import csv
 
 from loadtests import matrix
 
-SHAPES = ["sync-1", "sync-4", "gthread-1x8"]
+SHAPES = ["sync-1", "sync-4", "gthread-1x8", "gevent-1x50"]
 
 
 def test_the_matrix_tells_threads_from_processes(isolated_var_dir, tmp_path, capsys):
@@ -30,6 +31,11 @@ def test_the_matrix_tells_threads_from_processes(isolated_var_dir, tmp_path, cap
     assert int(threads["lost updates"]) > 0
     assert threads["divergence"] == "0"
     assert int(threads["greet"]) > 0
+
+    greenlets = cell["broken_global", "gevent-1x50"]  # one thread, yet globals break
+    assert int(greenlets["lost updates"]) > 0
+    assert greenlets["divergence"] == "0"
+    assert int(greenlets["greet"]) > 0
 
     for shape in SHAPES:
         row = cell["fixed_db", shape]
