@@ -9,10 +9,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from flask import session
 
+from fixed_session import store as store_module
 from fixed_session.store import BoundedFileStore
 from serve.valkey import EmbeddedValkey
 from tests.conftest import make_app
@@ -109,7 +111,7 @@ def test_a_flood_of_new_users_cannot_grow_the_store_past_its_limit(monkeypatch, 
 
 def test_a_reader_never_sees_half_a_rewrite(tmp_path):
     # Two threads rewrite one file while a third reads it 10,000 times. Without
-    # the locks in store.py, some reads mix both versions (12 runs of 12 failed).
+    # the locks in store.py, some reads mix both versions: the next test.
     store = BoundedFileStore(str(tmp_path), limit=10)
     versions = {letter: letter.encode() * 64_000 for letter in "ab"}  # written in many pages
     store.set("shared", versions["a"])
@@ -218,3 +220,81 @@ def test_a_dead_redis_store_gets_a_503_then_recovers(monkeypatch, tmp_path):
         assert (response.status_code, response.json) == (201, {"visits": ["a1", "a3"]})
     finally:
         valkey.stop()
+
+
+def test_without_the_locks_a_reader_sees_half_a_rewrite(monkeypatch, tmp_path):
+    # The same writers and reader as above, with store.py's flock calls made
+    # no-ops: a read then mixes two versions. Rounds until one is seen, bounded.
+    monkeypatch.setattr(
+        store_module, "fcntl", SimpleNamespace(flock=lambda fd, op: None, LOCK_SH=0, LOCK_EX=0)
+    )
+    store = BoundedFileStore(str(tmp_path), limit=10)
+    versions = {letter: letter.encode() * 64_000 for letter in "ab"}
+    store.set("shared", versions["a"])
+    stop = threading.Event()
+
+    def rewrite(letter: str) -> None:
+        while not stop.is_set():
+            store.set("shared", versions[letter])
+
+    writers = [threading.Thread(target=rewrite, args=(letter,)) for letter in "ab"]
+    for writer in writers:
+        writer.start()
+    torn = 0
+    try:
+        for _ in range(50):  # rounds of 2,000 reads
+            torn += sum(store.get("shared") not in versions.values() for _ in range(2_000))
+            if torn:
+                break
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    assert torn > 0  # a read that is neither version: half of one, half of the other
+
+
+def login_app(monkeypatch, *, regenerate: bool):
+    """fixed_session's app with a tiny login: a privilege change."""
+    app = build(monkeypatch)
+
+    def login():
+        if regenerate:
+            app.session_interface.regenerate(session)  # Flask-Session 0.8: a new id
+        session["user"] = "alice"
+        return {}
+
+    app.add_url_rule("/login", view_func=login, methods=["POST"])
+    return app
+
+
+def session_id(client, app) -> str:
+    return client.get_cookie(app.config["SESSION_COOKIE_NAME"]).value
+
+
+@pytest.mark.parametrize("regenerate", [False, True])
+def test_a_login_keeps_the_session_id_unless_it_is_regenerated(monkeypatch, regenerate):
+    app = login_app(monkeypatch, regenerate=regenerate)
+    attacker = app.test_client()
+    attacker.post("/visits", json={"article": "a1"})  # a real session id, planted below
+    planted = session_id(attacker, app)
+    victim = app.test_client()
+    victim.set_cookie(app.config["SESSION_COOKIE_NAME"], planted)
+    victim.post("/login")
+    after = session_id(victim, app)
+    if regenerate:
+        assert after != planted
+        attacker_sees = app.session_interface.open_session(app, attacker_request(app, planted))
+        assert "user" not in attacker_sees  # the old id no longer names the login
+    else:  # Flask-Session accepted the existing id and kept it: the attacker is logged in
+        assert after == planted
+        assert (
+            app.session_interface.open_session(app, attacker_request(app, planted))["user"]
+            == "alice"
+        )
+
+
+def attacker_request(app, sid: str):
+    with app.test_request_context(
+        headers={"Cookie": f"{app.config['SESSION_COOKIE_NAME']}={sid}"}
+    ) as context:
+        return context.request
