@@ -35,6 +35,7 @@ EXAMPLES = (
     "schema_race_at_startup",
     "gevent_greenlets_share_globals",
     "uwsgi_loads_before_fork",
+    "hosts_behind_a_balancer",
 )
 
 

@@ -9,6 +9,9 @@ the top-level README.md:
 
     SECRET_KEY          signs cookies; if unset, generated once into
                         VAR_DIR/secret_key (mode 0600), shared by every worker
+    SECRET_KEY_FALLBACKS  earlier keys, comma-separated: cookies they signed are
+                        still read, new ones are signed with SECRET_KEY (to
+                        rotate the key on every host without logging users out)
     WORK_MS             work a handler does between reading and writing state,
                         standing in for a query or an API call (default 2)
     FIXED_DB_BACKEND    fixed_db's store: sqlite (default) or postgres (the launchers
@@ -79,6 +82,15 @@ def work_seconds() -> float:
     if value < 0:
         raise ValueError(f"WORK_MS must not be negative, got {raw!r}")
     return value / 1000
+
+
+def secret_key_fallbacks() -> list[str]:
+    """SECRET_KEY_FALLBACKS from the environment, oldest first; Flask's session
+    cookie reads it (Flask 3.1+, sessions.py get_signing_serializer), and so
+    does the user cookie (plumbing/users.py)."""
+    return [
+        key.strip() for key in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if key.strip()
+    ]
 
 
 def load_secret_key(directory: Path) -> str:

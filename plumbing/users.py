@@ -28,7 +28,9 @@ COOKIE_NAME = "uid"
 
 
 def _serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.secret_key, salt="user-id")
+    # Signs with the current key; reads cookies signed with a fallback too.
+    keys = [*(current_app.config.get("SECRET_KEY_FALLBACKS") or []), current_app.secret_key]
+    return URLSafeSerializer(keys, salt="user-id")
 
 
 def new_user_id() -> str:

@@ -23,7 +23,8 @@ def isolated_var_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("VAR_DIR", str(tmp_path / "var"))
     # Settings a user may have exported, e.g. by `make test DB=postgres`: each
     # test chooses its store itself.
-    chosen = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "SESSION_REDIS_URL")
+    chosen = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "DATABASE_URL", "REDIS_URL")
+    chosen += ("SESSION_REDIS_URL",)
     chosen += ("FIXED_DB_BACKEND", "POSTGRES_POOL_SIZE", "VALKEY_APPENDFSYNC")
     chosen += ("GUNICORN_WORKERS", "GUNICORN_THREADS", "GUNICORN_WORKER_CLASS")
     for name in chosen:

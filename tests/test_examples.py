@@ -33,6 +33,7 @@ from examples import (
     half_fix_secret_per_worker,
     half_fix_session_defaults,
     half_fix_sqlite_read_then_write,
+    hosts_behind_a_balancer,
     preload_secret_until_restart,
     schema_race_at_startup,
     seed_app_context_per_request,
@@ -390,3 +391,17 @@ def test_the_runner_prints_one_line_per_example_and_rejects_unknown_names(capsys
     assert lines[1].startswith("[proven] seed_app_context_per_request: ")
     assert lines[2].startswith("2 of 2 examples show their point")
     assert main(["no_such_example"]) == 2
+
+
+@pytest.mark.gunicorn
+def test_sticky_sessions_hide_per_host_state_until_a_restart():
+    finding = hosts_behind_a_balancer.prove()
+    broken, fixed = finding.broken, finding.fixed
+    assert broken.round_robin == [1, 1, 2, 2, 3, 3]  # two hosts, two counters
+    assert broken.sticky == [1, 2, 3, 4, 5]  # pinned to one: looks right...
+    assert broken.after_restart == 1  # ...until that host restarts
+    assert None in finding.key_per_host and "ann" in finding.key_per_host
+    assert fixed.round_robin == [1, 2, 3, 4, 5, 6]
+    assert fixed.sticky == [1, 2, 3, 4, 5] and fixed.after_restart == 6
+    assert finding.shared_key == ["ann"] * 4
+    assert finding.holds

@@ -93,3 +93,23 @@ def test_a_new_users_retry_with_the_same_key_is_the_same_user():
     assert user("key-1") == user("key-1")
     assert user("key-1") != user("key-2")
     assert user(None) != user(None)  # without a key, every new user is new
+
+
+def test_a_rotated_key_keeps_users_when_the_old_one_is_a_fallback(monkeypatch):
+    # Many hosts, one key, rotated: the old key moves to SECRET_KEY_FALLBACKS.
+    from plumbing import create_base_app, current_user_id
+
+    def app_with(key: str, fallbacks: str = ""):
+        monkeypatch.setenv("SECRET_KEY", key)
+        monkeypatch.setenv("SECRET_KEY_FALLBACKS", fallbacks)
+        app = create_base_app("who_calls", {"TESTING": True})
+        app.get("/who")(lambda: {"user": current_user_id()})
+        return app
+
+    old = app_with("old-key").test_client()
+    user = old.get("/who").json["user"]
+    cookie = old.get_cookie("uid").value
+    for fallbacks, same_user in (("", False), ("older-key, old-key", True)):
+        rotated = app_with("new-key", fallbacks).test_client()
+        rotated.set_cookie("uid", cookie)
+        assert (rotated.get("/who").json["user"] == user) is same_user
