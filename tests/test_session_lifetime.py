@@ -3,7 +3,8 @@
 Checked against Flask 3.1 and Flask-Session 0.8 (tests/test_claims.py fails
 on other versions). Two rules decide it:
 
-- Flask's SecureCookieSessionInterface.should_set_cookie (flask/sessions.py):
+- Flask's SessionInterface.should_set_cookie (flask/sessions.py), called by
+  SecureCookieSessionInterface.save_session:
   the cookie is set when the session was modified, or when it is permanent
   and SESSION_REFRESH_EACH_REQUEST is on.
 - Flask-Session's ServerSideSessionInterface.should_set_storage
