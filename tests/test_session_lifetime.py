@@ -83,9 +83,9 @@ def test_flask_sessions_store_keeps_an_in_place_change_only_when_refreshed(monke
     assert client.get("/visits").json == {"visits": expected}
 
 
-LIFETIME_SECONDS = 2  # the file store keeps whole seconds: expiry is int(now) + 2
-READ_EVERY_SECONDS = 0.5
-READING_FOR_SECONDS = 4.5  # past any expiry set by the one write
+LIFETIME_SECONDS = 3  # the file store keeps whole seconds: expiry is int(now) + 3
+READ_EVERY_SECONDS = 0.5  # a read comes long before a refreshed expiry runs out
+READING_FOR_SECONDS = 5.5  # past any expiry set by the one write
 
 
 @pytest.mark.parametrize("refresh", [True, False])
@@ -101,10 +101,10 @@ def test_a_user_who_only_reads_keeps_the_session_only_when_refreshed(monkeypatch
     seen, cookie_refreshed = [], []
     deadline = time.monotonic() + READING_FOR_SECONDS
     while time.monotonic() < deadline:
-        time.sleep(READ_EVERY_SECONDS)
-        response = client.get("/visits")
+        response = client.get("/visits")  # the first one at once
         seen.append(response.json["visits"])
         cookie_refreshed.append("Set-Cookie" in response.headers)
+        time.sleep(READ_EVERY_SECONDS)
     if refresh:  # each read rewrote the store's expiry and the cookie's
         assert seen == [["a1"]] * len(seen)
         assert all(cookie_refreshed)
