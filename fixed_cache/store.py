@@ -9,7 +9,9 @@ breaker on first use, after gunicorn forks, never at import; each of its
 threads then keeps one connection of its own for as long as it lives: a
 command skips the pool's lock and its check that the connection is idle,
 which cost the workers 40 to 80 us of CPU per increment under load on 2 cores
-(the "app us" column of `python -m loadtests.bench fixed_cache`). A thread
+(the "app us" column of `python -m loadtests.bench fixed_cache`, run by hand
+with either version on 2026-11-21; the per-command check-out is not kept to
+be measured again). A thread
 that ends (`flask run` starts one per connection) gives it back to the pool.
 
 A write is never sent twice. INCR and RPUSH are not idempotent: a client that

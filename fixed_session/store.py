@@ -33,10 +33,11 @@ what a user can rebuild; what must survive a power cut belongs in fixed_db.
 
 Bounding. cachelib can cap its file store with `threshold`, but it keeps the
 file count in a file that each process reads, adds one to and writes back:
-the lost update this repository is about. Under gunicorn the count drifts (a
-trial with a threshold of 200 ended with 599 files), and once over the
-threshold every write reads every file to find what to delete (120
-requests/s). Here there is no count to keep. Each process, at the first new
+the lost update this repository is about (cachelib/file.py,
+FileSystemCache._update_count). Under gunicorn the count drifts (one trial
+by hand, not kept: a threshold of 200 ended with 599 files), and once over
+the threshold every write reads every file to find what to delete (about 120
+requests/s in the same trial). Here there is no count to keep. Each process, at the first new
 session it creates and after every `sweep_every` more, lists the folder and
 deletes the least recently written files beyond `limit`. However fast the
 flood, and however often the app restarts, the folder holds at most
