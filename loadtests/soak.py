@@ -156,15 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     summary["command"] = f"python -m loadtests.soak {' '.join(apps)} --minutes {args.minutes:g}"
     summary["command"] += f" --users {args.users}"
     for run in runs:
-        summary["apps"][run.app] = report(run, samples)
+        summary["apps"][run.app] = report(run, samples, args.minutes)
     (args.out / "soak.json").write_text(json.dumps(summary, indent=2) + "\n")
-    chart(args.out / "soak.csv", args.out / "soak.png")
+    chart(args.out / "soak.csv", args.out / "soak.png", args.minutes * 60)
     print(f"results: {args.out}/soak.csv, soak.json, soak.png; logs {args.out}/APP.log")
     return 0
 
 
-def chart(samples_csv: Path, path: Path) -> Path:
-    """Resident memory over time, per app: Locust's processes and the app's."""
+def chart(samples_csv: Path, path: Path, until: float) -> Path:
+    """Resident memory over time, per app: Locust's processes and the app's,
+    while the runs ran (`until` seconds)."""
     from loadtests.report import pyplot, save
 
     with samples_csv.open(newline="") as f:
@@ -177,7 +178,7 @@ def chart(samples_csv: Path, path: Path) -> Path:
         for n, app in enumerate(apps):
             totals: dict[float, int] = {}
             for row in rows:
-                if row["app"] == app and row["role"] == role:
+                if row["app"] == app and row["role"] == role and float(row["seconds"]) <= until:
                     at = float(row["seconds"])
                     totals[at] = totals.get(at, 0) + int(row["rss_kb"])
             points = sorted(totals.items())
@@ -191,37 +192,47 @@ def chart(samples_csv: Path, path: Path) -> Path:
     return save(fig, path)
 
 
-def report(run: Run, samples: list[dict]) -> dict:
+def memory(samples: list[dict], app: str, role: str, until: float) -> dict:
+    """One app's Locust ("locust") or gunicorn ("app") memory, all its processes
+    summed, over the run: the samples taken before the run time was up (the
+    last ones catch the processes quitting)."""
+    totals: dict[float, int] = {}
+    for s in samples:
+        if s["app"] == app and s["role"] == role and float(s["seconds"]) <= until:
+            at = float(s["seconds"])
+            totals[at] = totals.get(at, 0) + int(s["rss_kb"])
+    points = sorted(totals.items())
+    if not points:
+        return {}
+    slope = slope_mb_per_minute([(t, kb) for t, kb in points if t >= WARM_UP_SECONDS])
+    return {
+        "first_mb": round(points[0][1] / 1024, 1),
+        "last_mb": round(points[-1][1] / 1024, 1),
+        "max_mb": round(max(kb for _, kb in points) / 1024, 1),
+        "slope_mb_per_min_after_1_min": None if slope is None else round(slope, 3),
+    }
+
+
+def report(run: Run, samples: list[dict], minutes: float) -> dict:
     """What one app's run came to, printed and returned for soak.json."""
     mine = [s for s in samples if s["app"] == run.app]
     result: dict = {"exit_code": run.launcher.returncode}
     for role in ("locust", "app"):
-        totals: dict[float, int] = {}
-        for s in mine:
-            if s["role"] == role:
-                totals[s["seconds"]] = totals.get(s["seconds"], 0) + s["rss_kb"]
-        points = sorted(totals.items())
-        late = [(t, kb) for t, kb in points if t >= WARM_UP_SECONDS]
-        slope = slope_mb_per_minute(late)
-        result[role] = {
-            "first_mb": round(points[0][1] / 1024, 1) if points else None,
-            "last_mb": round(points[-1][1] / 1024, 1) if points else None,
-            "max_mb": round(max(kb for _, kb in points) / 1024, 1) if points else None,
-            "slope_mb_per_min_after_1_min": None if slope is None else round(slope, 3),
-        }
+        result[role] = memory(mine, run.app, role, minutes * 60)
     verdict = re.search(r"^  run +verdict +\S+ +(.*)$", run.output(), re.M)
     result["verdict"] = verdict[1] if verdict else None
     result["operations"] = run.operations()
     ops = re.search(r"^  run +operations +(\d+)", run.output(), re.M)
     result["operations"] = int(ops[1]) if ops else result["operations"]
     took = max((s["seconds"] for s in mine), default=0)
-    locust, app = result["locust"], result["app"]
+    locust, app = result["locust"] or {}, result["app"] or {}
     print(
         f"{run.app}: exit code {result['exit_code']}; "
         f"{result['operations']} operations in ~{took:.0f} s; "
-        f"Locust RSS {locust['first_mb']} -> {locust['last_mb']} MB (max {locust['max_mb']}), "
-        f"slope after 1 min {locust['slope_mb_per_min_after_1_min']} MB/min; "
-        f"app RSS {app['first_mb']} -> {app['last_mb']} MB; verdict: {result['verdict']}",
+        f"Locust RSS {locust.get('first_mb')} -> {locust.get('last_mb')} MB "
+        f"(max {locust.get('max_mb')}), "
+        f"slope after 1 min {locust.get('slope_mb_per_min_after_1_min')} MB/min; "
+        f"app RSS {app.get('first_mb')} -> {app.get('last_mb')} MB; verdict: {result['verdict']}",
         flush=True,
     )
     return result

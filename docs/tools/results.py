@@ -46,7 +46,10 @@ MAKE_COMMAND = "make docs-results"
 
 # The make targets run, in order, and the files each leaves in var/results.
 TARGETS = {
-    "compare": ("compare.csv", "anomalies.png", "counter.png", "speed.png", "hammer.json"),
+    "compare": (
+        *("compare.csv", "counter.csv", "anomalies.png", "counter.png", "speed.png"),
+        "hammer.json",
+    ),
     "matrix": ("matrix.csv", "matrix.png"),
     "bench": ("bench.csv",),
 }
@@ -345,6 +348,8 @@ def shape_name(shape: str) -> str:
     if env is None:
         return "`flask run` (threaded)"
     workers, threads = env["GUNICORN_WORKERS"], env["GUNICORN_THREADS"]
+    if env["GUNICORN_WORKER_CLASS"] == "gevent":  # greenlets, not threads
+        return f"gunicorn gevent {workers} x {env['GUNICORN_WORKER_CONNECTIONS']} greenlets"
     return f"gunicorn {env['GUNICORN_WORKER_CLASS']} {workers} x {threads}"
 
 
@@ -478,6 +483,22 @@ def keep_soak(folder: Path) -> int:
     summary = json.loads((folder / "soak.json").read_text())
     with (folder / "soak.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
+    # The memory figures from the samples taken while the runs ran (soak.memory).
+    for app, result in summary["apps"].items():
+        for role in ("locust", "app"):
+            result[role] = soak.memory(rows, app, role, summary["minutes"] * 60)
+    if "started" not in summary:  # a soak.json from before it said when and how
+        stamps = [
+            re.findall(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", log.read_text(), re.M)
+            for log in (folder / f"{app}.log" for app in summary["apps"])
+        ]
+        summary["started"] = min(s[0] for s in stamps).replace(" ", "T") + "+00:00"
+        summary["finished"] = max(s[-1] for s in stamps).replace(" ", "T") + "+00:00"
+        summary["cores"] = os.cpu_count()
+        summary["command"] = (
+            f"python -m loadtests.soak {' '.join(summary['apps'])} "
+            f"--minutes {summary['minutes']:g} --users {summary['users']}"
+        )
     totals: dict[tuple[str, str, str], int] = {}
     for row in rows:
         key = (row["seconds"], row["app"], row["role"])
@@ -486,7 +507,7 @@ def keep_soak(folder: Path) -> int:
         writer = csv.writer(f)
         writer.writerow(["seconds", "app", "role", "pid", "rss_kb"])
         writer.writerows([*key, "all", kb] for key, kb in totals.items())
-    soak.chart(RESULTS_DIR / "soak.csv", RESULTS_DIR / "soak.png")
+    soak.chart(RESULTS_DIR / "soak.csv", RESULTS_DIR / "soak.png", summary["minutes"] * 60)
     SOAK_FILE.write_text(json.dumps(summary, indent=2) + "\n")
     from docs.tools import blocks
 
