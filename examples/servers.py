@@ -34,7 +34,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from plumbing.config import REPO_ROOT
 from plumbing.http import worker_id
-from serve.pids import Service, free_port, stop_process
+from serve.pids import Service, free_port, spawn, stop_process
 
 START_TIMEOUT_SECONDS = 20.0
 T = TypeVar("T")
@@ -144,13 +144,14 @@ class Gunicorn(Service):
 
     def start(self) -> Self:
         with (self.log_dir / "gunicorn.log").open("ab") as log:
-            self.process = subprocess.Popen(
+            # Its own process group (workers are known by it), and stopped by the
+            # kernel if this process is killed outright (serve.pids.spawn).
+            self.process = spawn(
                 self.command(),
                 cwd=REPO_ROOT,
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: workers are known by it
             )
         try:
             self.wait_until_every_worker_answers()
@@ -276,9 +277,8 @@ def flask_run(app_import: str) -> Iterator[str]:
     ]  # fmt: skip
     env = {**os.environ, "FLASK_DEBUG": "0"}
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
+        process = spawn(
             command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
         )  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}"
