@@ -11,7 +11,9 @@ serve/registry.py; `--app-port 0` picks a free one), with its backing
 server if it has one. Locust runs loadtests/locustfile.py, listening on
 127.0.0.1 only: the web UI, and the master's port for its workers. Arguments
 after `--` go to Locust (the master). A headless run exits with Locust's
-exit code: 1 when an app that should be correct showed an anomaly.
+exit code: 1 when an app that should be correct showed an anomaly or
+answered with errors (requests that got no answer do not count: their
+outcome is unknown, see loadtests/correctness_tab.py).
 """
 
 import argparse
