@@ -24,7 +24,7 @@ from loadtests.writes import (
     definitely_failed,
     fate,
     first_success,
-    read_summary,
+    judge_final_reads,
     relative,
     requests_of,
     span,
@@ -178,26 +178,7 @@ class CounterTally:
             return
         base = self.base or {}
         low, ambiguous = self.acknowledged, self.ambiguous
-        high = low + ambiguous
-        counts = {id(e): relative(e, base) for e in finals}
-        wrong = [e for e in finals if not low <= counts[id(e)] <= high]
-        verdict.final_reads_wrong = len(wrong)
-        if not wrong:
-            return
-        counted = f"{low} acknowledged and {ambiguous} ambiguous increments"
-        worst = max(wrong, key=lambda e: abs(counts[id(e)] - low))
-        self.note("final_reads_wrong", f"{read_summary(worst, base)} after {counted}", [worst])
-        highest = max(wrong, key=lambda e: counts[id(e)])
-        lowest = min(wrong, key=lambda e: counts[id(e)])
-        if (excess := counts[id(highest)] - high) > verdict.applied_twice:
-            verdict.applied_twice = excess
-            summary = f"{read_summary(highest, base)} after {counted}: {excess} too many"
-            self.note("applied_twice", summary, [*self.retried, highest])
-        if (deficit := low - counts[id(lowest)]) > 0:
-            verdict.acknowledged_lost = deficit
-            read = read_summary(lowest, base)
-            summary = f"{read} after {low} acknowledged increments: {deficit} missing"
-            self.note("acknowledged_lost", summary, [lowest])
+        judge_final_reads(finals, low, ambiguous, base, verdict, self.note, lambda: self.retried)
 
     def note(self, name: str, summary: str, witness: list[Event]) -> None:
         self.final_examples[name] = anomaly(name, summary, witness)

@@ -27,6 +27,7 @@ retried as a naive client would, and the final read one of three too high:
 
 import itertools
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from loadtests.history import NOT_APPLIED, Event
@@ -192,42 +193,56 @@ def check_final_read(
     base: dict[str, int],
     verdict: "Verdict",
 ) -> None:
-    """A read after the last increment (and after the history's reset) must
-    lie between the acknowledged requests and those plus the ambiguous ones,
-    counted from its process's baseline. Above it, the excess was applied
-    twice; below it, acknowledged increments were lost."""
+    """The final-read rule (judge_final_reads) on a whole history."""
     last_increment_end = max(e.end for attempts in requests for e in attempts)
-    final_reads = [e for e in history if e.op == "read" and e.ok and e.start > last_increment_end]
-    low, ambiguous = fates.count(ACKNOWLEDGED), fates.count(AMBIGUOUS)
-    high = low + ambiguous
-    counts = {id(e): relative(e, base) for e in final_reads}
-    wrong = [e for e in final_reads if not low <= counts[id(e)] <= high]
-    verdict.final_reads_wrong = len(wrong)
-    if not wrong:
-        return
-    counted = f"{low} acknowledged and {ambiguous} ambiguous increments"
-    worst = max(wrong, key=lambda e: abs(counts[id(e)] - low))
-    verdict.note("final_reads_wrong", f"{read_summary(worst, base)} after {counted}", [worst])
+    finals = [e for e in history if e.op == "read" and e.ok and e.start > last_increment_end]
 
-    highest = max(wrong, key=lambda e: counts[id(e)])
-    lowest = min(wrong, key=lambda e: counts[id(e)])
-    if (excess := counts[id(highest)] - high) > verdict.applied_twice:
-        verdict.applied_twice = excess
-        # A likely double: the smallest acknowledged request that was retried
-        # after an attempt that may have been applied.
+    def likely_double() -> list[Event]:  # the smallest retried acknowledged request
         retried = [
             attempts
             for attempts, f in zip(requests, fates, strict=True)
             if f == ACKNOWLEDGED and not all(map(definitely_failed, attempts[:-1]))
         ]
-        witness = min(retried, key=span, default=[])
+        return min(retried, key=span, default=[])
+
+    low, ambiguous = fates.count(ACKNOWLEDGED), fates.count(AMBIGUOUS)
+    judge_final_reads(finals, low, ambiguous, base, verdict, verdict.note, likely_double)
+
+
+def judge_final_reads(
+    finals: list[Event],
+    low: int,
+    ambiguous: int,
+    base: dict[str, int],
+    verdict: "Verdict",
+    note: Callable[[str, str, list[Event]], None],
+    likely_double: Callable[[], list[Event]],
+) -> None:
+    """A read after the last increment (and the history's reset) must lie
+    between the `low` acknowledged requests and those plus the `ambiguous`
+    ones, counted from its process's baseline: above, the excess was applied
+    twice; below, acknowledged increments were lost. The checker and Locust's
+    tally (tally_counter.py) both judge with this one function."""
+    high = low + ambiguous
+    counts = {id(e): relative(e, base) for e in finals}
+    wrong = [e for e in finals if not low <= counts[id(e)] <= high]
+    verdict.final_reads_wrong = len(wrong)
+    if not wrong:
+        return
+    counted = f"{low} acknowledged and {ambiguous} ambiguous increments"
+    worst = max(wrong, key=lambda e: abs(counts[id(e)] - low))
+    note("final_reads_wrong", f"{read_summary(worst, base)} after {counted}", [worst])
+    highest = max(wrong, key=lambda e: counts[id(e)])
+    lowest = min(wrong, key=lambda e: counts[id(e)])
+    if (excess := counts[id(highest)] - high) > verdict.applied_twice:
+        verdict.applied_twice = excess
         summary = f"{read_summary(highest, base)} after {counted}: {excess} too many"
-        verdict.note("applied_twice", summary, [*witness, highest])
+        note("applied_twice", summary, [*likely_double(), highest])
     if (deficit := low - counts[id(lowest)]) > 0:
         verdict.acknowledged_lost = deficit
         read = read_summary(lowest, base)
         summary = f"{read} after {low} acknowledged increments: {deficit} missing"
-        verdict.note("acknowledged_lost", summary, [lowest])
+        note("acknowledged_lost", summary, [lowest])
 
 
 def check_visits(history: list[Event], verdict: "Verdict") -> None:
