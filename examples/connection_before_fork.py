@@ -282,19 +282,27 @@ class Finding:
         )
 
 
-def prove() -> Finding:
+def observe_each(servers: Callable[[dict[str, str]], dict[str, Gunicorn]]) -> dict[str, Run]:
+    """One Valkey with the keys stored; each server `servers(env)` names, run
+    in turn against it and observed (uwsgi_loads_before_fork uses this too)."""
     runs = {}
     with tempfile.TemporaryDirectory() as directory, EmbeddedValkey(Path(directory)) as server:
         valkey = redis.Redis.from_url(server.url, decode_responses=True, socket_timeout=5)
         store_keys(valkey)
-        env = {"REDIS_URL": server.url}
-        shapes = {
-            "preloaded": Gunicorn(BROKEN, options=["--preload"], env=env),
-            "not_preloaded": Gunicorn(BROKEN, env=env),
-            "made_after_fork": Gunicorn(FIXED, options=["--preload"], env=env),
-        }
-        for name, gunicorn in shapes.items():
-            with gunicorn:
-                runs[name] = observe(gunicorn, valkey)
+        for name, app_server in servers({"REDIS_URL": server.url}).items():
+            with app_server:
+                runs[name] = observe(app_server, valkey)
         valkey.close()
-    return Finding(**runs)
+    return runs
+
+
+def prove() -> Finding:
+    return Finding(
+        **observe_each(
+            lambda env: {
+                "preloaded": Gunicorn(BROKEN, options=["--preload"], env=env),
+                "not_preloaded": Gunicorn(BROKEN, env=env),
+                "made_after_fork": Gunicorn(FIXED, options=["--preload"], env=env),
+            }
+        )
+    )

@@ -27,15 +27,10 @@ pid check or in a post-fork hook (uWSGI's: uwsgidecorators.postfork); or
 compiler and Python's headers); without it, this proof says so and fails.
 """
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
-import redis
-
-from examples.connection_before_fork import BROKEN, Run, observe, store_keys
+from examples.connection_before_fork import BROKEN, Run, observe_each
 from examples.servers import Uwsgi
-from serve.valkey import EmbeddedValkey
 
 LABEL = "proven"
 
@@ -63,17 +58,11 @@ class Finding:
 
 
 def prove() -> Finding:
-    runs = {}
-    with tempfile.TemporaryDirectory() as directory, EmbeddedValkey(Path(directory)) as server:
-        valkey = redis.Redis.from_url(server.url, decode_responses=True, socket_timeout=5)
-        store_keys(valkey)
-        env = {"REDIS_URL": server.url}
-        shapes = {
-            "preforked": Uwsgi(BROKEN, env=env),  # --module takes gunicorn's "module:app"
-            "lazy_apps": Uwsgi(BROKEN, options=["--lazy-apps"], env=env),
-        }
-        for name, uwsgi in shapes.items():
-            with uwsgi:
-                runs[name] = observe(uwsgi, valkey)
-        valkey.close()
-    return Finding(**runs)
+    return Finding(
+        **observe_each(
+            lambda env: {
+                "preforked": Uwsgi(BROKEN, env=env),  # --module takes gunicorn's "module:app"
+                "lazy_apps": Uwsgi(BROKEN, options=["--lazy-apps"], env=env),
+            }
+        )
+    )
