@@ -1,5 +1,5 @@
-"""Start an app on a port (under gunicorn, or Flask's development server for
-the matrix), wait until every worker answers, stop it by PID.
+"""Start an app on a port (under gunicorn; for the matrix, also Flask's
+development server or uWSGI), wait until every worker answers, stop it by PID.
 
     with AppServer("fixed_db", free_port()) as server:
         requests.get(server.url + "/healthz")
@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Self
 
 from plumbing.config import REPO_ROOT, var_dir
+from serve import uwsgi
 from serve.gunicorn_conf import DEFAULTS as GUNICORN_DEFAULTS
 from serve.pids import Service, free_port, port_in_use_message, port_is_free, spawn, stop_process
 from serve.postgres import EmbeddedPostgres
 from serve.registry import APPS
+from serve.uwsgi import UwsgiShape, uwsgi_command
 from serve.valkey import EmbeddedValkey
 
 __all__ = ["APPS", "AppServer", "available_apps", "fixed_apps", "free_port"]
@@ -42,7 +44,9 @@ def gunicorn_shape(worker_class: str, workers: int, threads: int) -> dict[str, s
 # shared production-like config; the others show which shape breaks what.
 # (gunicorn turns "sync" with more than one thread into gthread, hence 1.)
 # "config" is the shared config as the environment sets it (GUNICORN_*).
-SHAPES = {
+# A shape is the environment for the gunicorn config, a UwsgiShape, or None
+# for `flask run`.
+SHAPES: dict[str, dict[str, str] | UwsgiShape | None] = {
     "flask-dev": None,  # Flask's development server, threaded (its default)
     "sync-1": gunicorn_shape("sync", 1, 1),
     "sync-4": gunicorn_shape("sync", 4, 1),
@@ -51,6 +55,13 @@ SHAPES = {
     # gevent: one thread, up to 50 greenlets, each request one of them
     # (examples/gevent_greenlets_share_globals.py shows what that does to globals).
     "gevent-1x50": {**gunicorn_shape("gevent", 1, 1), "GUNICORN_WORKER_CONNECTIONS": "50"},
+    # uWSGI in the shared config's shape, 2 processes x 4 threads: the same
+    # concurrency under a server that loads the app in its master before it
+    # forks the workers, and opens a connection per request (serve/uwsgi.py).
+    # A fixed app that made its connections in create_app() would share them
+    # across workers here. 4 threads: fixed_db's PostgreSQL pool is sized
+    # from GUNICORN_THREADS, 4 when unset, as it is under uWSGI.
+    "uwsgi-2x4": UwsgiShape(processes=2, threads=4),
     "config": {},
 }
 MATRIX_SHAPES = [shape for shape in SHAPES if shape != "config"]
@@ -68,7 +79,7 @@ def fixed_apps() -> list[str]:
 
 
 class AppServer(Service):
-    """One app under the shared gunicorn config, in the background."""
+    """One app under the shared gunicorn config (or another shape), in the background."""
 
     def __init__(
         self,
@@ -86,7 +97,8 @@ class AppServer(Service):
         self.app = app
         self.port = port
         self.shape_name = shape
-        self.env = {**(SHAPES[shape] or {}), **(env or {})}
+        self.spec = SHAPES[shape]
+        self.env = {**(self.spec if isinstance(self.spec, dict) else {}), **(env or {})}
         self.var_dir = Path(self.setting("VAR_DIR") or var_dir())
         self.log_path = log_path or self.var_dir / "logs" / f"{app}-{port}.log"
         self.process: subprocess.Popen | None = None
@@ -100,7 +112,9 @@ class AppServer(Service):
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        if SHAPES[self.shape_name] is None:
+        if isinstance(self.spec, UwsgiShape):
+            return uwsgi_command(self.app, self.port, self.spec)
+        if self.spec is None:
             return [
                 sys.executable,
                 "-m",
@@ -126,6 +140,8 @@ class AppServer(Service):
         ]
 
     def start(self, foreground: bool = False) -> Self:
+        if isinstance(self.spec, UwsgiShape) and not uwsgi.available():
+            raise RuntimeError(uwsgi.missing_message())
         if not port_is_free(self.port):
             raise RuntimeError(port_in_use_message(self.port, self.app))
         env = {**os.environ, **self.env, "PORT": str(self.port)}
@@ -155,7 +171,7 @@ class AppServer(Service):
             )
             self.wait_until_healthy()
         except BaseException:
-            self.stop()  # gunicorn and the backing server: nothing left behind
+            self.stop()  # the server and the backing one: nothing left behind
             raise
         finally:
             if output:
@@ -169,11 +185,15 @@ class AppServer(Service):
 
     def workers(self) -> int:
         """Worker processes that will answer."""
-        return 1 if SHAPES[self.shape_name] is None else int(self.setting("GUNICORN_WORKERS"))
+        if isinstance(self.spec, UwsgiShape):
+            return self.spec.processes
+        return 1 if self.spec is None else int(self.setting("GUNICORN_WORKERS"))
 
     def shape(self) -> str:
         """How the server runs, e.g. "gunicorn gthread 2 workers x 4 threads"."""
-        if SHAPES[self.shape_name] is None:
+        if isinstance(self.spec, UwsgiShape):
+            return self.spec.describe()
+        if self.spec is None:
             return "Flask development server (threaded)"
         if self.setting("GUNICORN_WORKER_CLASS") == "gevent":
             return (
@@ -218,8 +238,9 @@ class AppServer(Service):
         return f" Last lines of {self.log_path}:\n" + "\n".join(tail)
 
     def stop(self) -> None:
-        """Stop gunicorn by PID, then the backing server it used (its watcher
-        first, then the server by PID). Safe on a server that failed to start."""
+        """Stop the server by PID (its master takes its workers down), then the
+        backing server it used (its watcher first, then the server by PID).
+        Safe on a server that failed to start."""
         if self.process is not None:
             stop_process(self.process)
         if self.backing is not None:
