@@ -40,10 +40,11 @@ and the user (plumbing.idempotency.scoped_key). Without a key a write is one
 command, or MULTI/EXEC, as before.
 
 A stalled server must not hold every thread for a full timeout per request.
-Each worker has a circuit breaker (pybreaker): after BREAKER_FAIL_MAX
-consecutive failures it opens and requests fail at once with NotApplied,
-nothing sent; after BREAKER_RESET_SECONDS one trial request goes through, and
-a server that answers it closes the breaker. The numbers, for 2 workers x 4
+Each worker has a circuit breaker (pybreaker, through plumbing/breaker.py,
+which fixed_db uses for PostgreSQL too): after BREAKER_FAIL_MAX consecutive
+failures it opens and requests fail at once with NotApplied, nothing sent;
+after BREAKER_RESET_SECONDS one trial request goes through, and a server
+that answers it closes the breaker. The numbers, for 2 workers x 4
 threads and a paused server:
 - TIMEOUT_SECONDS, 0.25 s: the longest a command waits on the server. Under
   load on 2 cores the bench's slowest increments took 20 to 50 ms (p99 of
@@ -86,6 +87,7 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from plumbing import current_user_id, setting, unavailable_when
+from plumbing.breaker import circuit_breaker, guarded
 from plumbing.idempotency import (
     NotApplied,
     OutcomeUnknown,
@@ -185,52 +187,6 @@ def fresh(connection: AbstractConnection) -> None:
         connection.connect()
 
 
-class OneTrialAtATime(pybreaker.CircuitBreakerListener):
-    """pybreaker (1.4) lets every call through while half-open; a stalled server
-    would then hold every thread that arrives during the trial. This lets the
-    first call through and fails the others, as if still open, until the
-    trial ends. pybreaker calls before_call and state_change under its lock."""
-
-    def __init__(self) -> None:
-        self.trial_under_way = False
-
-    def before_call(self, breaker: pybreaker.CircuitBreaker, func: Any, *args: Any, **kwargs: Any):
-        if breaker.current_state == pybreaker.STATE_HALF_OPEN:
-            if self.trial_under_way:
-                raise pybreaker.CircuitBreakerError("a trial call is under way")
-            self.trial_under_way = True
-
-    def state_change(self, breaker: pybreaker.CircuitBreaker, old: Any, new: Any) -> None:
-        self.trial_under_way = False
-        log.warning("the Redis server's circuit breaker is %s", new.name)
-
-
-def circuit_breaker() -> pybreaker.CircuitBreaker:
-    """A worker's breaker: BREAKER_FAIL_MAX failures in a row (NotApplied or
-    OutcomeUnknown) open it for BREAKER_RESET_SECONDS (seconds)."""
-    return pybreaker.CircuitBreaker(
-        fail_max=BREAKER_FAIL_MAX,
-        reset_timeout=BREAKER_RESET_SECONDS,
-        # Only a server that does not answer counts; an error it answers
-        # (StoreFull, a ResponseError) shows it is up.
-        exclude=[lambda error: not isinstance(error, (NotApplied, OutcomeUnknown))],
-        listeners=[OneTrialAtATime()],
-        # The call that opens it raises its own error, which says whether
-        # the write may have been applied, not CircuitBreakerError.
-        throw_new_error_on_trip=False,
-    )
-
-
-def counted(breaker: pybreaker.CircuitBreaker, failure: Exception) -> None:
-    """Count a failure that happened outside the breaker, as if inside it
-    (unless it is open by now: then there is nothing left to count)."""
-    try:
-        with breaker.calling():
-            raise failure
-    except (pybreaker.CircuitBreakerError, NotApplied, OutcomeUnknown):
-        pass
-
-
 class Store:
     """The server as one app's routes see it: per worker process a pool and a
     circuit breaker, per thread a connection."""
@@ -256,7 +212,14 @@ class Store:
             # No connection of its own: it makes pipelines and knows the script.
             self.redis = Redis(connection_pool=self.pool)
             self.record_script = self.redis.register_script(RECORD_SCRIPT)
-            self.breaker = circuit_breaker()
+            self.breaker = circuit_breaker(
+                "Redis",
+                BREAKER_FAIL_MAX,
+                BREAKER_RESET_SECONDS,
+                # Only a server that does not answer counts; an error it answers
+                # (StoreFull, a ResponseError) shows it is up.
+                counts=lambda error: isinstance(error, (NotApplied, OutcomeUnknown)),
+            )
             self.threads = threading.local()
             self.pid = os.getpid()
 
@@ -291,26 +254,7 @@ class Store:
     def guarded(self, operation: Callable[[], T]) -> T:
         """operation() through this worker's circuit breaker. Raises NotApplied
         at once, with nothing sent, while the breaker is open."""
-        breaker = self.breaker
-        if breaker.fail_counter == 0 and breaker.current_state == pybreaker.STATE_CLOSED:
-            # A healthy server, the usual case: the breaker has nothing to do
-            # unless this fails, and going through it costs about 6 us of CPU
-            # a request (its lock and generators), a quarter of an INCR's.
-            # A success here resets no count: one begun meanwhile by another
-            # thread is reset by the next call that goes through the breaker.
-            try:
-                return operation()
-            except (NotApplied, OutcomeUnknown) as error:
-                counted(breaker, error)
-                raise
-        try:
-            # calling(), not call(): call() holds the breaker's lock while the
-            # operation runs (pybreaker 1.4, CircuitBreaker.call), which would
-            # let one request at a time per worker reach the server.
-            with breaker.calling():
-                return operation()
-        except pybreaker.CircuitBreakerError as error:
-            raise NotApplied() from error
+        return guarded(self.breaker, operation, refused=NotApplied)
 
     def sent_once(self, connect: Callable[[], Any], send: Callable[[Any], T]) -> T:
         """send(connect()): connect() may fail with NotApplied; once send()
