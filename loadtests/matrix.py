@@ -2,12 +2,14 @@
 
 Which shape of server breaks which app, read from recorded histories:
 Flask's development server (threaded), gunicorn with 1 or 4 sync workers,
-gthread with 1 worker x 8 threads, the shared 2 x 4, and gevent with 1
-worker x 50 greenlets. broken_global's counter is exact only with one sync
-worker: threads and greenlets lose updates, processes diverge. Its one
-visits list leaks under every shape, concurrency or not. The fixed apps show
-nothing, except fixed_session's same-user race wherever one user's requests
-can run at once.
+gthread with 1 worker x 8 threads, the shared 2 x 4, gevent with 1 worker x
+50 greenlets, and uWSGI in the shared 2 x 4 shape, which loads the app in
+its master before it forks the workers (serve/uwsgi.py). broken_global's
+counter is exact only with one sync worker: threads and greenlets lose
+updates, processes diverge. Its one visits list leaks under every shape,
+concurrency or not. The fixed apps show nothing, under uWSGI too (they make
+their connections after the fork), except fixed_session's same-user race
+wherever one user's requests can run at once.
 
     $ python -m loadtests.matrix                       # 2026-11-21, 2 cores
     [ 1/20] broken_global  flask-dev    lost updates 111   divergence 0     visits 301 ...
@@ -28,7 +30,7 @@ from loadtests import report
 from loadtests.checker import KIND, SCOPES, check, unexpected
 from loadtests.hammer import run_scenarios
 from plumbing.config import var_dir
-from serve.processes import MATRIX_SHAPES, AppServer, available_apps, free_port
+from serve.processes import MATRIX_SHAPES, AppServer, available_apps, free_port, missing_server
 
 DEFAULT_USERS = 16
 DEFAULT_OPS = 10
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=DEFAULT_OPS)
     parser.add_argument("--out", type=Path, default=var_dir() / "results", help="folder")
     args = parser.parse_args(argv)
+    for shape in args.shapes:  # before any run, not at its turn
+        if missing := missing_server(shape):
+            parser.error(f"{missing}; or leave {shape} out with --shapes")
 
     rows, problems = run_matrix(args.apps, args.shapes, args.users, args.ops, var_dir())
     print()

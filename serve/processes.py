@@ -26,7 +26,7 @@ from serve.registry import APPS
 from serve.uwsgi import UwsgiShape, uwsgi_command
 from serve.valkey import EmbeddedValkey
 
-__all__ = ["APPS", "AppServer", "available_apps", "fixed_apps", "free_port"]
+__all__ = ["APPS", "AppServer", "available_apps", "fixed_apps", "free_port", "missing_server"]
 
 GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
 
@@ -67,6 +67,13 @@ SHAPES: dict[str, dict[str, str] | UwsgiShape | None] = {
 MATRIX_SHAPES = [shape for shape in SHAPES if shape != "config"]
 DEFAULT_SHAPE = "config"
 START_TIMEOUT_SECONDS = 20.0
+
+
+def missing_server(shape: str) -> str | None:
+    """Why this shape's server cannot run here (uWSGI not built), or None."""
+    if isinstance(SHAPES[shape], UwsgiShape) and not uwsgi.available():
+        return uwsgi.missing_message()
+    return None
 
 
 def available_apps() -> list[str]:
@@ -140,8 +147,8 @@ class AppServer(Service):
         ]
 
     def start(self, foreground: bool = False) -> Self:
-        if isinstance(self.spec, UwsgiShape) and not uwsgi.available():
-            raise RuntimeError(uwsgi.missing_message())
+        if missing := missing_server(self.shape_name):
+            raise RuntimeError(missing)
         if not port_is_free(self.port):
             raise RuntimeError(port_in_use_message(self.port, self.app))
         env = {**os.environ, **self.env, "PORT": str(self.port)}
