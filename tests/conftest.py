@@ -25,7 +25,8 @@ def isolated_var_dir(tmp_path, monkeypatch):
     # test chooses its store itself.
     chosen = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "DATABASE_URL", "REDIS_URL")
     chosen += ("SESSION_REDIS_URL",)
-    chosen += ("FIXED_DB_BACKEND", "POSTGRES_POOL_SIZE", "VALKEY_APPENDFSYNC")
+    chosen += ("FIXED_DB_BACKEND", "POSTGRES_POOL_SIZE", "POSTGRES_SYNCHRONOUS_COMMIT")
+    chosen += ("VALKEY_APPENDFSYNC",)
     chosen += ("GUNICORN_WORKERS", "GUNICORN_THREADS", "GUNICORN_WORKER_CLASS")
     for name in chosen:
         monkeypatch.delenv(name, raising=False)

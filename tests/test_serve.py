@@ -13,6 +13,7 @@ import pytest
 
 from plumbing.config import REPO_ROOT
 from serve.pids import pid_alive
+from serve.postgres import EmbeddedPostgres
 from serve.processes import AppServer, free_port
 from serve.valkey import EmbeddedValkey
 
@@ -38,6 +39,19 @@ def test_the_embedded_valkey_fsyncs_before_it_replies_unless_told_otherwise(tmp_
     monkeypatch.setenv("VALKEY_APPENDFSYNC", "sometimes")
     with pytest.raises(ValueError, match="VALKEY_APPENDFSYNC"):
         EmbeddedValkey(tmp_path)
+
+
+def test_the_embedded_postgresql_flushes_before_it_acknowledges_unless_told_otherwise(
+    tmp_path, monkeypatch
+):
+    # "off" loses acknowledged commits to a crash of the server (test_durability.py).
+    command = EmbeddedPostgres(tmp_path).command()
+    assert command[command.index("synchronous_commit=on") - 1] == "-c"
+    monkeypatch.setenv("POSTGRES_SYNCHRONOUS_COMMIT", "off")
+    assert "synchronous_commit=off" in EmbeddedPostgres(tmp_path).command()
+    monkeypatch.setenv("POSTGRES_SYNCHRONOUS_COMMIT", "sometimes")
+    with pytest.raises(ValueError, match="POSTGRES_SYNCHRONOUS_COMMIT"):
+        EmbeddedPostgres(tmp_path)
 
 
 def wait_until_gone(pids: list[int], seconds: float = 20.0) -> list[int]:
