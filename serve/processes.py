@@ -57,7 +57,8 @@ SHAPES: dict[str, dict[str, str] | UwsgiShape | None] = {
     "gevent-1x50": {**gunicorn_shape("gevent", 1, 1), "GUNICORN_WORKER_CONNECTIONS": "50"},
     # uWSGI in the shared config's shape, 2 processes x 4 threads: the same
     # concurrency under a server that loads the app in its master before it
-    # forks the workers, and opens a connection per request (serve/uwsgi.py).
+    # forks the workers, and closes each connection after one response
+    # (serve/uwsgi.py).
     # A fixed app that made its connections in create_app() would share them
     # across workers here. 4 threads: fixed_db's PostgreSQL pool is sized
     # from GUNICORN_THREADS, 4 when unset, as it is under uWSGI.
