@@ -58,7 +58,7 @@ demo: $(STAMP) ## Hammer every app side by side and print the verdicts
 compare: $(STAMP) ## The demo, plus each app's /healthz ceiling, CSV and charts in var/results
 	$(BIN)/python -m loadtests.hammer --charts
 
-matrix: $(STAMP) ## Every app under six server shapes (gevent too): CSV and heatmap in var/results
+matrix: $(STAMP) ## Every app under seven server shapes (gevent and uWSGI too): CSV and heatmap in var/results
 	$(BIN)/python -m loadtests.matrix
 
 bench: $(STAMP) ## Each app's main write vs. its own /healthz ceiling (req/s, p50, p99)

