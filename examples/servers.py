@@ -34,6 +34,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from plumbing.config import REPO_ROOT
 from plumbing.http import worker_id
+from serve import uwsgi
 from serve.pids import Service, free_port, spawn, stop_process
 
 START_TIMEOUT_SECONDS = 20.0
@@ -233,36 +234,12 @@ class Uwsgi(Gunicorn):
 
     name = "uWSGI"
 
-    @staticmethod
-    def binary() -> Path:
-        return Path(sys.executable).with_name("uwsgi")
-
-    @classmethod
-    def available(cls) -> bool:
-        return cls.binary().is_file()
-
     def command(self) -> list[str]:
-        return [
-            str(self.binary()),
-            "--http-socket", f"127.0.0.1:{self.port}",
-            "--master",
-            "--processes", str(self.workers),
-            "--module", self.target,
-            "--pythonpath", str(REPO_ROOT),
-            "--home", sys.prefix,
-            "--add-header", "Connection: close",  # as it closes them: no client reuses one
-            "--need-app",  # an app that fails to load stops uWSGI, as it does gunicorn
-            "--die-on-term",  # SIGTERM stops it (uWSGI 2.0 would reload)
-            "--disable-logging",
-            *self.options,
-        ]  # fmt: skip
+        return [*uwsgi.command(self.target, self.port, self.workers), *self.options]
 
     def start(self) -> Self:
-        if not self.available():
-            raise RuntimeError(
-                f"uWSGI is not installed ({self.binary()} is missing): "
-                ".venv/bin/pip install uwsgi (it builds from source)"
-            )
+        if not uwsgi.available():
+            raise RuntimeError(uwsgi.missing_message())
         return super().start()
 
 

@@ -69,17 +69,24 @@ def missing_message() -> str:
 
 def uwsgi_command(app: str, port: int, shape: UwsgiShape) -> list[str]:
     """The command line that serves `app` on 127.0.0.1:port in this shape."""
+    return command(f"{app}.app:create_app()", port, shape.processes, shape.threads)
+
+
+def command(target: str, port: int, processes: int, threads: int = 1) -> list[str]:
+    """uWSGI serving `target` ("module:callable", or "module:factory()") on
+    127.0.0.1:port: a master and `processes` workers, `threads` threads each
+    (uWSGI runs one unless told). Also what examples/servers.py runs."""
+    threaded = ["--threads", str(threads), "--enable-threads"] if threads > 1 else []
     return [
         str(binary()),
         "--http-socket", f"127.0.0.1:{port}",
         "--add-header", "Connection: close",
-        "--module", f"{app}.app:create_app()",
+        "--module", target,
         "--pythonpath", str(REPO_ROOT),
         "--home", sys.prefix,  # the venv: its site-packages
         "--master",
-        "--processes", str(shape.processes),
-        "--threads", str(shape.threads),
-        "--enable-threads",
+        "--processes", str(processes),
+        *threaded,
         "--need-app",
         "--die-on-term",
         "--disable-logging",

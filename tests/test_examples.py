@@ -45,7 +45,7 @@ from examples import (
     uwsgi_loads_before_fork,
 )
 from examples.__main__ import main
-from examples.servers import Uwsgi
+from serve import uwsgi
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 
@@ -357,7 +357,7 @@ def test_gevent_greenlets_share_globals_keep_g_apart_and_stall_on_blocking_c():
     assert finding.holds
 
 
-@pytest.mark.skipif(not Uwsgi.available(), reason="uWSGI is not installed: pip install uwsgi")
+@pytest.mark.skipif(not uwsgi.available(), reason="uWSGI is not installed: pip install uwsgi")
 def test_uwsgi_shares_a_connection_made_at_import_unless_lazy_apps():
     finding = uwsgi_loads_before_fork.prove()
     assert finding.preforked.shared
