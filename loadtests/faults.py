@@ -29,6 +29,7 @@ tries per request.
 """
 
 import argparse
+import os
 import secrets
 import sys
 import threading
@@ -44,7 +45,8 @@ from loadtests import report
 from loadtests.checker import KIND, Verdict, check, unexpected
 from loadtests.client import Client, Retry
 from loadtests.history import Event
-from loadtests.inject import Fault, WritesInFlight, kill_store, kill_worker, pause_store
+from loadtests.inject import Fault, WritesInFlight
+from loadtests.schedules import Injection, schedule
 from loadtests.transport import KeepAliveSession
 from plumbing.config import var_dir
 from serve.processes import APPS, AppServer, available_apps, free_port
@@ -59,22 +61,6 @@ FINAL_RETRY = Retry(attempts=20, backoff=0.05, cap=0.5)  # the last read: the st
 # A double apply without keys is expected; nothing else is.
 EXPECTED_WITHOUT_KEYS = frozenset({"applied_twice", "visits_duplicated", "final_reads_wrong"})
 DOUBLES = (KIND["applied_twice"].witness, KIND["visits_duplicated"].witness)
-# When each fault starts, as a fraction of the run, and what it does.
-Injection = Callable[["Run", AppServer], Fault]
-
-
-def schedule(server: AppServer) -> list[tuple[float, Injection]]:
-    """The store's faults where the run started the store; else the workers'."""
-    if server.backing is not None:
-        return [
-            (0.2, lambda run, server: run.writes_in_flight(server).run(server, run.origin)),
-            (0.5, lambda run, server: pause_store(server, 0.8, run.origin)),
-            (0.7, lambda run, server: kill_store(server, run.origin)),
-        ]
-    return [
-        (0.25, lambda run, server: kill_worker(server, run.history, run.origin)),
-        (0.6, lambda run, server: kill_worker(server, run.history, run.origin)),
-    ]
 
 
 @dataclass
@@ -147,7 +133,16 @@ class Run:
             self.step(client.list_visits)
             client.close()
 
-    def writes_in_flight(self, server: AppServer) -> WritesInFlight:
+    @property
+    def label(self) -> str:
+        """The app, and its store where the environment picks it: "fixed_db (postgres)"."""
+        setting = APPS[self.app].backend_setting
+        backend = os.environ.get(setting, "") if setting else ""
+        return f"{self.app} ({backend})" if backend else self.app
+
+    def writes_in_flight(
+        self, server: AppServer, kind: type[WritesInFlight] = WritesInFlight
+    ) -> WritesInFlight:
         """A writer per app thread: increments and appends in turn (appends
         only where the counter is not served); each reads its list at the end."""
         threads = server.workers() * int(server.setting("GUNICORN_THREADS"))
@@ -166,7 +161,7 @@ class Run:
             else:
                 client.add_visit(f"{client.user}/in-flight")
 
-        return WritesInFlight(writers, warm, write, self.hold)
+        return kind(writers, warm, write, self.hold)
 
     def go(self, plan: list[tuple[float, Injection]] | None = None) -> Verdict:
         with AppServer(self.app, free_port()) as server:
@@ -201,7 +196,7 @@ class Run:
 
     def row(self, verdict: Verdict) -> dict[str, Any]:
         return {
-            "app": self.app,
+            "app": self.label,
             "keys": "on" if self.keys else "off",
             **verdict.counts(),
             "writes_applied_twice": verdict.writes_applied_twice,
@@ -220,12 +215,12 @@ def verdict_line(run: Run, verdict: Verdict) -> str:
     if problems := run.problems(verdict):
         return "UNEXPECTED: " + "; ".join(f"{p} ({keys})" for p in problems)
     if run.keys:
-        return f"as expected: {run.app} {keys} applied every write at most once, lost none"
+        return f"as expected: {run.label} {keys} applied every write at most once, lost none"
     if verdict.writes_applied_twice:
         n = verdict.writes_applied_twice
         writes = "a write" if n == 1 else f"{n} writes"
-        return f"as expected: {run.app} {keys} applied {writes} twice, retried after faults"
-    return f"{run.app} {keys}: no write applied twice this run (no fault caught one mid-write)"
+        return f"as expected: {run.label} {keys} applied {writes} twice, retried after faults"
+    return f"{run.label} {keys}: no write applied twice this run (no fault caught one mid-write)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     for app in apps:
         for keys in (True, False):
             run = Run(app, keys, args.seconds, args.users)
-            print(f"{app}, keys {'on' if keys else 'off'}: {run.users} users for "
+            print(f"{run.label}, keys {'on' if keys else 'off'}: {run.users} users for "
                   f"{run.seconds:.0f} s with faults ...", flush=True)  # fmt: skip
             verdict = run.go()
             for fault in run.faults:
@@ -267,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     if doubles:
         anomaly, run = min(doubles, key=lambda found: report.size(found[0]))
         keys = "with keys" if run.keys else "without keys"
-        print(f"\nsmallest witness of a double apply ({run.app}, {keys}):")
+        print(f"\nsmallest witness of a double apply ({run.label}, {keys}):")
         print("  " + report.format_anomaly(anomaly, run.origin).replace("\n", "\n  "))
     print()
     lines = [verdict_line(run, verdict) for run, verdict in judged]

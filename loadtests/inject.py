@@ -9,6 +9,7 @@ the run's time.monotonic() at its start; each returns a Fault.
         stop the store, send one write per app thread, resume once every one
         has its 503 "unknown": each was applied, none acknowledged
 
+fixed_db's PostgreSQL server has faults of its own (loadtests/inject_postgres.py).
 From `make faults` (2026-11-29, 2 cores), fixed_cache, then fixed_db:
 
     +1.88s  writes in flight: 8 sent to stopped valkey 13368, 8 answered before it resumed, 0.26 s
@@ -17,6 +18,7 @@ From `make faults` (2026-11-29, 2 cores), fixed_cache, then fixed_db:
     +2.00s  kill worker: SIGKILL worker 13011
 """
 
+import functools
 import os
 import signal
 import threading
@@ -61,6 +63,9 @@ class Stopped:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+
+    def __str__(self) -> str:
+        return f"valkey {self.pid}"
 
     def __enter__(self) -> "Stopped":
         os.kill(self.pid, signal.SIGSTOP)
@@ -140,16 +145,24 @@ def kill_worker(server: AppServer, history: list[Event], origin: float) -> Fault
 
 class HeldRetry(Retry):
     """A Retry that, after a first failed try, says so and waits until the
-    store is resumed (bounded): the retry then reaches a store that runs."""
+    store is resumed (bounded): the retry then reaches a store that runs.
+    `resuming` is called then, before the retry (in the client's thread)."""
 
-    def __init__(self, base: Retry, answered: threading.Semaphore, resumed: threading.Event):
+    def __init__(
+        self,
+        base: Retry,
+        answered: threading.Semaphore,
+        resumed: threading.Event,
+        resuming: Callable[[], object] = lambda: None,
+    ) -> None:
         super().__init__(base.attempts, base.backoff, base.cap)
-        self.answered, self.resumed = answered, resumed
+        self.answered, self.resumed, self.resuming = answered, resumed, resuming
 
     def wait(self, event: Event) -> None:
         if event.attempt == 1:
             self.answered.release()
             self.resumed.wait(ANSWER_LIMIT_SECONDS)
+            self.resuming()
         else:
             super().wait(event)
 
@@ -187,6 +200,10 @@ class WritesInFlight:
     applies the write a second time."""
 
     WARM_ROUNDS = 10
+    # The clients' timeout while the store is stopped, where the app does not
+    # answer by itself (None: their own); their own again once it resumes.
+    FIRST_TRY_TIMEOUT: float | None = None
+    FAILED = "answered"  # what every first try did before the store resumed
 
     def __init__(
         self,
@@ -197,8 +214,21 @@ class WritesInFlight:
     ) -> None:
         self.clients, self.warm, self.write, self.hold = clients, warm, write, hold
 
+    def stop(self, server: AppServer) -> AbstractContextManager:
+        """What stops the store for a `with` block; str() names what it stopped."""
+        return Stopped(store_pid(server))
+
     def run(self, server: AppServer, origin: float) -> Fault:
+        own = {id(client): client.timeout for client in self.clients}
+
+        def timeout(client: Client, seconds: float) -> None:
+            if client.timeout != seconds:
+                client.timeout = seconds
+                client.http.close()  # a connection keeps the timeout it was opened with
+
         with self.hold():
+            for client in self.clients:
+                timeout(client, self.FIRST_TRY_TIMEOUT or own[id(client)])
             placement = Placement(len(self.clients), server.workers())
             for client in self.clients:
                 placement.settle(client, 1)
@@ -206,10 +236,11 @@ class WritesInFlight:
                 together(self.clients, lambda _, client, n=n: self.warm(n, client))
             answered, resumed = threading.Semaphore(0), threading.Event()
             for client in self.clients:
-                client.retry = HeldRetry(client.retry, answered, resumed)
-            pid, began, got = store_pid(server), time.monotonic(), 0
+                back = functools.partial(timeout, client, own[id(client)])
+                client.retry = HeldRetry(client.retry, answered, resumed, back)
+            stopped, began, got = self.stop(server), time.monotonic(), 0
             writing = threading.Thread(target=together, args=(self.clients, self.write))
-            with Stopped(pid):
+            with stopped:
                 writing.start()
                 deadline = began + ANSWER_LIMIT_SECONDS
                 while got < len(self.clients) and answered.acquire(
@@ -219,7 +250,6 @@ class WritesInFlight:
             stopped_for = time.monotonic() - began
             resumed.set()
             writing.join()
-        detail = (
-            f"{len(self.clients)} sent to stopped valkey {pid}, {got} answered before it resumed"
-        )
+        sent = f"{len(self.clients)} sent to stopped {stopped}"
+        detail = f"{sent}, {got} {self.FAILED} before it resumed"
         return Fault("writes in flight", began - origin, stopped_for, detail)
