@@ -1,5 +1,6 @@
-"""Faults under load, for real: fixed_cache's Valkey stopped while writes are
-in flight, under real gunicorn, with users retrying around it.
+"""Faults under load, for real: fixed_cache's Valkey and fixed_db's PostgreSQL
+stopped while writes are in flight, under real gunicorn, with users retrying
+around them.
 
 The double apply is certain, not lucky: the store is stopped first (SIGSTOP),
 then eight writes are sent; each reaches the app, whose command waits in the
@@ -13,37 +14,94 @@ answer back and change nothing; without one it applies the write again.
 These need fixed_cache to keep the contract of plumbing/idempotency.py: a
 write whose outcome the app cannot know is a 503 with "outcome": "unknown",
 and a key sent again replays the first answer.
+
+fixed_db on PostgreSQL (FIXED_DB_BACKEND=postgres, an embedded server the
+run starts) gets the same, with the whole server stopped: every process of
+it, so each app thread's statement waits in a stopped backend's socket.
+Each first try fails, by the app's deadline on a statement (a 503) or, where
+it has none, by the client's own timeout (no answer), and only then is the
+server resumed: it runs every statement sent to it, so each write sent
+without a key (one autocommit statement) was applied, none acknowledged
+(loadtests/inject_postgres.py, PostgresWritesInFlight). The keyed run also
+takes the rest of PostgreSQL's faults: a pause, a backend crashed (the
+postmaster ends every session and recovers) and the server killed and
+started again.
 """
+
+import os
+import subprocess
 
 import pytest
 
 from loadtests.client import Client, Retry
 from loadtests.faults import Run
-from loadtests.history import UNKNOWN, WRITES
+from loadtests.history import NOT_APPLIED, UNKNOWN, WRITES
+from loadtests.inject import WritesInFlight
+from loadtests.inject_postgres import PostgresWritesInFlight
+from serve.postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.gunicorn
 
 SECONDS = 3.0  # of load around the stopped store
 USERS = 4
+POSTGRES_SECONDS = 6.0  # of load around PostgreSQL's four faults
 
 
 THREADS = 2 * 4  # the shared config's: a write in flight for each app thread
 
 
-def run_with_writes_in_flight(keys: bool):
-    run = Run("fixed_cache", keys, seconds=SECONDS, users=USERS)
-    plan = [(0.3, lambda run, server: run.writes_in_flight(server).run(server, run.origin))]
-    verdict = run.go(plan)
-    [fault] = run.faults
-    assert f"{THREADS} sent to stopped valkey" in fault.detail, fault
-    assert f"{THREADS} answered before it resumed" in fault.detail, fault
-    # The writers' writes (all their tries) from the moment the store was stopped.
-    in_flight = [
+@pytest.fixture(scope="session")
+def postgres_template(tmp_path_factory):
+    """A stopped cluster, made by initdb once, that each test's server copies;
+    the error instead if the embedded server cannot start here."""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "template")
+    try:
+        server.start().stop()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+        server.remove()
+        yield error
+        return
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def fixed_db_on_postgres(postgres_template, isolated_var_dir, monkeypatch):
+    """FIXED_DB_BACKEND=postgres, and a cluster where AppServer starts its
+    embedded server (var/postgres), copied from the template; removed after.
+    Skipped if the server cannot start here, except in CI, where it fails."""
+    if isinstance(template := postgres_template, Exception):
+        reason = f"the embedded PostgreSQL server cannot start: {template}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)  # CI must run them
+        pytest.skip(reason)
+    server = EmbeddedPostgres(isolated_var_dir / "postgres", template=template)
+    server.start().stop()
+    monkeypatch.setenv("FIXED_DB_BACKEND", "postgres")
+    yield
+    server.remove()  # the cluster, and as root its folder outside var/
+
+
+def in_flight_plan(kind: type[WritesInFlight]):
+    return [(0.3, lambda run, server: run.writes_in_flight(server, kind).run(server, run.origin))]
+
+
+def writes_since(run: Run, fault):
+    """The writers' writes (all their tries) from the moment the store was stopped."""
+    return [
         e
         for e in run.history
         if e.user.startswith("w") and e.op in WRITES and e.start >= run.origin + fault.at
     ]
-    return run, verdict, in_flight
+
+
+def run_with_writes_in_flight(keys: bool):
+    run = Run("fixed_cache", keys, seconds=SECONDS, users=USERS)
+    verdict = run.go(in_flight_plan(WritesInFlight))
+    [fault] = run.faults
+    assert f"{THREADS} sent to stopped valkey" in fault.detail, fault
+    assert f"{THREADS} answered before it resumed" in fault.detail, fault
+    return run, verdict, writes_since(run, fault)
 
 
 def first_tries(in_flight):
@@ -77,6 +135,58 @@ def test_naive_retries_without_keys_apply_the_writes_in_flight_twice():
     assert verdict.applied_twice > 0
     assert verdict.writes_lost == 0, verdict.examples
     assert run.problems(verdict) == []  # the double count is what this run expects
+
+
+def assert_in_flight_on_postgres(run: Run, fault, outcomes: set[str]):
+    """Every app thread had a write in flight when the server stopped, and each
+    first try failed: no answer, or a 503, with one of these outcomes."""
+    assert f"{THREADS} sent to stopped postgres" in fault.detail, fault
+    assert f"{THREADS} failed before it resumed" in fault.detail, fault
+    in_flight = writes_since(run, fault)
+    firsts = first_tries(in_flight)
+    assert len(firsts) == THREADS
+    assert all(e.status in (0, 503) and e.outcome in outcomes for e in firsts), firsts
+    return in_flight, firsts
+
+
+def test_fixed_db_on_postgresql_applies_every_keyed_write_once_through_its_faults(
+    fixed_db_on_postgres,
+):
+    run = Run("fixed_db", keys=True, seconds=POSTGRES_SECONDS, users=USERS)
+    verdict = run.go()  # the schedule of a run on PostgreSQL: its four faults
+    assert [f.name for f in run.faults] == [
+        "writes in flight",
+        "pause store",
+        "crash backend",
+        "kill store",
+    ], run.faults
+    # A keyed write's first statement is its BEGIN: one the app gave up on
+    # committed nothing, and the app may say so.
+    in_flight, firsts = assert_in_flight_on_postgres(run, run.faults[0], {UNKNOWN, NOT_APPLIED})
+    assert all(any(e.ok for e in in_flight if e.key == f.key) for f in firsts)  # retried to a yes
+    assert "SIGSTOP postgres" in run.faults[1].detail
+    assert "SIGKILL backend" in run.faults[2].detail, run.faults[2]  # one was there to crash
+    assert "restarted as" in run.faults[3].detail
+    assert verdict.writes_applied_twice == 0, verdict.examples
+    assert verdict.writes_lost == 0, verdict.examples
+    assert run.problems(verdict) == [], verdict.examples
+
+
+def test_naive_retries_on_postgresql_apply_the_writes_in_flight_twice(fixed_db_on_postgres):
+    run = Run("fixed_db", keys=False, seconds=SECONDS, users=USERS)
+    verdict = run.go(in_flight_plan(PostgresWritesInFlight))
+    [fault] = run.faults
+    # Without a key a write is one autocommit statement, its own commit: the
+    # server ran each one when it resumed, and each retry ran it again.
+    _, firsts = assert_in_flight_on_postgres(run, fault, {UNKNOWN})
+    appends = sum(e.op == "add_visit" for e in firsts)
+    increments = sum(e.op == "increment" for e in firsts)
+    assert appends and increments
+    assert verdict.visits_duplicated >= appends, verdict.examples
+    assert verdict.applied_twice + verdict.ambiguous >= increments, verdict.examples
+    assert verdict.applied_twice > 0
+    assert verdict.writes_lost == 0, verdict.examples
+    assert run.problems(verdict) == []
 
 
 def test_a_client_that_retries_must_record_every_try():
