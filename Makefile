@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-from-pyproject
 APP    ?= broken_global
 
 # fixed_db's store, for every target that starts it (run, run-fixed, demo,
-# compare, matrix, bench, scale-out, locust): DB=postgres runs it on
+# compare, matrix, bench, faults, scale-out, locust): DB=postgres runs it on
 # PostgreSQL, an embedded server under var/postgres/ unless DATABASE_URL is
 # set; unset, SQLite. `make run APP=fixed_db DB=postgres`.
 DB ?=
@@ -64,7 +64,7 @@ matrix: $(STAMP) ## Every app under seven server shapes (gevent and uWSGI too): 
 bench: $(STAMP) ## Each app's main write vs. its own /healthz ceiling (req/s, p50, p99)
 	$(BIN)/python -m loadtests.bench --wrk
 
-faults: $(STAMP) ## Kill and pause stores and workers under load: retries with and without Idempotency-Keys
+faults: $(STAMP) ## Kill and pause stores and workers under load, with and without Idempotency-Keys (DB=postgres: PostgreSQL too)
 	$(BIN)/python -m loadtests.faults
 
 INSTANCES ?= 3
