@@ -1,14 +1,18 @@
 """Faults under load: is every write applied exactly once?
 
-Each fixed app runs under the shared gunicorn config while users increment
-the counter and append visits, and faults are injected on a schedule
-(loadtests/inject.py): fixed_cache's store is stopped with writes in flight,
-paused, then killed and restarted; fixed_db's and fixed_session's gunicorn
-workers are killed mid-load. Every user retries a request that got no answer
-or a 503, and each app runs twice: once with an Idempotency-Key on every
-write (a retry gets the first answer back), once without keys (a retry is
-sent again, as a naive client would). The checker judges every write as one
-logical request over its attempts (loadtests/writes.py).
+Each fixed app runs under the shared gunicorn config while users increment the
+counter and append visits, and faults are injected on a schedule
+(loadtests/schedules.py, loadtests/inject.py): fixed_cache's store is stopped
+with writes in flight, paused, then killed and restarted; fixed_db's and
+fixed_session's gunicorn workers are killed mid-load. With
+FIXED_DB_BACKEND=postgres (`make faults DB=postgres`) fixed_db runs on an
+embedded PostgreSQL server, and its faults are the server's instead
+(loadtests/inject_postgres.py): stopped with writes in flight, paused, one
+backend crashed, then killed and restarted. Every user retries a request that
+got no answer or a 503, and each app runs twice: once with an Idempotency-Key
+on every write (a retry gets the first answer back), once without keys (a
+retry is sent again, as a naive client would). The checker judges every write
+as one logical request over its attempts (loadtests/writes.py).
 
     $ make faults                                   # 2026-11-29, 2 cores
     app            keys  requests  acknowledged  ...  applied twice  acknowledged lost
@@ -18,6 +22,11 @@ logical request over its attempts (loadtests/writes.py).
     fixed_db        off      7514          7514  ...              3                  0
     fixed_cache      on      2850          2850  ...              0                  0
     fixed_cache     off      2802          2802  ...             15                  0
+
+    $ make faults DB=postgres                       # 2026-11-29, 2 cores: fixed_db's rows
+    app                  keys  requests  acknowledged  ...  applied twice  acknowledged lost
+    fixed_db (postgres)    on      1416          1416  ...              0                  0
+    fixed_db (postgres)   off      1720          1720  ...              9                  0
 
 A keyed run must show no write applied twice and none acknowledged then
 lost; the exit code says whether every one did. A run without keys is

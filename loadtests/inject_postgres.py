@@ -13,7 +13,8 @@ start; each returns a Fault (loadtests/inject.py).
                                          it; the harness starts it on the same data folder
     PostgresWritesInFlight(...).run(server, origin)
         stop the whole server, send one write per app thread, resume once every
-        client has given up on its first try: each was applied, none acknowledged
+        first try has failed (a 503, or no answer): each write sent without a
+        key was applied, none acknowledged
 
 A backend is a child of the postmaster the run started; it is signalled only
 after its parent and start time are checked (serve/postgres.py
@@ -22,12 +23,12 @@ starts the server again from the thread it runs in, which must live as long
 as the server (the main thread): the server gets the parent-death signal
 when the thread that started it ends (serve/postgres.py _spawn()).
 
-From `make faults DB=postgres` (2026-11-29, 2 cores):
+From `make faults DB=postgres` (2026-11-29, 2 cores), fixed_db with keys:
 
-    +1.20s  writes in flight: 8 sent to stopped postgres 4128 and its 17 processes, 8 failed before it resumed, 1.01 s
-    +3.20s  pause store: SIGSTOP postgres 4128 and its 17 processes, 0.80 s
-    +4.80s  crash backend: SIGKILL backend 4391 (UPDATE) of postgres 4128; it ended every session and recovered, 0.23 s
-    +6.40s  kill store: SIGKILL postgres 4128 and its 17 processes; restarted as 4710 by the harness, 0.16 s
+    +1.69s  writes in flight: 8 sent to stopped postgres 852 and its 16 processes, 8 failed before it resumed, 1.04 s
+    +3.96s  pause store: SIGSTOP postgres 852 and its 16 processes, 0.81 s
+    +4.81s  crash backend: SIGKILL backend 1077 (idle in transaction) of postgres 852; it ended every session and recovered, 0.25 s
+    +6.41s  kill store: SIGKILL postgres 852 and its 16 processes; restarted as 1266 by the harness, 0.95 s
 """  # noqa: E501
 
 import contextlib
