@@ -40,7 +40,13 @@ from pathlib import Path
 import psycopg
 
 from loadtests.inject import Fault, WritesInFlight
-from serve.postgres import START_TIMEOUT_SECONDS, EmbeddedPostgres, descendants, start_time
+from serve.postgres import (
+    START_TIMEOUT_SECONDS,
+    EmbeddedPostgres,
+    descendants,
+    proc_stat,
+    start_time,
+)
 from serve.processes import AppServer
 
 STOP_LIMIT_SECONDS = 2.0  # the most a SIGSTOPped process may take to show it stopped
@@ -58,10 +64,14 @@ def postgres_of(server: AppServer) -> EmbeddedPostgres:
 
 def state(pid: int) -> str | None:
     """The process's state letter (R, S, T for stopped, ...), None if gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return None
+    fields = proc_stat(pid)
+    return fields[0] if fields else None
+
+
+def reaped(pid: int, started: str) -> bool:
+    """Gone from /proc (not a zombie waiting for its parent), or its PID reused."""
+    fields = proc_stat(pid)
+    return fields is None or fields[19] != started
 
 
 class ServerStopped:
@@ -72,8 +82,10 @@ class ServerStopped:
     after its processes are listed; each is waited for too, so that nothing
     sent after the `with` begins is read before it ends."""
 
-    def __init__(self, postgres: EmbeddedPostgres) -> None:
-        self.postmaster = postgres.process.pid
+    def __init__(self, postgres: EmbeddedPostgres, below: bool = True) -> None:
+        """below=False: the postmaster only, which then reaps no child, so
+        the PID of one that exits stays that child's."""
+        self.postmaster, self.below = postgres.process.pid, below
         self.stopped: list[tuple[int, str]] = []
 
     def __str__(self) -> str:
@@ -82,7 +94,8 @@ class ServerStopped:
     def __enter__(self) -> "ServerStopped":
         try:
             self.stop([(self.postmaster, start_time(self.postmaster))])
-            self.stop(descendants(self.postmaster))
+            if self.below:
+                self.stop(descendants(self.postmaster))
         except BaseException:
             self.resume()
             raise
@@ -165,14 +178,15 @@ def crash_backend(server: AppServer, origin: float) -> Fault:
     postgres, began = postgres_of(server), time.monotonic()
     postmaster = postgres.process.pid
     found = victim(postgres)
-    if found is None or start_time(found[0]) != found[1]:
-        return Fault("crash backend", began - origin, 0.0, "no backend of the app: skipped")
-    pid, started, doing = found
-    began = time.monotonic()
-    os.kill(pid, signal.SIGKILL)
+    with ServerStopped(postgres, below=False):  # the victim's PID cannot be reused meanwhile
+        if found is None or start_time(found[0]) != found[1]:
+            return Fault("crash backend", began - origin, 0.0, "no backend of the app: skipped")
+        pid, started, doing = found
+        began = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
     deadline = began + START_TIMEOUT_SECONDS
-    # Reaped by the postmaster (gone from /proc, not a zombie): it knows of the crash.
-    while not (start_time(pid) != started and state(pid) is None) or not answers(postgres):
+    # Reaped by the postmaster, which then knows of the crash, and answering again.
+    while not reaped(pid, started) or not answers(postgres):
         if time.monotonic() > deadline or postgres.process.poll() is not None:
             raise RuntimeError(f"postgres {postmaster} did not recover from the crash of {pid}")
         time.sleep(0.005)
