@@ -41,8 +41,8 @@ begin_write() therefore takes an advisory lock on the key's 64-bit hash
 first commits, then finds its answer. Other keys do not wait (a hash
 collision only makes two keys wait for each other).
 
-Timeouts, so that a dead or restarting server is a 503 within about a
-second, and a worker never hangs on it:
+Timeouts, so that a dead, restarting or frozen server is a 503 within about
+a second, and a worker never hangs on it:
 - POOL_TIMEOUT_SECONDS (1 s): the longest acquire() waits for a connection.
   While the server is down the pool keeps reconnecting in the background,
   and requests fail with NotApplied (nothing was sent); once it is back, they
@@ -53,9 +53,44 @@ second, and a worker never hangs on it:
   1.5 s under requests: connections again 0.02 s after it was back, against
   up to 0.5 s with 5 s (the next step of the back-off).
 - CONNECT_TIMEOUT_SECONDS (2 s, libpq's minimum): one connection attempt.
-- STATEMENT_TIMEOUT_MS (5 s, as SQLite's busy timeout): the server cancels a
-  statement that waits for a lock longer than that
-  (www.postgresql.org/docs/current/runtime-config-client.html#GUC-STATEMENT-TIMEOUT).
+- STATEMENT_TIMEOUT_MS (0.5 s): the server cancels a statement that runs, or
+  waits for a lock, longer than that (57014;
+  www.postgresql.org/docs/current/runtime-config-client.html#GUC-STATEMENT-TIMEOUT).
+  The long legitimate waits are for the counter row's lock behind other
+  increments, and for a key's advisory lock behind a write with the same
+  key. The slowest statements, commit included, in the server's log
+  (log_min_duration_statement = 2ms) on 2 cores, measured once by hand on
+  2026-11-29: 3.7 ms under `python -m loadtests.hammer fixed_db` (32 users),
+  12 ms with `--instances 3`, 3.4 ms under `python -m loadtests.bench
+  fixed_db --connections 64`, 34 ms with 64 threads sending keyed
+  increments (loadtests.client.Client(keys=True); the row's lock is held
+  across a keyed write's INSERT and COMMIT). 0.5 s is over ten times that.
+  It was 5 s, as SQLite's busy timeout, but it must stay under the deadline:
+- DEADLINE_SECONDS (1 s): the longest the client waits for any answer
+  (DeadlineConnection). A frozen server (every process stopped: a paused
+  VM, a stalled disk, a network partition) never answers, cannot run its
+  statement_timeout, and its kernel still accepts what is sent, so without
+  a deadline of the client's own a statement waits forever, and soon every
+  thread with it. Twice the statement timeout, so that a server that is
+  only slow answers first, with its own cancel; the other 0.5 s is for what
+  statement_timeout does not count (the commit's flush, the round trip, a
+  busy client). Past it the connection is closed, its statement in flight:
+  never used again, nothing re-sent.
+- A circuit breaker per worker process (plumbing/breaker.py, as fixed_cache
+  has): BREAKER_FAIL_MAX (3) unanswered statements in a row (past the
+  deadline, a connection lost, none within the pool timeout) open it, and
+  requests fail at once with NotApplied, nothing sent, instead of each
+  waiting for the deadline; after BREAKER_RESET_SECONDS (0.5 s) one trial
+  statement goes through, and a server that answers it closes the breaker.
+  acquire() asks it before the pool: a frozen server's connections are
+  closed at their deadline and no new one can open, so each request would
+  otherwise wait out the pool timeout. A stall makes the 4 threads of a
+  worker fail within one deadline, so 3 opens it after that first wave.
+  With them, `python -m loadtests.stall fixed_db` (64 connections, the
+  server frozen for 5 s, 2026-11-29, five runs) measured a p50 time to a
+  503 of 20 to 29 ms, a p99 of 1.01 to 1.15 s, the slowest 2.0 s (queued
+  behind a deadline, then a pool timeout), and 200s again 0.5 to 0.73 s
+  after SIGCONT; before, no answer at all until SIGCONT.
 - A pooled connection is checked before it is lent: between statements
   nothing is due on it, so a readable socket means the server closed it (a
   restart, or a fast shutdown's "terminating connection" notice). It is
@@ -69,7 +104,8 @@ is rolled back when its connection ends
 once its commit record is flushed to the WAL
 (www.postgresql.org/docs/current/wal-intro.html), which happens after the
 client sent COMMIT and before the server answers it. So:
-- no connection (refused, pool timeout): nothing was sent. NotApplied;
+- no connection (refused, pool timeout), or the breaker is open: nothing was
+  sent. NotApplied;
 - disk_full (SQLSTATE 53100): the statement failed and was undone. StoreFull;
 - an error the server reports for a statement before COMMIT, or for an
   autocommit statement (a constraint, a serialization failure or deadlock,
@@ -79,6 +115,11 @@ client sent COMMIT and before the server answers it. So:
   write: the commit record may have been flushed before the answer was lost
   (a cancel or a termination can arrive after the flush). OutcomeUnknown;
   the same before COMMIT: the transaction can no longer commit. NotApplied.
+- no answer within the deadline: the same as a lost connection. During a
+  COMMIT or an autocommit write, OutcomeUnknown: the statement was sent,
+  and a frozen server runs it once resumed (tests/test_postgres.py shows it
+  does); before COMMIT, NotApplied: the connection is closed, so the
+  transaction never commits. A read is a 503 either way.
 Nothing is ever sent twice: psycopg does not retry, and neither does this.
 """
 
@@ -92,18 +133,25 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+import pybreaker
 from psycopg import errors
+from psycopg.abc import PQGen
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 from werkzeug.exceptions import HTTPException
 
+from plumbing.breaker import circuit_breaker, counted, guarded, refusing
 from plumbing.idempotency import NotApplied, OutcomeUnknown, StoreFull
 
 POOL_SIZE = 4  # gunicorn's threads per worker by default: one connection each
 POOL_TIMEOUT_SECONDS = 1.0
 CONNECT_TIMEOUT_SECONDS = 2
-STATEMENT_TIMEOUT_MS = 5000
+STATEMENT_TIMEOUT_MS = 500
+DEADLINE_SECONDS = 1.0
 RECONNECT_TIMEOUT_SECONDS = 1.0
+BREAKER_FAIL_MAX = 3
+BREAKER_RESET_SECONDS = 0.5
+WAIT_INTERVAL = 0.1  # psycopg's own default (connection.py): how often a wait lets Ctrl-C in
 SCHEMA_LOCK = (0x66697865, 0x645F6462)  # "fixe", "d_db": two int4 keys, apart from the key locks
 
 SCHEMA = (
@@ -155,6 +203,51 @@ def to_pyformat(sql: str) -> str:
     return "".join(out)
 
 
+class DeadlineExceeded(psycopg.OperationalError):
+    """The server did not answer within the deadline, so the connection was
+    closed with the statement in flight: it may have run, or may yet run."""
+
+
+class DeadlineConnection(psycopg.Connection):
+    """A psycopg connection whose every wait for the server ends at a deadline.
+
+    psycopg (3.3) runs each statement as one wait() on its socket, which can
+    take a timeout but is given none by execute(), commit() or the pool's
+    rollback. Here a wait without one gets deadline_seconds; past it the
+    connection is closed (its statement in flight, its state unknown, so it is
+    never used again) and DeadlineExceeded is raised. It is not cancelled
+    first: a cancel request is another connection to the same server, which
+    a frozen server cannot answer either. A wait given its own timeout keeps
+    it (notifies(timeout=None), unused here, gets the deadline). Connecting
+    is not a wait() (libpq's connect_timeout bounds it), nor is psycopg's
+    handling of Ctrl-C, which cancels the query and waits up to 5 s by
+    itself, unchanged. Pipeline mode (unused here): a deadline inside it
+    closes the connection too, and leaving the pipeline then fails on a
+    closed connection, the first error kept.
+
+    errors._WaitTimeout, which wait() raises, is private to psycopg (checked
+    against 3.3.9; tests/test_postgres.py fails if it goes)."""
+
+    deadline_seconds = DEADLINE_SECONDS
+
+    def wait(self, gen: PQGen, interval: float = WAIT_INTERVAL, timeout: float | None = None):
+        seconds = self.deadline_seconds if timeout is None else timeout
+        try:
+            return super().wait(gen, interval, seconds)
+        except errors._WaitTimeout:
+            if timeout is not None:
+                raise  # the caller's own timeout, for it to handle
+            self.pgconn.finish()  # what psycopg does to a connection it cannot cancel
+            raise DeadlineExceeded(
+                f"PostgreSQL did not answer within {seconds:g} s; the connection was closed"
+            ) from None
+
+
+class NotSent(psycopg.OperationalError):
+    """Nothing was sent: the circuit breaker refused the statement (or, as
+    NotConnected, no connection was lent)."""
+
+
 class Result:
     """What execute() returns: every row, already fetched, as sqlite3's
     cursor.fetchall() gives them; no rows for a statement that returns none."""
@@ -168,14 +261,29 @@ class Result:
 
 class PostgresConnection:
     """One pooled connection, lent to one request: the part of
-    sqlite3.Connection that store.py uses."""
+    sqlite3.Connection that store.py uses. Each statement goes through the
+    worker's circuit breaker, if it is given one."""
 
-    def __init__(self, conn: psycopg.Connection) -> None:
+    def __init__(
+        self, conn: psycopg.Connection, breaker: pybreaker.CircuitBreaker | None = None
+    ) -> None:
         self.conn = conn
+        self.breaker = breaker
         self.total_changes = 0  # rows written by this connection, as sqlite3 counts them
 
+    def sent(self, sql: str, params: tuple | None = None) -> psycopg.Cursor:
+        """The statement, sent and answered. Raises NotSent at once while the
+        breaker is open, and DeadlineExceeded if the server does not answer."""
+        if self.breaker is None:
+            return self.conn.execute(sql, params)
+        return guarded(
+            self.breaker,
+            lambda: self.conn.execute(sql, params),
+            refused=lambda: NotSent("PostgreSQL has not been answering (circuit breaker open)"),
+        )
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
-        cursor = self.conn.execute(to_pyformat(sql), tuple(params))  # "%%" read as "%"
+        cursor = self.sent(to_pyformat(sql), tuple(params))  # "%%" read as "%"
         rows = cursor.fetchall() if cursor.description is not None else []
         if (cursor.statusmessage or "").startswith(WRITES):
             self.total_changes += max(cursor.rowcount, 0)
@@ -189,20 +297,28 @@ class PostgresConnection:
         )
 
     def begin(self) -> None:
-        self.conn.execute("BEGIN")
+        self.sent("BEGIN")
 
     def commit(self) -> None:
-        self.conn.execute("COMMIT")
+        self.sent("COMMIT")
 
     def rollback(self) -> None:
-        self.conn.execute("ROLLBACK")
+        self.sent("ROLLBACK")
 
     def close(self) -> None:
         self.conn.close()
 
 
-class NotConnected(psycopg.OperationalError):
-    """acquire() found no connection to lend: nothing of the request was sent."""
+class NotConnected(NotSent):
+    """acquire() found no connection to lend, or the breaker was open: nothing
+    of the request was sent."""
+
+
+def unanswered(error: BaseException) -> bool:
+    """What the breaker counts: the server did not answer (a deadline, a lost
+    connection, none to be had). An error it reports (it has a SQLSTATE)
+    shows it is up."""
+    return isinstance(error, psycopg.OperationalError) and getattr(error, "sqlstate", None) is None
 
 
 def fit_to_send(conn: psycopg.Connection) -> bool:
@@ -226,6 +342,7 @@ class PostgresDatabase:
         pool_size: int = POOL_SIZE,
         pool_timeout: float = POOL_TIMEOUT_SECONDS,
         statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+        deadline_seconds: float = DEADLINE_SECONDS,
     ) -> None:
         try:
             given = psycopg.conninfo.conninfo_to_dict(url)
@@ -235,6 +352,7 @@ class PostgresDatabase:
         self.pool_size = pool_size
         self.pool_timeout = pool_timeout
         self.statement_timeout_ms = statement_timeout_ms
+        self.deadline_seconds = deadline_seconds
         # What the URL does not set; what it sets wins.
         self.connect_kwargs = {
             name: value
@@ -248,18 +366,25 @@ class PostgresDatabase:
         self.lock = threading.Lock()
         self.pid: int | None = None
         self.pool: ConnectionPool | None = None
+        self.breaker: pybreaker.CircuitBreaker | None = None
         self.schema_ready = False
 
     # Connections.
 
-    def configure(self, conn: psycopg.Connection) -> None:
+    def configure(self, conn: DeadlineConnection) -> None:
+        conn.deadline_seconds = self.deadline_seconds
         conn.autocommit = True  # one statement, one transaction, unless BEGIN says otherwise
         conn.execute(f"SET statement_timeout = {int(self.statement_timeout_ms)}")
 
     def connect(self) -> PostgresConnection:
-        """A connection of its own, outside the pool (schema, tests, tools)."""
-        conn = psycopg.connect(self.url, **self.connect_kwargs)
-        self.configure(conn)
+        """A connection of its own, outside the pool and the breaker (schema,
+        tests, tools), with the same deadline."""
+        conn = DeadlineConnection.connect(self.url, **self.connect_kwargs)
+        try:
+            self.configure(conn)
+        except BaseException:
+            conn.close()
+            raise
         return PostgresConnection(conn)
 
     def this_process(self) -> ConnectionPool:
@@ -269,6 +394,7 @@ class PostgresDatabase:
                 if self.pid != os.getpid():
                     self.pool = ConnectionPool(
                         self.url,
+                        connection_class=DeadlineConnection,
                         kwargs=self.connect_kwargs,
                         configure=self.configure,
                         min_size=self.pool_size,
@@ -279,6 +405,9 @@ class PostgresDatabase:
                         open=False,
                     )
                     self.pool.open(wait=False)  # connects in the background
+                    self.breaker = circuit_breaker(
+                        "PostgreSQL", BREAKER_FAIL_MAX, BREAKER_RESET_SECONDS, counts=unanswered
+                    )
                     self.pid = os.getpid()
         return self.pool
 
@@ -286,10 +415,14 @@ class PostgresDatabase:
         """A connection fit to send on, from this process's pool, the schema
         created first if this process has not yet.
 
-        Raises NotConnected (a psycopg.OperationalError) when none is ready
-        within the pool timeout, or the schema cannot be created: nothing of
-        the request was sent."""
+        Raises NotConnected (a psycopg.OperationalError) at once while the
+        breaker is open (a frozen server's connections are closed at their
+        deadline, and the pool cannot open others: each request would wait
+        out the pool timeout), and when none is ready within the pool timeout
+        or the schema cannot be created: nothing of the request was sent."""
         pool = self.this_process()
+        if refusing(self.breaker):
+            raise NotConnected("PostgreSQL has not been answering (circuit breaker open)")
         try:
             while True:
                 conn = pool.getconn()
@@ -298,21 +431,33 @@ class PostgresDatabase:
                 conn.close()  # closed, the pool discards it and opens another
                 pool.putconn(conn)
         except psycopg.Error as error:  # PoolTimeout
-            raise NotConnected(f"no connection to PostgreSQL: {error}") from error
+            raise self.not_connected(f"no connection to PostgreSQL: {error}", error) from error
         try:
             if not self.schema_ready:
                 self.create_schema_on(conn)
         except psycopg.Error as error:
             pool.putconn(conn)
-            raise NotConnected(f"could not create the schema: {error}") from error
+            raise self.not_connected(f"could not create the schema: {error}", error) from error
         except BaseException:
             pool.putconn(conn)
             raise
-        return PostgresConnection(conn)
+        return PostgresConnection(conn, self.breaker)
+
+    def not_connected(self, why: str, error: psycopg.Error) -> NotConnected:
+        """NotConnected, counted by the breaker if the server did not answer
+        (a pool timeout, a deadline), not if it refused (a bad password)."""
+        failure = NotConnected(why)
+        if unanswered(error):
+            counted(self.breaker, failure)
+        return failure
 
     def release(self, conn: PostgresConnection) -> None:
-        """Back to the pool, which rolls back a transaction left open and
-        replaces a connection that was lost."""
+        """Back to the pool, which replaces a connection that was closed or
+        lost. One still in a transaction (its ROLLBACK failed or was refused)
+        is closed first, which ends the transaction on the server: the
+        pool's ROLLBACK would wait on a server that does not answer."""
+        if conn.in_transaction:
+            conn.close()
         self.pool.putconn(conn.conn)
 
     def close(self) -> None:
@@ -370,8 +515,8 @@ class PostgresDatabase:
 
 def outcome_of(error: psycopg.Error, committing: bool) -> HTTPException:
     sqlstate = getattr(error, "sqlstate", None)
-    if isinstance(error, NotConnected):
-        return NotApplied("no connection to PostgreSQL; nothing was sent: retry")
+    if isinstance(error, NotSent):  # NotConnected too
+        return NotApplied(f"nothing was sent to PostgreSQL ({error}): retry")
     if isinstance(error, errors.DiskFull):
         return StoreFull()
     if not committing:

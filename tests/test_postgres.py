@@ -3,10 +3,10 @@ the database class (fixed_db/postgres.py) and the READ COMMITTED half-fix.
 
 Every test runs against a real PostgreSQL server: one embedded server for the
 session (a fresh database per test), and a server of its own for a test that
-kills, restarts or interrupts it. If the embedded server cannot start, the
-tests are skipped with the reason, except in CI (CI set), where they fail:
-CI must run them. With DATABASE_URL=postgresql://... set, the tests that need
-no server of their own run against that server instead.
+kills, restarts, freezes or interrupts it. If the embedded server cannot
+start, the tests are skipped with the reason, except in CI (CI set), where
+they fail: CI must run them. With DATABASE_URL=postgresql://... set, the
+tests that need no server of their own run against that server instead.
 
 Races are made certain, not waited for: a barrier lines up the sessions that
 create the schema, a test waits until PostgreSQL itself reports a session
@@ -25,6 +25,8 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -34,6 +36,12 @@ import requests
 
 from examples import half_fix_postgres_read_committed
 from fixed_db.postgres import (
+    BREAKER_FAIL_MAX,
+    BREAKER_RESET_SECONDS,
+    DEADLINE_SECONDS,
+    POOL_SIZE,
+    WAIT_INTERVAL,
+    DeadlineExceeded,
     NotConnected,
     PostgresDatabase,
     outcome_of,
@@ -41,6 +49,7 @@ from fixed_db.postgres import (
 from loadtests.client import Client
 from loadtests.hammer import hammer_app
 from loadtests.history import NOT_APPLIED, UNKNOWN
+from loadtests.inject_postgres import ServerStopped
 from loadtests.transport import KeepAliveSession
 from plumbing.config import REPO_ROOT
 from serve.postgres import (
@@ -169,6 +178,46 @@ def wait_for(condition, what: str, timeout: float = 10.0) -> None:
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+class Hung(BaseException):
+    """Raised by at_most(): a BaseException, so that neither the app nor
+    psycopg turns it into an answer."""
+
+
+@contextmanager
+def at_most(seconds: float, what: str) -> Iterator[None]:
+    """Fail, rather than hang, if the block takes longer (SIGALRM; the main
+    thread only). psycopg's waits wake up every WAIT_INTERVAL to let it in."""
+
+    def expired(_signum, _frame):
+        raise Hung(f"{what} took over {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def sessions(url: str) -> set[int]:
+    """The backend PIDs of the server's client sessions, but the asker's."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+        return {pid for (pid,) in rows}
+
+
+def settled(url: str, before: set[int]) -> None:
+    """Wait until the sessions open before the freeze have ended, their
+    clients having closed them: a resumed backend runs what it was sent
+    before it sees that its connection was closed, then exits. (Connection
+    attempts made meanwhile are other sessions, which ran nothing.)"""
+    wait_for(lambda: not before & sessions(url), "the sessions of closed connections to end")
 
 
 # The embedded server.
@@ -346,7 +395,8 @@ def test_a_pool_is_made_in_each_process_on_first_use(database_url):
 
 
 def test_the_same_idempotency_key_waits_for_the_first_write_and_others_do_not(database_url):
-    database = PostgresDatabase(database_url)
+    # Timeouts longer than the wait the test holds, however slow the machine.
+    database = PostgresDatabase(database_url, statement_timeout_ms=20_000, deadline_seconds=30)
     database.create_schema()
     first, second, other = (database.connect() for _ in range(3))
     try:
@@ -465,6 +515,107 @@ def test_a_killed_server_is_not_applied_at_once_then_back_with_every_commit(own_
     finally:
         database.release(conn)
         database.close()
+
+
+def test_the_psycopg_internals_the_deadline_relies_on_are_still_there():
+    """DeadlineConnection (fixed_db/postgres.py) overrides Connection.wait and
+    catches errors._WaitTimeout, which psycopg (3.3.9) keeps private: an
+    upgrade that renames either fails here first, not on a frozen server."""
+    assert issubclass(psycopg.errors._WaitTimeout, psycopg.OperationalError)
+    parameters = inspect.signature(psycopg.Connection.wait).parameters
+    assert list(parameters) == ["self", "gen", "interval", "timeout"]
+    assert (parameters["interval"].default, parameters["timeout"].default) == (WAIT_INTERVAL, None)
+
+
+def test_a_frozen_server_is_a_deadline_and_what_was_sent_is_unknown(own_server):
+    """A statement on a frozen server (ServerStopped: the postmaster and every
+    process below it SIGSTOPped, as a paused VM, a stalled disk or a network
+    partition looks: connections stay open and the kernel still takes what
+    is sent, but nothing answers, and the server's own statement_timeout
+    cannot fire) ends at the deadline, its connection closed and never lent
+    again. What it answers, checked against what the
+    server did once resumed: an autocommit write and a COMMIT ran after all
+    (unknown), a write before COMMIT never committed (not applied)."""
+    server = started(own_server())
+    database = PostgresDatabase(server.url, pool_size=2, deadline_seconds=0.5)
+    conn = database.acquire()
+    first = conn.conn
+    assert conn.execute("SELECT value FROM counter").fetchall() == [(0,)]
+    before = sessions(server.url)
+    update = "UPDATE counter SET value = value + ? WHERE id = 1"
+    with ServerStopped(server), at_most(5, "a statement on the frozen server"):
+        began = time.monotonic()
+        with pytest.raises(DeadlineExceeded) as timed_out:
+            conn.execute(update, (1,))
+        assert database.deadline_seconds <= time.monotonic() - began < database.deadline_seconds + 1
+        assert first.closed
+        database.release(conn)
+    assert outcome_of(timed_out.value, committing=True).outcome == "unknown"
+    again = database.acquire()
+    try:
+        assert again.conn is not first  # the pool replaced it
+        assert again.execute("SELECT 1").fetchall() == [(1,)]
+    finally:
+        database.release(again)
+        database.close()
+
+    committing, writing = database.connect(), database.connect()
+    before |= sessions(server.url)
+    committing.begin()
+    committing.execute(update, (10,))
+    writing.begin()
+    with ServerStopped(server), at_most(5, "statements on the frozen server"):
+        with pytest.raises(DeadlineExceeded) as at_commit:
+            committing.commit()
+        with pytest.raises(DeadlineExceeded) as before_commit:
+            writing.execute(update, (100,))
+    assert outcome_of(at_commit.value, committing=True).outcome == "unknown"
+    assert outcome_of(before_commit.value, committing=False).outcome == "not applied"
+    assert committing.conn.closed and writing.conn.closed
+    settled(server.url, before)
+    with psycopg.connect(server.url) as conn:
+        assert conn.execute("SELECT value FROM counter").fetchone() == (1 + 10,)
+
+
+def test_on_a_frozen_server_the_breaker_opens_fails_fast_and_closes_once_it_answers(
+    own_server, monkeypatch
+):
+    server = started(own_server())
+    monkeypatch.setenv("DATABASE_URL", server.url)
+    monkeypatch.setenv("WORK_MS", "0")
+    app = make_app("fixed_db")
+    database = app.extensions["fixed_db"]
+    client = app.test_client()
+    try:
+        assert client.post("/counter/increment").json == {"value": 1}
+        database.pool.wait(timeout=10)  # every pooled connection open
+        before = sessions(server.url)
+        with (
+            ServerStopped(server),
+            at_most(BREAKER_FAIL_MAX * DEADLINE_SECONDS + 5, "the requests"),
+        ):
+            # Each sent on a pooled connection, which the deadline closes.
+            failed = [client.post("/counter/increment") for _ in range(BREAKER_FAIL_MAX)]
+            assert database.breaker.current_state == "open"
+            began = time.monotonic()
+            fast = [client.post("/counter/increment") for _ in range(20)]
+            fast += [client.get("/counter"), client.post("/visits", json={"article": "a"})]
+            assert time.monotonic() - began < DEADLINE_SECONDS  # none waited for the server
+        assert [(r.status_code, r.json["outcome"]) for r in failed] == [(503, "unknown")] * 3
+        assert {r.status_code for r in fast} == {503}
+        assert {r.json.get("outcome") for r in fast if r.request.method == "POST"} == {
+            "not applied"
+        }
+        time.sleep(BREAKER_RESET_SECONDS)  # then one trial goes through, and closes it
+        assert client.post("/counter/increment").status_code == 200
+        assert database.breaker.current_state == "closed"
+    finally:
+        database.close()
+    settled(server.url, before)
+    with psycopg.connect(server.url) as conn:
+        # The 3 "unknown" ran once the server was resumed; nothing else did.
+        assert conn.execute("SELECT value FROM counter").fetchone() == (1 + 3 + 1,)
+        assert conn.execute("SELECT count(*) FROM visits").fetchone() == (0,)
 
 
 def test_a_url_that_is_not_postgresql_is_refused():
@@ -731,6 +882,77 @@ def test_a_restart_of_postgresql_mid_load_is_503s_then_recovery_losing_nothing(
     assert down and all(e.status == 503 and e.outcome in (NOT_APPLIED, UNKNOWN) for e in down)
     acknowledged = sum(e.ok for e in history)
     assert acknowledged <= final <= len(history)  # none acknowledged was lost
+
+
+FROZEN_ANSWER_SECONDS = 3.0  # the deadline (1 s) and a pool timeout (1 s), and a margin
+
+
+@pytest.mark.gunicorn
+def test_a_frozen_postgresql_is_503s_within_seconds_then_200s_applying_nothing_twice(
+    own_server, isolated_var_dir
+):
+    """The server frozen (SIGSTOP) under 16 users' increments: each request is
+    a 503 with its outcome within FROZEN_ANSWER_SECONDS, never a hang; at most
+    one per pooled connection was sent (unknown), the rest were not (the
+    breaker, or no connection to be had); once resumed (SIGCONT), 200s again
+    without a restart; and the final counter is every acknowledged increment
+    plus at most the unknown ones."""
+    postgres = started(own_server())
+    users, freeze_seconds = 16, 2.0
+    history: list = []
+    with serve_on(postgres.url, isolated_var_dir) as server:
+        clients = [
+            Client(server.url, f"u{n}", timeout=FROZEN_ANSWER_SECONDS + 5, http=KeepAliveSession())
+            for n in range(users)
+        ]
+
+        def each(work) -> None:
+            threads = [threading.Thread(target=work, args=(c,)) for c in clients]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+        each(lambda client: history.append(client.increment()))  # every pool connected
+        assert [e.status for e in history] == [200] * users
+        before = sessions(postgres.url)
+        with ServerStopped(postgres):
+            froze = time.monotonic()
+
+            def load(client: Client) -> None:
+                while time.monotonic() < froze + freeze_seconds:
+                    history.append(client.increment())
+
+            each(load)
+        resumed = time.monotonic()
+
+        def until_200(client: Client) -> None:
+            while time.monotonic() < resumed + 10:
+                history.append(event := client.increment())
+                if event.ok:
+                    return
+                time.sleep(0.01)
+
+        each(until_200)
+        workers = {str(pid) for pid in server.worker_pids}
+        for client in clients:
+            client.close()
+    during = [e for e in history if froze <= e.start < resumed]
+    after = [e for e in history if e.start >= resumed]
+    assert during and {(e.status, bool(e.outcome)) for e in during} == {(503, True)}
+    assert max(e.end - e.start for e in during) < FROZEN_ANSWER_SECONDS
+    outcomes = [e.outcome for e in during]
+    assert set(outcomes) <= {NOT_APPLIED, UNKNOWN}
+    pooled = 2 * POOL_SIZE  # gunicorn's 2 workers: no new connection while frozen
+    assert outcomes.count(UNKNOWN) <= pooled < len(outcomes)
+    assert sum(e.ok for e in after) == users  # every user answered 200 again
+    assert max(e.end for e in after if e.ok) - resumed < FROZEN_ANSWER_SECONDS
+    assert {e.worker.partition("-")[0] for e in after if e.ok} <= workers  # none restarted
+    settled(postgres.url, before)
+    with psycopg.connect(postgres.url) as conn:
+        [(final,)] = conn.execute("SELECT value FROM counter")
+    acknowledged = sum(e.ok for e in history)
+    assert acknowledged <= final <= acknowledged + outcomes.count(UNKNOWN)
 
 
 @pytest.mark.gunicorn
