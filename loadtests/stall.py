@@ -1,14 +1,16 @@
-"""Time to a 503 while fixed_cache's Redis server is stalled, then recovery.
+"""Time to a 503 while a fixed app's store is stalled, then recovery.
 
 A server that stops answering but keeps its connections open (a long pause, a
 frozen VM, a machine swapping) is the slow way for a store to fail: every
 command waits for its socket timeout, and requests queue behind the threads
-that wait. This starts fixed_cache under the shared gunicorn config with an
-embedded Valkey of its own, opens --connections kept-alive connections and
-sees each answer once, freezes Valkey with SIGSTOP (by its PID), and sends
-POST /counter/increment from every connection in a loop for --seconds. Then
-it resumes Valkey (SIGCONT), waits for the app to answer 200 again by itself,
-and stops gunicorn and Valkey by PID.
+that wait. This starts fixed_cache (or fixed_db on PostgreSQL: `python -m
+loadtests.stall fixed_db`) under the shared gunicorn config with an embedded
+store server of its own, opens --connections kept-alive connections and sees
+each answer once, freezes the server with SIGSTOP (by PID: the server and
+every process below it, as PostgreSQL's backends), and sends POST
+/counter/increment from every connection in a loop for --seconds. Then it
+resumes them (SIGCONT), waits for the app to answer 200 again by itself, and
+stops gunicorn and the server by PID.
 
     $ python -m loadtests.stall                # 2026-11-29, 2 cores, busy with other work
     fixed_cache (gunicorn gthread 2 workers x 4 threads, 64 connections): Valkey paused ...
@@ -26,6 +28,26 @@ could not connect (fixed_cache/store.py). After SIGCONT a worker's breaker
 stays open until its next trial, up to 0.5 s. Before the breaker (a 0.45 s
 timeout and one retry) the same run got 104 answers, p50 6.3 s, p99 8.2 s.
 
+    $ python -m loadtests.stall fixed_db       # 2026-11-29, the same machine
+    fixed_db (gunicorn gthread 2 workers x 4 threads, 64 connections): PostgreSQL paused ...
+    answer           count  p50 ms  p99 ms  max ms
+    503 not applied   4205    27.2  1009.3  2002.3
+    503 unknown          8  1006.3  1009.3  1009.4
+    every 503         4213    27.3  1009.4  2002.3
+    every answer      4213    27.3  1009.4  2002.3
+    after SIGCONT: 64 of 64 connections answered 200, the last 0.73 s after; before
+    that, 616 x 503 not applied, at most 12 on one connection
+
+On PostgreSQL (fixed_db/postgres.py) an "unknown" waited out the 1 s
+deadline on a statement that was sent, one per pooled connection (2 x 4),
+which the deadline closes; the requests queued behind them then found the
+breaker open. The slowest waited behind one of those, then for the pool's
+1 s timeout (no new connection while frozen). In five runs: p50 20 to 29 ms,
+p99 1.01 to 1.15 s, max 2.0 s; 200s again 0.50 to 0.73 s after SIGCONT.
+Before the deadline and the breaker, every one of the 64 first requests got
+no answer within REQUEST_TIMEOUT_SECONDS (30 s): each thread waited on its
+statement until SIGCONT.
+
 Each answer's time is from sending the request to its last byte; "unknown"
 and "not applied" are the "outcome" field of a 503's JSON body
 (plumbing/idempotency.py). Bounded: --seconds of stall, at most
@@ -35,8 +57,6 @@ did not recover.
 """
 
 import argparse
-import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -45,11 +65,17 @@ import time
 from dataclasses import dataclass
 
 from loadtests import report
+from loadtests.inject_postgres import ServerStopped
 from loadtests.transport import TRANSPORT_ERRORS, KeepAliveSession
 from plumbing.config import var_dir
 from serve.processes import AppServer, free_port
 
-APP = "fixed_cache"
+# The app, its store's name, and the settings that give it an embedded server
+# of its own, which it may pause.
+APPS = {
+    "fixed_cache": ("Valkey", {"REDIS_URL": ""}),
+    "fixed_db": ("PostgreSQL", {"FIXED_DB_BACKEND": "postgres", "DATABASE_URL": ""}),
+}
 DEFAULT_CONNECTIONS = 64
 DEFAULT_SECONDS = 5.0
 MAX_REQUESTS_PER_CONNECTION = 2000
@@ -120,15 +146,12 @@ def stall(server: AppServer, connections: int, seconds: float) -> tuple[list[Ans
     try:
         for session in sessions:  # every connection open, and answered, before the pause
             if (kind := increment(session, url).kind) != "200":
-                raise RuntimeError(f"{APP} answered {kind} before the stall")
-        valkey = server.backing.process.pid
+                raise RuntimeError(f"{server.app} answered {kind} before the stall")
         during: list[Answer] = []
         after: list[list[Answer]] = []
-        os.kill(valkey, signal.SIGSTOP)
-        try:
+        # The server and every process below it, as PostgreSQL's backends.
+        with ServerStopped(server.backing):
             on_every_connection(keep_sending, sessions, url, time.monotonic() + seconds, during)
-        finally:
-            os.kill(valkey, signal.SIGCONT)
         on_every_connection(until_200, sessions, url, after)
     finally:
         for session in sessions:
@@ -162,18 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.stall", description=__doc__.split("\n")[0]
     )
+    parser.add_argument("app", nargs="?", choices=APPS, default="fixed_cache")
     parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
     parser.add_argument(
-        "--seconds", type=float, default=DEFAULT_SECONDS, help="how long Valkey stays paused"
+        "--seconds", type=float, default=DEFAULT_SECONDS, help="how long the store stays paused"
     )
     args = parser.parse_args(argv)
+    store, settings = APPS[args.app]
     with tempfile.TemporaryDirectory(prefix="stall-", dir=var_dir()) as scratch:
-        # Its own embedded Valkey (REDIS_URL unset), which it may pause.
-        env = {"VAR_DIR": scratch, "REDIS_URL": ""}
-        with AppServer(APP, free_port(), env=env) as server:
+        env = {"VAR_DIR": scratch, **settings}
+        with AppServer(args.app, free_port(), env=env) as server:
             print(
-                f"{APP} ({server.shape()}, {args.connections} connections): "
-                f"Valkey paused for {args.seconds:g} s, POST /counter/increment meanwhile",
+                f"{args.app} ({server.shape()}, {args.connections} connections): "
+                f"{store} paused for {args.seconds:g} s, POST /counter/increment meanwhile",
                 flush=True,
             )
             during, after = stall(server, args.connections, args.seconds)
