@@ -25,10 +25,10 @@ when the thread that started it ends (serve/postgres.py _spawn()).
 
 From `make faults DB=postgres` (2026-11-29, 2 cores), fixed_db with keys:
 
-    +1.69s  writes in flight: 8 sent to stopped postgres 852 and its 16 processes, 8 failed before it resumed, 1.04 s
-    +3.96s  pause store: SIGSTOP postgres 852 and its 16 processes, 0.81 s
-    +4.81s  crash backend: SIGKILL backend 1077 (idle in transaction) of postgres 852; it ended every session and recovered, 0.25 s
-    +6.41s  kill store: SIGKILL postgres 852 and its 16 processes; restarted as 1266 by the harness, 0.95 s
+    +1.56s  writes in flight: 8 sent to stopped postgres 17229 and its 16 processes, 8 failed before it resumed, 1.03 s
+    +3.83s  pause store: SIGSTOP postgres 17229 and its 16 processes, 0.83 s
+    +4.84s  crash backend: SIGKILL backend 17375 (idle in transaction) of postgres 17229; it ended every session and recovered, 0.20 s
+    +6.40s  kill store: SIGKILL postgres 17229 and its 16 processes; restarted as 17498 by the harness, 0.22 s
 """  # noqa: E501
 
 import contextlib
