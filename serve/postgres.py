@@ -110,6 +110,11 @@ SETTINGS = {
     "max_connections": "100",
     "unix_socket_permissions": "0700",
     "fsync": "on",  # never off: off risks corruption, not only loss, on a crash
+    # Dynamic shared memory as files in the cluster (pg_dynshmem/), not under
+    # /dev/shm: a killed server's segments then go with its folder, where
+    # "posix" leaves them in /dev/shm for good once the folder is deleted.
+    # It serves parallel queries, which fixed_db's one-row statements never use.
+    "dynamic_shared_memory_type": "mmap",
 }
 
 
@@ -379,6 +384,18 @@ class EmbeddedPostgres(Service):
         return [str(self.binaries / "postgres"), "-D", str(self.data_dir), *listen, *settings]
 
     def _start_server(self) -> None:
+        """Start the server and wait until it answers; raise RuntimeError if
+        another server runs on this cluster, or ours exits or never answers.
+
+        The socket is the cluster's, so the server that answers must be shown
+        to be ours: another launcher's server on the same folder would answer
+        while ours exits ("lock file postmaster.pid already exists")."""
+        if holder := self.running_postmaster():
+            raise RuntimeError(
+                f"{self.directory} is in use by another PostgreSQL server (postmaster pid "
+                f"{holder}), perhaps another launcher's: stop it first, or give this one "
+                "another folder (VAR_DIR)."
+            )
         self._spawn(self.command())
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
@@ -387,10 +404,31 @@ class EmbeddedPostgres(Service):
             try:
                 with psycopg.connect(self.url_for("postgres"), connect_timeout=2) as conn:
                     conn.execute("SELECT 1")
-                return
             except psycopg.OperationalError:  # not listening yet, or still recovering
                 time.sleep(0.02)
+                continue
+            if self.running_postmaster() != self.process.pid:
+                raise RuntimeError(f"another server answered on the socket.{self._log_tail()}")
+            return
         raise RuntimeError(f"postgres did not answer in time.{self._log_tail()}")
+
+    def running_postmaster(self) -> int | None:
+        """The PID of the live postmaster that holds this cluster's lock file
+        (postmaster.pid, whose first line is the PID), if any: a file left by
+        a killed server names a PID that has exited, or been reused by a
+        process that is not a postmaster."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+        fields = proc_stat(pid)
+        if fields is None or fields[0] == "Z":  # gone, or a zombie not yet reaped
+            return None
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            return None
+        return pid if name == "postgres" else None
 
     def _create_database(self, name: str) -> None:
         with psycopg.connect(self.url_for("postgres"), autocommit=True) as conn:
@@ -445,15 +483,38 @@ class EmbeddedPostgres(Service):
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def remove(self) -> None:
-        """Kill the server, then delete the cluster and everything under the
-        directory (a clean shutdown would only write a checkpoint to delete)."""
-        self.kill()
+        """Stop the server, then delete the cluster and everything under the
+        directory. A fast shutdown frees the server's shared memory; a server
+        that was killed (kill()) leaves its System V segment, which is freed
+        here, as the next start on the cluster would have done."""
+        self.stop()
+        free_shared_memory(self.data_dir / "postmaster.pid")
         if self.account:
             shutil.rmtree(self.home, ignore_errors=True)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
 LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
+IPC_RMID = 0  # shmctl(2)
+
+
+def free_shared_memory(lock_file: Path) -> None:
+    """Free the System V segment a killed server left: its key and id are on
+    the 7th line of postmaster.pid, which only a clean shutdown removes
+    (PostgreSQL's src/include/utils/pidfile.h, LOCK_FILE_LINE_SHMEM_KEY). The
+    segment is freed only if /proc/sysvipc/shm still lists that id with that
+    key, and no process is attached to it."""
+    if LIBC is None:
+        return
+    try:
+        key, shmid = (int(n) for n in lock_file.read_text().split("\n")[6].split())
+        listed = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    except (OSError, ValueError, IndexError):
+        return
+    for line in listed:
+        fields = line.split()  # key shmid perms size cpid lpid nattch ...
+        if int(fields[0]) == key and int(fields[1]) == shmid and int(fields[6]) == 0:
+            LIBC.shmctl(shmid, IPC_RMID, None)
 
 
 def fast_shutdown_with_parent() -> None:  # runs in the child, between fork and exec

@@ -56,6 +56,7 @@ from serve.postgres import (
     ROOT_HOME,
     SERVER_ACCOUNT,
     EmbeddedPostgres,
+    has_exited,
     running_as_root,
     start_time,
 )
@@ -280,6 +281,35 @@ HELD_START = textwrap.dedent(
     Held(Path(sys.argv[1])).start()
     """
 )
+
+
+def sysv_segments() -> set[str]:
+    """The ids of the System V shared memory segments that exist now."""
+    return {line.split()[1] for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]}
+
+
+def test_a_second_server_on_the_same_cluster_is_refused_and_never_mistaken_for_ours(own_server):
+    # The first server's socket answers: the second launcher must not take
+    # that answer for its own server, which exits at once (lock file taken).
+    first = own_server().start()
+    second = own_server(first.directory)
+    with pytest.raises(
+        RuntimeError, match=f"in use by another PostgreSQL server.*{first.process.pid}"
+    ):
+        second.start()
+    assert second.process is None or has_exited(second.process)
+    assert first.running_postmaster() == first.process.pid
+
+
+def test_a_killed_server_leaves_no_shared_memory_once_removed(own_server):
+    server = own_server().start()
+    maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+    assert "/dev/shm/PostgreSQL" not in maps, "dynamic shared memory under /dev/shm"
+    server.kill()  # a crash: nothing frees the segment
+    segment = (server.data_dir / "postmaster.pid").read_text().split("\n")[6].split()[1]
+    assert segment in sysv_segments()
+    server.remove()
+    assert segment not in sysv_segments()
 
 
 @pytest.mark.parametrize("during", ["initdb", "server"])
