@@ -139,6 +139,7 @@ class Gunicorn(Service):
             "--worker-class", self.worker_class,
             "--threads", str(self.threads),
             "--graceful-timeout", "2",
+            *no_control_socket(),
             *self.options,
             self.target,
         ]  # fmt: skip
@@ -220,6 +221,15 @@ class Gunicorn(Service):
         if self.process is not None:
             stop_process(self.process)
         shutil.rmtree(self.log_dir, ignore_errors=True)
+
+
+def no_control_socket() -> list[str]:
+    """gunicorn 25.1 and later open ~/.gunicorn/gunicorn.ctl unless told not
+    to, one path for every gunicorn of the account (serve/gunicorn_conf.py)."""
+    from gunicorn.config import KNOWN_SETTINGS
+
+    known = any(setting.name == "control_socket_disable" for setting in KNOWN_SETTINGS)
+    return ["--no-control-socket"] if known else []
 
 
 class Uwsgi(Gunicorn):

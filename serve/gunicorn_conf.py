@@ -44,3 +44,9 @@ graceful_timeout = 5
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "warning")
 accesslog = None
 errorlog = "-"
+# gunicorn 25.1 and later open a control socket for gunicornc at
+# ~/.gunicorn/gunicorn.ctl by default: one path for every gunicorn of the
+# account, so each app started here would replace the last one's (and a
+# user's own gunicorn's), and the folder would stay behind in their home.
+# Earlier versions ignore the name.
+control_socket_disable = True

@@ -125,3 +125,16 @@ def test_ctrl_c_during_start_up_leaves_nothing_running(isolated_var_dir, attempt
     os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
     launcher.wait(timeout=30)
     assert wait_until_gone(started) == []
+
+
+def test_no_launcher_leaves_a_gunicorn_control_socket_in_home(tmp_path, monkeypatch):
+    # gunicorn 25.1+ opens ~/.gunicorn/gunicorn.ctl by default: one path for
+    # every gunicorn of the account, each replacing the last one's.
+    from examples.servers import Gunicorn
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with AppServer("broken_global", free_port()):
+        pass
+    with Gunicorn("broken_global.app:create_app()"):
+        pass
+    assert not (tmp_path / ".gunicorn").exists()
