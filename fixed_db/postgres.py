@@ -86,6 +86,9 @@ a second, and a worker never hangs on it:
   closed at their deadline and no new one can open, so each request would
   otherwise wait out the pool timeout. A stall makes the 4 threads of a
   worker fail within one deadline, so 3 opens it after that first wave.
+  A dead server's pool timeouts open it too: its requests then fail at once,
+  and once it is back a worker answers again up to 0.5 s after its pool can
+  connect (the next trial).
   With them, `python -m loadtests.stall fixed_db` (64 connections, the
   server frozen for 5 s, 2026-11-29, five runs) measured a p50 time to a
   503 of 20 to 29 ms, a p99 of 1.01 to 1.15 s, the slowest 2.0 s (queued
