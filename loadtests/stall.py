@@ -68,6 +68,7 @@ from loadtests import report
 from loadtests.inject_postgres import ServerStopped
 from loadtests.transport import TRANSPORT_ERRORS, KeepAliveSession
 from plumbing.config import var_dir
+from serve.postgres import EmbeddedPostgres
 from serve.processes import AppServer, free_port
 
 # The app, its store's name, and the settings that give it an embedded server
@@ -194,13 +195,20 @@ def main(argv: list[str] | None = None) -> int:
     store, settings = APPS[args.app]
     with tempfile.TemporaryDirectory(prefix="stall-", dir=var_dir()) as scratch:
         env = {"VAR_DIR": scratch, **settings}
-        with AppServer(args.app, free_port(), env=env) as server:
-            print(
-                f"{args.app} ({server.shape()}, {args.connections} connections): "
-                f"{store} paused for {args.seconds:g} s, POST /counter/increment meanwhile",
-                flush=True,
-            )
-            during, after = stall(server, args.connections, args.seconds)
+        server = AppServer(args.app, free_port(), env=env)
+        try:
+            with server:
+                print(
+                    f"{args.app} ({server.shape()}, {args.connections} connections): "
+                    f"{store} paused for {args.seconds:g} s, POST /counter/increment meanwhile",
+                    flush=True,
+                )
+                during, after = stall(server, args.connections, args.seconds)
+        finally:
+            # As root, PostgreSQL's cluster lives outside the scratch folder
+            # (serve/postgres.py): removed with it, not left behind.
+            if isinstance(server.backing, EmbeddedPostgres):
+                server.backing.remove()
     print(summary(during))
     recovered = [a.seconds for mine in after for a in mine if a.kind == "200"]
     failed = [sum(a.kind != "200" for a in mine) for mine in after]
