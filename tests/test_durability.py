@@ -54,6 +54,7 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
@@ -135,36 +136,41 @@ def client(valkey: EmbeddedValkey) -> redis.Redis:
 
 
 class Incrementers:
-    """Threads doing INCR, each on its own connection, until one fails."""
+    """Threads incrementing the counter, each on a connection of its own,
+    until the server is gone: connect() opens one, increment(connection)
+    returns the value the server acknowledged, and `gone` is what the client
+    raises once the server has died."""
 
-    def __init__(self, valkey: EmbeddedValkey) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        increment: Callable[[Any], int],
+        gone: type[Exception] | tuple[type[Exception], ...],
+    ) -> None:
+        self.connect, self.increment_on, self.gone = connect, increment, gone
         self.acknowledged: list[int] = []
         self.attempted = 0
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, args=(valkey,)) for _ in range(WRITERS)]
+        self.threads = [threading.Thread(target=self.run) for _ in range(WRITERS)]
         for thread in self.threads:
             thread.start()
 
-    def run(self, valkey: EmbeddedValkey) -> None:
-        connection = client(valkey)
+    def run(self) -> None:
+        connection = self.connect()
         try:
             while True:
-                with self.lock:
-                    self.attempted += 1
                 try:
-                    value = connection.incr("counter")
-                except redis.RedisError:
-                    return  # the server is gone
-                with self.lock:
-                    self.acknowledged.append(value)
+                    self.increment(connection)
+                except self.gone:
+                    return
         finally:
             connection.close()
 
-    def increment(self, connection: redis.Redis) -> None:
-        """One more increment, on another connection, counted like theirs."""
+    def increment(self, connection: Any) -> None:
+        """One more increment, counted when it is sent and when acknowledged."""
         with self.lock:
             self.attempted += 1
-        value = connection.incr("counter")
+        value = self.increment_on(connection)
         with self.lock:
             self.acknowledged.append(value)
 
@@ -175,6 +181,10 @@ class Incrementers:
     def join(self) -> None:
         for thread in self.threads:
             thread.join()
+
+
+def valkey_incrementers(valkey: EmbeddedValkey) -> Incrementers:
+    return Incrementers(lambda: client(valkey), lambda c: c.incr("counter"), redis.RedisError)
 
 
 def fsync_in_flight(admin: redis.Redis) -> bool:
@@ -193,16 +203,14 @@ def in_the_window(admin: redis.Redis, writers: "Incrementers") -> bool:
     return fsync_in_flight(admin)
 
 
-@pytest.mark.parametrize(
-    "appendfsync",
-    [
-        "always",
-        pytest.param(
-            "everysec",
-            marks=pytest.mark.xfail(raises=AssertionError, strict=True, reason=EVERYSEC_LOSES),
-        ),
-    ],
-)
+def shipped_and_lossy(shipped: str, lossy: str, why: str) -> list:
+    """The setting the project ships, and the one that loses acknowledged
+    writes: an expected failure (strict) that carries why."""
+    expected_to_lose = pytest.mark.xfail(raises=AssertionError, strict=True, reason=why)
+    return [shipped, pytest.param(lossy, marks=expected_to_lose)]
+
+
+@pytest.mark.parametrize("appendfsync", shipped_and_lossy("always", "everysec", EVERYSEC_LOSES))
 def test_a_sigkilled_valkey_keeps_every_acknowledged_increment(tmp_path, appendfsync):
     valkey = EmbeddedValkey(tmp_path / "valkey", appendfsync=appendfsync).start()
     try:
@@ -217,7 +225,7 @@ def valkey_round(valkey: EmbeddedValkey) -> Round:
     """Increment under load, SIGKILL the server, start it again on its files."""
     with closing(client(valkey)) as admin:
         before = int(admin.get("counter") or 0)
-        writers = Incrementers(valkey)
+        writers = valkey_incrementers(valkey)
         wait_for(lambda: writers.count() >= BEFORE_KILL, "increments before the kill")
         admin.set("blob", os.urandom(BLOB_BYTES))  # the disk now has a lot to flush
         if valkey.appendfsync == "everysec":
@@ -315,40 +323,16 @@ def sqlite_round(path, synchronous: str) -> Round:
 # -- PostgreSQL ----------------------------------------------------------------
 
 
-class PostgresIncrementers:
-    """Threads committing fixed_db's increment, each on its own autocommit
-    connection, until the server is gone."""
+INCREMENT = "UPDATE counter SET value = value + 1 WHERE id = 1 RETURNING value"
 
-    SQL = "UPDATE counter SET value = value + 1 WHERE id = 1 RETURNING value"
 
-    def __init__(self, url: str) -> None:
-        self.acknowledged: list[int] = []
-        self.attempted = 0
-        self.lock = threading.Lock()
-        self.connections = [psycopg.connect(url, autocommit=True) for _ in range(WRITERS)]
-        self.threads = [threading.Thread(target=self.run, args=(c,)) for c in self.connections]
-        for thread in self.threads:
-            thread.start()
-
-    def run(self, conn: psycopg.Connection) -> None:
-        with conn:
-            while True:
-                with self.lock:
-                    self.attempted += 1
-                try:
-                    [(value,)] = conn.execute(self.SQL).fetchall()
-                except psycopg.OperationalError:
-                    return  # the server is gone
-                with self.lock:
-                    self.acknowledged.append(value)
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.acknowledged)
-
-    def join(self) -> None:
-        for thread in self.threads:
-            thread.join()
+def postgres_incrementers(url: str) -> Incrementers:
+    """fixed_db's increment, each statement its own transaction (autocommit)."""
+    return Incrementers(
+        lambda: psycopg.connect(url, autocommit=True),
+        lambda conn: conn.execute(INCREMENT).fetchone()[0],
+        psycopg.OperationalError,
+    )
 
 
 def read_postgres_counter(url: str) -> int:
@@ -356,16 +340,7 @@ def read_postgres_counter(url: str) -> int:
         return conn.execute("SELECT value FROM counter WHERE id = 1").fetchone()[0]
 
 
-@pytest.mark.parametrize(
-    "synchronous_commit",
-    [
-        "on",
-        pytest.param(
-            "off",
-            marks=pytest.mark.xfail(raises=AssertionError, strict=True, reason=ASYNC_COMMIT_LOSES),
-        ),
-    ],
-)
+@pytest.mark.parametrize("synchronous_commit", shipped_and_lossy("on", "off", ASYNC_COMMIT_LOSES))
 def test_a_crashed_postgresql_keeps_every_acknowledged_commit(tmp_path, synchronous_commit):
     server = EmbeddedPostgres(tmp_path / "postgres", synchronous_commit=synchronous_commit).start()
     try:
@@ -384,7 +359,7 @@ def postgres_round(server: EmbeddedPostgres) -> Round:
     """Commit under load, SIGKILL the server and its backends, start it again:
     crash recovery replays the WAL that reached the disk."""
     before = read_postgres_counter(server.url)
-    writers = PostgresIncrementers(server.url)
+    writers = postgres_incrementers(server.url)
     try:
         wait_for(lambda: writers.count() >= BEFORE_KILL, "commits before the kill")
         acknowledged = writers.count()
