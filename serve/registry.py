@@ -10,10 +10,34 @@ read these; none of them spells out an app's port, store or limits again.
     >>> APPS["fixed_db"].embedded_server({"FIXED_DB_BACKEND": "postgres"})
     'postgres'
     >>> APPS["fixed_db"].embedded_server({"FIXED_DB_BACKEND": "postgres", "DATABASE_URL": "x"})
+    >>> [APPS["fixed_db"].label(env) for env in ({}, {"FIXED_DB_BACKEND": "postgres"})]
+    ['fixed_db (SQLite)', 'fixed_db (PostgreSQL)']
+    >>> APPS["fixed_db"].backend({"DATABASE_URL": "postgresql://db.example/fixed_db"})
+    'postgres'
+    >>> APPS["fixed_cache"].label({}), APPS["fixed_cache"].backend({})
+    ('fixed_cache', None)
+    >>> try:
+    ...     APPS["fixed_db"].embedded_server({"FIXED_DB_BACKEND": "mysql"})
+    ... except SettingError as error:
+    ...     print(error)
+    FIXED_DB_BACKEND must be sqlite or postgres, got 'mysql'
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+# How tables and charts name a backend: "fixed_db (PostgreSQL)".
+BACKEND_TITLES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+
+
+def titled(app: str, backend: str | None) -> str:
+    """The app and its backend, as the harness prints them: "fixed_db (PostgreSQL)"."""
+    return f"{app} ({BACKEND_TITLES.get(backend, backend)})" if backend else app
+
+
+class SettingError(ValueError):
+    """A setting with a value no launcher can use, e.g. FIXED_DB_BACKEND=mysql:
+    the launchers print it as an error, not a traceback."""
 
 
 @dataclass(frozen=True)
@@ -29,9 +53,10 @@ class App:
     known_limits: frozenset[str] = frozenset()
     url_setting: str | None = None  # the variable that names its store's server, when set
     # A store chosen by a variable: its name, and the server the launcher starts
-    # for each of its values (None: a file, nothing to start).
+    # for each of its values (None: a file, nothing to start); the first is the default.
     backend_setting: str | None = None
     embedded_by_backend: Mapping[str, str | None] = field(default_factory=dict, hash=False)
+    sqlite_file: str | None = None  # its SQLite file under VAR_DIR, when its URL is unset
 
     @property
     def is_fixed(self) -> bool:
@@ -40,14 +65,37 @@ class App:
     def embedded_server(self, env: Mapping[str, str]) -> str | None:
         """The server a launcher starts for this app in this environment
         ("valkey", "postgres"), or None: none is needed, or its URL is set."""
+        backend = self.chosen_backend(env)
         if self.url_setting and env.get(self.url_setting):
             return None
-        if self.backend_setting and (backend := env.get(self.backend_setting)):
-            if backend not in self.embedded_by_backend:
-                choices = " or ".join(self.embedded_by_backend)
-                raise ValueError(f"{self.backend_setting} must be {choices}, got {backend!r}")
+        if backend:
             return self.embedded_by_backend[backend]
         return self.embedded
+
+    def chosen_backend(self, env: Mapping[str, str]) -> str | None:
+        """The backend setting's value, if set; SettingError if no backend has that name."""
+        if not self.backend_setting or not (backend := env.get(self.backend_setting)):
+            return None
+        if backend not in self.embedded_by_backend:
+            choices = " or ".join(self.embedded_by_backend)
+            raise SettingError(f"{self.backend_setting} must be {choices}, got {backend!r}")
+        return backend
+
+    def backend(self, env: Mapping[str, str]) -> str | None:
+        """The backend this app runs on in this environment ("sqlite", "postgres"),
+        for an app whose store a setting chooses; else None. A URL of one
+        backend's kind decides; then the setting; then the default."""
+        if not self.backend_setting:
+            return None
+        url = env.get(self.url_setting or "", "")
+        for name in self.embedded_by_backend:
+            if url.startswith(name):  # sqlite:///..., postgresql://...
+                return name
+        return self.chosen_backend(env) or next(iter(self.embedded_by_backend))
+
+    def label(self, env: Mapping[str, str]) -> str:
+        """The app as the harness prints it: with its backend, where a setting chooses it."""
+        return titled(self.name, self.backend(env))
 
 
 APPS = {
@@ -75,6 +123,7 @@ APPS = {
             url_setting="DATABASE_URL",
             backend_setting="FIXED_DB_BACKEND",
             embedded_by_backend={"sqlite": None, "postgres": "postgres"},
+            sqlite_file="fixed_db.sqlite3",  # fixed_db/store.py
         ),
         App(
             "fixed_cache",
