@@ -63,23 +63,93 @@ def listening_pids(port: int) -> list[int]:
     return sorted(pids)
 
 
-def port_in_use_message(port: int, what: str) -> str:
-    """Why `what` cannot start on `port`, naming what holds it and how to stop it."""
+def pids_mentioning(text: str) -> list[int]:
+    """Processes other than this one whose command line or environment holds
+    `text` (a folder, say), from /proc: Linux, and only those this account
+    may read; elsewhere an empty list."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc") if Path("/proc").is_dir() else []):
+        if int(pid) == os.getpid():
+            continue
+        try:
+            seen = Path(f"/proc/{pid}/cmdline").read_bytes()
+            seen += Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue  # gone, or not ours
+        if text.encode() in seen:
+            found.append(int(pid))
+    return found
+
+
+def command_line(pid: int, limit: int = 160) -> str | None:
+    """A process's command line as a person would type it: the program's own
+    name, paths under the working folder relative to it, e.g. "python -m
+    gunicorn --config serve/gunicorn_conf.py fixed_db.app:create_app()".
+    None if it is gone or not ours to read (Linux /proc)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return None
+    words = [a.decode(errors="replace").replace("\n", " ") for a in argv if a]
+    if not words:
+        return None
+    here = f"{Path.cwd()}/"
+    words = [Path(words[0]).name, *(w.removeprefix(here) for w in words[1:])]
+    shown = " ".join(words)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def parent_pid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def is_launcher(command: str | None) -> bool:
+    """Whether a command line is one of this project's launchers (`python -m
+    serve`, `-m loadtests.hammer`, ...): a server it started is served on
+    purpose, by a launcher that still runs."""
+    words = (command or "").split()
+    if "-m" not in words[:-1]:
+        return False
+    module = words[words.index("-m") + 1]
+    return module == "serve" or module.startswith(("serve.", "loadtests.", "docs.tools."))
+
+
+def port_in_use_message(port: int, what: str, elsewhere: str = "") -> str:
+    """Why `what` cannot start on `port`, in one paragraph: which process
+    holds it (the top one: gunicorn's master, not the workers that share its
+    socket), whether a launcher still runs it, and what to do: stop that one
+    first, or `elsewhere` (how this launcher serves on another port; by
+    default "serve `what` on another port")."""
+    elsewhere = elsewhere or f"serve {what} on another port"
     pids = listening_pids(port)
     if not pids:
-        return f"port {port} is already in use: stop whatever serves it, or pick another port"
-    commands = []
-    for pid in pids:
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            shown = " ".join(a.decode(errors="replace") for a in argv[:4]).replace("\n", " ")
-            commands.append(f"{pid} ({shown[:120]})")
-        except OSError:
-            commands.append(str(pid))
+        return (
+            f"port {port} is already in use, by a process this account cannot see: "
+            f"stop whatever serves it, or {elsewhere}."
+        )
+    holder = next((pid for pid in pids if parent_pid(pid) not in pids), pids[0])
+    held = f"port {port} is already in use by pid {holder} ({command_line(holder) or '?'})"
+    parent = parent_pid(holder)
+    launcher = command_line(parent) if parent else None
+    if is_launcher(launcher):
+        return (
+            f"{held}, which pid {parent} ({launcher}) started and still runs, perhaps "
+            f"in another terminal. Stop that one first (Ctrl-C where it runs, or "
+            f"`kill {parent}`), or {elsewhere}."
+        )
+    ours = any(mark in (command_line(holder) or "") for mark in (":create_app", "valkey"))
+    if ours:  # one of our servers, its launcher gone: its parent is init, or a subreaper
+        return (
+            f"{held}, and no launcher runs it any more (its parent is pid {parent}): "
+            f"a server left running, perhaps by a launcher that was killed. Stop it with "
+            f"`kill {holder}`, or {elsewhere}."
+        )
     return (
-        f"port {port} is already in use by pid {', '.join(commands)}: a server left "
-        f"running, perhaps by a launcher that was killed. If it is yours, stop it with "
-        f"`kill {pids[0]}`; or pick another port for {what}"
+        f"{held}, started by pid {parent} ({launcher or '?'}). If it is yours and you "
+        f"are done with it, stop it with `kill {holder}`; or {elsewhere}."
     )
 
 
@@ -126,6 +196,8 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except PermissionError:  # another account's
+        return True
     return True
 
 
