@@ -5,28 +5,58 @@ development server or uWSGI), wait until every worker answers, stop it by PID.
         requests.get(server.url + "/healthz")
 
 A server that fails to start raises with the tail of its log, so a port in use
-or a broken import is a clear message, not a hang.
+or a broken import is a clear message, not a hang. A harness run gives its
+servers a data folder of its own (run_folder()); a launcher's known failures
+(LAUNCH_ERRORS) reach the user as one paragraph and exit code 2
+(launch_failed()).
 """
 
+import functools
 import os
+import re
+import secrets
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from plumbing.config import REPO_ROOT, var_dir
 from serve import uwsgi
 from serve.gunicorn_conf import DEFAULTS as GUNICORN_DEFAULTS
-from serve.pids import Service, free_port, port_in_use_message, port_is_free, spawn, stop_process
+from serve.pids import (
+    Service,
+    free_port,
+    pid_alive,
+    pids_mentioning,
+    port_in_use_message,
+    port_is_free,
+    spawn,
+    stop_process,
+)
 from serve.postgres import EmbeddedPostgres
-from serve.registry import APPS
+from serve.registry import APPS, SettingError
 from serve.uwsgi import UwsgiShape, uwsgi_command
 from serve.valkey import EmbeddedValkey
 
-__all__ = ["APPS", "AppServer", "available_apps", "fixed_apps", "free_port", "missing_server"]
+__all__ = [
+    "APPS",
+    "LAUNCH_ERRORS",
+    "AppServer",
+    "available_apps",
+    "check_settings",
+    "fixed_apps",
+    "free_port",
+    "launch_failed",
+    "launcher",
+    "missing_server",
+    "run_folder",
+    "store_server",
+]
 
 GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
 
@@ -86,6 +116,108 @@ def fixed_apps() -> list[str]:
     return [app for app in available_apps() if APPS[app].is_fixed]
 
 
+# A launcher's known failures: a port taken, a store's folder in use, a server
+# that did not start (RuntimeError); a setting of a wrong value (SettingError).
+LAUNCH_ERRORS = (RuntimeError, SettingError)
+
+
+def launch_failed(error: BaseException) -> int:
+    """A known failure as the user sees it: "error: ..." on stderr in one
+    paragraph (a server's last log lines, if any, indented below it), and
+    exit code 2, as for a wrong argument."""
+    print("error: " + str(error).replace("\n", "\n    "), file=sys.stderr, flush=True)
+    return 2
+
+
+def check_settings(apps: Iterable[str] = APPS, env: Mapping[str, str] | None = None) -> None:
+    """Raise SettingError if a setting that chooses an app's store has a
+    value none of its backends has (FIXED_DB_BACKEND=mysql)."""
+    for app in apps:
+        APPS[app].embedded_server(os.environ if env is None else env)
+
+
+def launcher(main: Callable[..., int]) -> Callable[..., int]:
+    """For the main() of every launcher that starts servers: the settings
+    that choose stores are checked before anything starts, whichever apps it
+    starts (as `make` refuses DB=mysql), and its known failures
+    (LAUNCH_ERRORS) reach the user as one paragraph and exit code 2."""
+
+    @functools.wraps(main)
+    def guarded(*args: Any, **kwargs: Any) -> int:
+        try:
+            check_settings()
+            return main(*args, **kwargs)
+        except LAUNCH_ERRORS as error:
+            return launch_failed(error)
+
+    return guarded
+
+
+def store_server(
+    app: str, env: Mapping[str, str], folder: Path
+) -> EmbeddedValkey | EmbeddedPostgres | None:
+    """The store server a launcher starts for `app` in `env`, not started yet,
+    its data under `folder`: Valkey for fixed_cache, PostgreSQL for fixed_db
+    with FIXED_DB_BACKEND=postgres; None when none is needed or its URL is
+    set. A store setting of a wrong value is a SettingError."""
+    embedded = APPS[app].embedded_server(env)
+    try:
+        if embedded == "valkey":
+            return EmbeddedValkey(folder / "valkey")
+        if embedded == "postgres":
+            return EmbeddedPostgres(folder / "postgres")
+    except ValueError as error:  # VALKEY_APPENDFSYNC, POSTGRES_SYNCHRONOUS_COMMIT
+        raise SettingError(str(error)) from None
+    return None
+
+
+RUNS = "runs"  # under var/: the harness runs' data folders
+
+
+@contextmanager
+def run_folder(tool: str) -> Iterator[Path]:
+    """A data folder of one harness run's own, the VAR_DIR of every server it
+    starts: var/runs/<tool>-<pid>-<random>/, empty at the start and deleted
+    at the end, however the run ends.
+
+    A load test that measures state must start from a known state, and must
+    never touch what a user's `make run` serves from var/ itself (the SQLite
+    file, Valkey's append-only file and lock, PostgreSQL's cluster, session
+    files): the demo once reset a served counter, then stopped at the lock of
+    the served Valkey. Nor may two runs at once share a store: each would take
+    the other's writes for anomalies. Nothing in the folder is worth keeping:
+    results go to var/results/, servers' logs to var/logs/. A folder left by a
+    run that was killed (a SIGKILL runs no clean-up) is deleted by the next
+    run, once its PID is gone and no process names the folder."""
+    runs = var_dir() / RUNS
+    runs.mkdir(mode=0o700, exist_ok=True)
+    for old in runs.iterdir():
+        if abandoned(old):
+            remove_run_folder(old)
+    folder = runs / f"{tool}-{os.getpid()}-{secrets.token_hex(3)}"
+    folder.mkdir(mode=0o700)
+    try:
+        yield folder
+    finally:
+        remove_run_folder(folder)
+
+
+def abandoned(folder: Path) -> bool:
+    """A run folder whose run was killed: its PID gone, no process using it."""
+    found = re.fullmatch(r".+-(\d+)-[0-9a-f]+", folder.name)
+    if not found or pid_alive(int(found[1])):
+        return False
+    return not pids_mentioning(str(folder))  # a server still shutting down names it
+
+
+def remove_run_folder(folder: Path) -> None:
+    """Delete a run folder, with the PostgreSQL cluster in it, which as root
+    lives outside it (serve/postgres.py: EmbeddedPostgres.remove)."""
+    if (folder / "postgres").exists():
+        EmbeddedPostgres(folder / "postgres", synchronous_commit="on").remove()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 class AppServer(Service):
     """One app under the shared gunicorn config (or another shape), in the background."""
 
@@ -97,7 +229,12 @@ class AppServer(Service):
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
         shape: str = DEFAULT_SHAPE,
+        own_folder: str | None = None,
     ) -> None:
+        """own_folder: a harness tool's name; the server then keeps its data
+        in a fresh folder of its own, made when it starts and deleted when it
+        stops (run_folder()), never in the var/ a user's `make run` serves.
+        Otherwise VAR_DIR (from env, else ours) or var/."""
         if app not in APPS:
             raise ValueError(f"unknown app {app!r}; choose one of {', '.join(APPS)}")
         if shape not in SHAPES:
@@ -108,7 +245,11 @@ class AppServer(Service):
         self.spec = SHAPES[shape]
         self.env = {**(self.spec if isinstance(self.spec, dict) else {}), **(env or {})}
         self.var_dir = Path(self.setting("VAR_DIR") or var_dir())
-        self.log_path = log_path or self.var_dir / "logs" / f"{app}-{port}.log"
+        self.own_folder = own_folder
+        self.folder = ExitStack()  # the folder of its own, while it runs
+        # The launcher's var/logs/, not the server's data folder: a run folder
+        # is deleted when the run ends, its servers' logs are kept.
+        self.log_path = log_path or var_dir() / "logs" / f"{app}-{port}.log"
         self.process: subprocess.Popen | None = None
         # The app's own store server, if we start one: Valkey for fixed_cache,
         # PostgreSQL for fixed_db with FIXED_DB_BACKEND=postgres (serve/registry.py).
@@ -152,21 +293,19 @@ class AppServer(Service):
             raise RuntimeError(missing)
         if not port_is_free(self.port):
             raise RuntimeError(port_in_use_message(self.port, self.app))
-        env = {**os.environ, **self.env, "PORT": str(self.port)}
         output = None
         try:
-            embedded = APPS[self.app].embedded_server(env)
-            if embedded == "valkey":
-                # One server for all workers: started here, once, before gunicorn forks
-                # them, and restarted by its supervisor if it dies (serve/valkey.py).
-                self.backing = EmbeddedValkey(self.var_dir / "valkey")
+            if self.own_folder:
+                self.var_dir = self.folder.enter_context(run_folder(self.own_folder))
+                self.env["VAR_DIR"] = str(self.var_dir)
+            env = self.environment()
+            # One server for all workers: started here, once, before gunicorn
+            # forks them. Valkey is restarted by its supervisor if it dies
+            # (serve/valkey.py); PostgreSQL, see serve/postgres.py.
+            self.backing = store_server(self.app, env, self.var_dir)
+            if self.backing is not None:
                 self.backing.start()
-                env["REDIS_URL"] = self.backing.url
-            elif embedded == "postgres":
-                # The same: one server, started before gunicorn (serve/postgres.py).
-                self.backing = EmbeddedPostgres(self.var_dir / "postgres")
-                self.backing.start()
-                env["DATABASE_URL"] = self.backing.url
+                env[APPS[self.app].url_setting] = self.backing.url
             if not foreground:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 output = self.log_path.open("ab")
@@ -185,6 +324,30 @@ class AppServer(Service):
             if output:
                 output.close()
         return self
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment, but for its store's URL, set once that is started."""
+        return {**os.environ, **self.env, "PORT": str(self.port)}
+
+    @property
+    def backend(self) -> str | None:
+        """fixed_db's backend, "sqlite" or "postgres"; None for an app whose store is fixed."""
+        return APPS[self.app].backend(self.environment())
+
+    @property
+    def label(self) -> str:
+        """The app and its backend, as the harness prints it: "fixed_db (PostgreSQL)"."""
+        return APPS[self.app].label(self.environment())
+
+    def sqlite_file(self) -> Path | None:
+        """fixed_db's SQLite file, when it runs on SQLite: DATABASE_URL's
+        (sqlite:////abs/path.db), else its default under the server's VAR_DIR."""
+        if self.backend != "sqlite":
+            return None
+        url = self.environment().get(APPS[self.app].url_setting or "", "")
+        if url:
+            return Path(url.partition("://")[2][1:])
+        return self.var_dir / APPS[self.app].sqlite_file
 
     def setting(self, name: str, default: str = "") -> str:
         """What the server will see: this server's env, else ours, else the
@@ -247,9 +410,11 @@ class AppServer(Service):
 
     def stop(self) -> None:
         """Stop the server by PID (its master takes its workers down), then the
-        backing server it used (its watcher first, then the server by PID).
-        Safe on a server that failed to start."""
+        backing server it used (its watcher first, then the server by PID),
+        then delete its folder, if it had one of its own. Safe on a server
+        that failed to start."""
         if self.process is not None:
             stop_process(self.process)
         if self.backing is not None:
             self.backing.stop()
+        self.folder.close()
