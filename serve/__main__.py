@@ -10,19 +10,55 @@ same checkout stops with an error: one Valkey server per data folder.
 
 FIXED_DB_BACKEND=postgres (make run APP=fixed_db DB=postgres) serves fixed_db
 on an embedded PostgreSQL server (serve/postgres.py), started first; its PID
-is printed next to gunicorn's.
+is printed next to gunicorn's. On SQLite, the line names its file.
+
+A known failure (a port taken, a data folder in use, a server that did not
+start, a setting of a wrong value) is one paragraph on stderr, exit code 2.
 """
 
 import argparse
 import sys
 import time
 
-from serve.pids import shield_cleanup, stop_on_sigterm
+from serve.pids import (
+    free_port,
+    port_in_use_message,
+    port_is_free,
+    shield_cleanup,
+    stop_on_sigterm,
+)
 from serve.postgres import EmbeddedPostgres
-from serve.processes import APPS, AppServer, fixed_apps
+from serve.processes import APPS, AppServer, fixed_apps, launcher
 from serve.valkey import EmbeddedValkey
 
 
+def stores(server: AppServer) -> str:
+    """What the start-up line says of a server: its PIDs, and where its data is."""
+    shown = f"gunicorn pid {server.process.pid}"
+    if isinstance(server.backing, EmbeddedValkey):
+        shown += f", valkey-server pid {server.backing.process.pid} at {server.backing.url}"
+    elif isinstance(server.backing, EmbeddedPostgres):
+        postgres = server.backing
+        shown += f", postgres pid {postgres.process.pid} at {postgres.shown_url}"
+    elif path := server.sqlite_file():
+        shown += f", SQLite file {path}"
+    elif server.backend == "postgres":
+        shown += ", PostgreSQL at DATABASE_URL (not started here)"
+    return shown
+
+
+def check_ports(ports: dict[str, int]) -> None:
+    """Every port free, before any server starts; else who holds it, and what to do."""
+    for app, port in ports.items():
+        if not port_is_free(port):
+            elsewhere = (
+                f"serve {app} on another port: `python -m serve {app} --port {free_port()}` "
+                "(make run and make run-fixed have no port option)"
+            )
+            raise RuntimeError(port_in_use_message(port, app, elsewhere))
+
+
+@launcher  # a port taken, a store in use, a server that did not start: an error, exit code 2
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serve", description=__doc__.split("\n")[0])
     parser.add_argument("apps", nargs="*", metavar="APP", help=" | ".join(APPS))
@@ -40,16 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     servers: list[AppServer] = []
     try:
+        ports = {app: args.port or APPS[app].port for app in apps}
+        check_ports(ports)
         for app in apps:
-            server = AppServer(app, args.port or APPS[app].port).start(foreground=True)
+            server = AppServer(app, ports[app]).start(foreground=True)
             servers.append(server)
-            pids = f"gunicorn pid {server.process.pid}"
-            if isinstance(server.backing, EmbeddedValkey):
-                pids += f", valkey-server pid {server.backing.process.pid} at {server.backing.url}"
-            elif isinstance(server.backing, EmbeddedPostgres):
-                postgres = server.backing
-                pids += f", postgres pid {postgres.process.pid} at {postgres.shown_url}"
-            print(f"{app:<14} {server.url}  ({pids})", flush=True)
+            print(f"{app:<14} {server.url}  ({stores(server)})", flush=True)
         print("Ctrl-C stops all of them.", flush=True)
         restarts = {server.app: 0 for server in servers}
         while all(s.process.poll() is None for s in servers):
@@ -70,9 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
         return 0
-    except RuntimeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     finally:
         shield_cleanup()
         for server in servers:
