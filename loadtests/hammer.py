@@ -37,9 +37,15 @@ from loadtests.history import Event
 from loadtests.placement import Placement
 from loadtests.transport import KeepAliveSession
 from plumbing.config import var_dir
-from serve.postgres import EmbeddedPostgres
-from serve.processes import APPS, AppServer, available_apps, free_port
-from serve.valkey import EmbeddedValkey
+from serve.processes import (
+    APPS,
+    AppServer,
+    available_apps,
+    free_port,
+    launcher,
+    run_folder,
+    store_server,
+)
 
 DEFAULT_USERS = 32
 DEFAULT_OPS = 25
@@ -160,19 +166,19 @@ def hammer_app(
 ) -> tuple[Verdict, list[Event], float | None]:
     """Start the app under the shared gunicorn config, hammer it, stop it.
     With `ceiling`, also measure its /healthz ceiling with the same users.
+    Its data starts empty, in a folder of this run's own (run_folder()): never
+    that of a server `make run` serves, nor another run's.
 
     With several `instances` (as on several hosts behind a load balancer),
     they share one backing store: the same SQLite file and session folder
-    under var/, one Redis-protocol server for fixed_cache, and one PostgreSQL
-    server for fixed_db with FIXED_DB_BACKEND=postgres."""
+    in that folder, one Redis-protocol server for fixed_cache, and one
+    PostgreSQL server for fixed_db with FIXED_DB_BACKEND=postgres."""
     with ExitStack() as running:
-        env = {}
-        embedded = APPS[app].embedded_server(os.environ) if instances > 1 else None
-        if embedded == "valkey":
-            env["REDIS_URL"] = running.enter_context(EmbeddedValkey(var_dir() / "valkey")).url
-        elif embedded == "postgres":
-            postgres = EmbeddedPostgres(var_dir() / "postgres")
-            env["DATABASE_URL"] = running.enter_context(postgres).url
+        folder = running.enter_context(run_folder("hammer"))
+        env = {"VAR_DIR": str(folder)}
+        store = store_server(app, os.environ, folder) if instances > 1 else None
+        if store is not None:
+            env[APPS[app].url_setting] = running.enter_context(store).url
         servers = [
             running.enter_context(AppServer(app, free_port(), env=env)) for _ in range(instances)
         ]
@@ -182,6 +188,7 @@ def hammer_app(
     return check(history), history, rate
 
 
+@launcher  # a server that did not start, a store in use: an error, exit code 2
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.hammer", description=__doc__.split("\n")[0]
@@ -220,36 +227,39 @@ def hammer_all(apps: list[str], args: argparse.Namespace) -> int:
     payload = {"started": datetime.now(UTC).isoformat(), "apps": {}}
     for app in apps:
         where = f" on {args.instances} instances" if args.instances > 1 else ""
+        label, backend = APPS[app].label(os.environ), APPS[app].backend(os.environ)
         print(
-            f"hammering {app}{where}: {args.users} users x {args.ops} ops ...", end=" ", flush=True
+            f"hammering {label}{where}: {args.users} users x {args.ops} ops ...",
+            end=" ",
+            flush=True,
         )
         began = time.monotonic()
         verdict, history, ceiling = hammer_app(
             app, args.users, args.ops, args.max_seconds, args.charts, args.instances
         )
         print(f"{len(history)} operations in {time.monotonic() - began:.1f}s", flush=True)
-        rows.append(report.row(app, verdict, history))
+        rows.append(report.row(app, verdict, history, backend))
         if ceiling is not None:
             rows[-1]["ceiling_rps"] = round(ceiling, 1)
         problems += unexpected(app, verdict)
         histories[app] = history
-        print(report.format_witnesses(app, verdict, history))
+        print(report.format_witnesses(label, verdict, history))
         payload["apps"][app] = {"summary": rows[-1], "history": [e.to_dict() for e in history]}
 
     print()
-    print(report.format_table(rows))
+    print(report.format_table(report.labelled(rows)))
     written = [report.write_json(args.out / "hammer.json", payload)]
     if args.charts:
         written += [
             report.write_csv(args.out / "compare.csv", rows),
-            report.chart_anomalies(rows, args.out / "anomalies.png"),
+            report.chart_anomalies(report.labelled(rows), args.out / "anomalies.png"),
             report.write_csv(
                 args.out / "counter.csv", report.counter_rows(histories), report.COUNTER_FIELDS
             ),
             report.chart_counter_timeline(
                 report.counter_rows(histories), list(histories), args.out / "counter.png"
             ),
-            report.chart_speed(rows, args.out / "speed.png"),
+            report.chart_speed(report.labelled(rows), args.out / "speed.png"),
         ]
     print("\nresults: " + ", ".join(str(path) for path in written))
     for problem in problems:

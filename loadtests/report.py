@@ -9,6 +9,7 @@ from typing import Any
 
 from loadtests.checker import KIND, KINDS, SCOPES, Anomaly, Verdict
 from loadtests.history import Event
+from serve.registry import titled
 
 # The fault run's table (loadtests/faults.py): write requests by fate, the
 # attempts that met a fault, and each write's exactly-once verdict over both
@@ -60,11 +61,17 @@ def timing(history: list[Event]) -> dict[str, float]:
     }
 
 
-def row(app: str, verdict: Verdict, history: list[Event]) -> dict[str, Any]:
+def row(app: str, verdict: Verdict, history: list[Event], backend: str = "") -> dict[str, Any]:
+    """One app's results; backend: its store where a setting picks it (fixed_db's)."""
     counts = verdict.counts()
     if not verdict.counter_served:  # the app answered 501: nothing to judge
         counts.update(dict.fromkeys(SCOPES["counter"], "n/a"))
-    return {"app": app, **counts, **timing(history)}
+    return {"app": app, "backend": backend, **counts, **timing(history)}
+
+
+def labelled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as tables and charts show them: "fixed_db (PostgreSQL)" where a row has a backend."""
+    return [{**r, "app": titled(r["app"], r.get("backend"))} for r in rows]
 
 
 def format_table(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...] = COLUMNS) -> str:
