@@ -42,7 +42,7 @@ from loadtests.rawhttp import (
     set_cookie,
 )
 from plumbing.config import var_dir
-from serve.processes import APPS, AppServer, available_apps, free_port
+from serve.processes import APPS, AppServer, available_apps, free_port, launcher
 
 DEFAULT_CONNECTIONS = 16
 DEFAULT_SECONDS = 6.0
@@ -187,9 +187,9 @@ def wrk_rate(url: str, connections: int, seconds: float) -> float | None:
 def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
     """Each route of one app, in interleaved turns, against GET /healthz."""
     # WORK_MS=0: measure what the state costs, not the stand-in for a query.
-    with AppServer(app, free_port(), env={"WORK_MS": "0"}) as server:
+    with AppServer(app, free_port(), env={"WORK_MS": "0"}, own_folder="bench") as server:
         print(
-            f"\n{app} ({server.shape()}, {args.connections} connections, "
+            f"\n{server.label} ({server.shape()}, {args.connections} connections, "
             f"{args.processes} client process(es), {args.seconds:g} s per route "
             f"in {args.rounds} turns)",
             flush=True,
@@ -218,6 +218,7 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
         rows.append(
             {
                 "app": app,
+                "backend": server.backend or "",  # fixed_db's: sqlite or postgres
                 "route": f"{method} {path}",
                 "req_per_s": round(result.rate),
                 "p50_ms": round(result.percentile(50), 2),
@@ -269,16 +270,14 @@ def rounded(value: float | None) -> int | None:
     return None if value is None else round(value)
 
 
+@launcher  # a server that did not start: an error, exit code 2
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.bench", description=__doc__.split("\n")[0]
     )
     parser.add_argument("apps", nargs="*", metavar="APP", help=" | ".join(APPS) + " (default: all)")
     parser.add_argument(
-        "--op",
-        action="append",
-        choices=list(ROUTES),
-        help="route(s) to measure (default: the app's main write)",
+        "--op", action="append", choices=list(ROUTES), help="default: the app's main write"
     )
     parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
     parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="per route")

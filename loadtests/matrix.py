@@ -23,6 +23,7 @@ wherever one user's requests can run at once.
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,16 @@ from loadtests import report
 from loadtests.checker import KIND, SCOPES, check, unexpected
 from loadtests.hammer import run_scenarios
 from plumbing.config import var_dir
-from serve.processes import MATRIX_SHAPES, AppServer, available_apps, free_port, missing_server
+from serve.processes import (
+    APPS,
+    MATRIX_SHAPES,
+    AppServer,
+    available_apps,
+    free_port,
+    launcher,
+    missing_server,
+    run_folder,
+)
 
 DEFAULT_USERS = 16
 DEFAULT_OPS = 10
@@ -48,24 +58,28 @@ COLUMNS = (("app", "app"), ("shape", "shape"), *((g, g) for g in GROUPS))
 def run_matrix(
     apps: list[str], shapes: list[str], users: int, ops: int, var: Path
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Run every app under every shape; return one row per cell, and what was
-    unexpected (an anomaly in a fixed app beyond its known limits)."""
+    """Run every app under every shape, its data in `var` (a run's own folder);
+    return one row per cell, and what was unexpected (an anomaly in a fixed
+    app beyond its known limits)."""
     rows, problems, total = [], [], len(apps) * len(shapes)
+    width = max(len(APPS[app].label(os.environ)) for app in apps)
     for n, (app, shape) in enumerate(((a, s) for a in apps for s in shapes), start=1):
         began = time.monotonic()
         with AppServer(app, free_port(), shape=shape, env={"VAR_DIR": str(var)}) as server:
             history = run_scenarios(server.url, users, ops, workers=server.workers())
         verdict = check(history)
-        row = {"shape": shape, **report.row(app, verdict, history)}
+        row = {"shape": shape, **report.row(app, verdict, history, server.backend or "")}
         row.update(report.by_scope(row, GROUPS))
         rows.append(row)
         problems += [f"{p} (under {shape})" for p in unexpected(app, verdict)]
         cells = "  ".join(f"{g} {row[g]!s:<4}" for g in GROUPS)
         seconds = time.monotonic() - began
-        print(f"[{n:>2}/{total}] {app:<14} {shape:<12} {cells} ({seconds:.1f}s)", flush=True)
+        line = f"[{n:>2}/{total}] {server.label:<{width}} {shape:<12} {cells} ({seconds:.1f}s)"
+        print(line, flush=True)
     return rows, problems
 
 
+@launcher  # a server that did not start: an error, exit code 2
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.matrix", description=__doc__.split("\n")[0]
@@ -80,11 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         if missing := missing_server(shape):
             parser.error(f"{missing}; or leave {shape} out with --shapes")
 
-    rows, problems = run_matrix(args.apps, args.shapes, args.users, args.ops, var_dir())
+    with run_folder("matrix") as var:  # never the data `make run` serves, nor another run's
+        rows, problems = run_matrix(args.apps, args.shapes, args.users, args.ops, var)
     print()
-    print(report.format_table(rows, COLUMNS))
+    print(report.format_table(report.labelled(rows), COLUMNS))
     csv_path = report.write_csv(args.out / "matrix.csv", rows)
-    png_path = report.chart_matrix(rows, tuple(GROUPS), args.out / "matrix.png")
+    png_path = report.chart_matrix(report.labelled(rows), tuple(GROUPS), args.out / "matrix.png")
     print(f"\nresults: {csv_path}, {png_path}")
     for problem in problems:
         print(f"UNEXPECTED: {problem}", file=sys.stderr)
