@@ -8,12 +8,15 @@
 
 The app runs under the shared gunicorn config on its own port (see
 serve/registry.py; `--app-port 0` picks a free one), with its backing
-server if it has one. Locust runs loadtests/locustfile.py, listening on
-127.0.0.1 only: the web UI, and the master's port for its workers. Arguments
-after `--` go to Locust (the master). A headless run exits with Locust's
-exit code: 1 when an app that should be correct showed an anomaly or
-answered with errors (requests that got no answer do not count: their
-outcome is unknown, see loadtests/correctness_tab.py).
+server if it has one, its data in a folder of its own (never that of the
+app `make run` serves; serve/processes.py run_folder). Locust runs
+loadtests/locustfile.py, listening on 127.0.0.1 only: the web UI, and the
+master's port for its workers. Arguments after `--` go to Locust (the
+master). A headless run exits with Locust's exit code: 1 when an app that
+should be correct showed an anomaly or answered with errors (requests that
+got no answer do not count: their outcome is unknown, see
+loadtests/correctness_tab.py). A known failure (the app's port taken, the app
+not starting) is one paragraph on stderr and exit code 2.
 """
 
 import argparse
@@ -25,13 +28,14 @@ from pathlib import Path
 from plumbing.config import REPO_ROOT
 from serve.pids import (
     free_port,
+    port_in_use_message,
     port_is_free,
     shield_cleanup,
     spawn,
     stop_on_sigterm,
     stop_process,
 )
-from serve.processes import APPS, AppServer
+from serve.processes import APPS, AppServer, launcher
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 WEB_PORT = 8089
@@ -50,6 +54,7 @@ def start(command: list[str]) -> subprocess.Popen:
     return spawn(command, cwd=REPO_ROOT)
 
 
+@launcher  # the app did not start, its port is taken: an error, exit code 2
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
@@ -89,13 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         options += ["--master-bind-port", str(master_port), "--expect-workers", str(args.workers)]
     worker_options = ["--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)]
 
+    if not port_is_free(app_port):
+        elsewhere = f"give the app another port: `make locust APP={args.app} APP_PORT=0`"
+        elsewhere += " (0: a free one), or `--app-port N` here"
+        raise RuntimeError(port_in_use_message(app_port, args.app, elsewhere))
     stop_on_sigterm()
-    server = AppServer(args.app, app_port)
+    server = AppServer(args.app, app_port, own_folder="locust")
     master: subprocess.Popen | None = None
     workers: list[subprocess.Popen] = []
     try:
         server.start()
-        print(f"{args.app} on {server.url} (gunicorn pid {server.process.pid})", flush=True)
+        print(f"{server.label} on {server.url} (gunicorn pid {server.process.pid})", flush=True)
         workers_option = ["--app-workers", str(server.workers())]  # for the reset to reach each
         master = start(
             locust_command("--host", server.url, *options, *workers_option, *locust_args)
@@ -111,9 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
         return 0
-    except RuntimeError as error:  # the app did not start
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     finally:
         shield_cleanup()
         if master is not None:

@@ -31,9 +31,8 @@ import urllib.request
 from contextlib import ExitStack
 
 from loadtests import report
-from plumbing.config import var_dir
 from serve.balancer import Balancer
-from serve.processes import APPS, AppServer, free_port
+from serve.processes import APPS, AppServer, free_port, launcher
 
 DEFAULT_SOCKETS = 12
 DEFAULT_ATTEMPTS = 10
@@ -89,8 +88,9 @@ COLUMNS = (
 def compare(app: str, sockets: int, attempts: int, env: dict[str, str] | None = None) -> list:
     """Slow clients at gunicorn's own port, then at Caddy's: the table rows."""
     with ExitStack() as running:
-        server = running.enter_context(AppServer(app, free_port(), env=env))
-        proxy = running.enter_context(Balancer([server.url], var_dir() / "caddy"))
+        # Data in a folder of its own (never what `make run` serves), Caddy's too.
+        server = running.enter_context(AppServer(app, free_port(), env=env, own_folder="slow"))
+        proxy = running.enter_context(Balancer([server.url], server.var_dir / "caddy"))
         print(
             f"{app} ({server.shape()}), {sockets} slow clients, {attempts} /healthz each",
             flush=True,
@@ -107,6 +107,7 @@ def compare(app: str, sockets: int, attempts: int, env: dict[str, str] | None = 
     return rows
 
 
+@launcher  # a server that did not start: an error, exit code 2
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.slow_clients", description=__doc__.split("\n")[0]

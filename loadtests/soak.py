@@ -5,7 +5,7 @@ process sampled from /proc: does the load generator's memory stay flat?
     python -m loadtests.soak broken_global --minutes 60 --users 24
 
 Each app runs under `python -m loadtests.locust_run APP --headless` (its own
-gunicorn on a free port, its own var/ folder), all apps at once. Every
+gunicorn on a free port, its data in a folder of its own), all apps at once. Every
 SAMPLE_SECONDS the resident memory (VmRSS in /proc/PID/status) of Locust's
 processes and of the app's gunicorn processes goes into soak.csv, with the
 operations the run's correctness line last reported. At the end it prints,
@@ -76,7 +76,7 @@ class Run:
         command = [sys.executable, "-m", "loadtests.locust_run", app, "--app-port", "0"]
         command += ["--headless", "--run-time", f"{round(minutes * 60)}s", "--users", str(users)]
         command += ["--", "--only-summary", "--csv", str(out / app), *extra]
-        env = {**os.environ, "VAR_DIR": str(out / f"var-{app}"), "PYTHONPATH": str(REPO_ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}  # its data: locust_run's own folder
         with self.log.open("w") as log:
             self.launcher = subprocess.Popen(
                 command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env

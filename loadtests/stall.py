@@ -59,7 +59,6 @@ did not recover.
 import argparse
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -67,9 +66,7 @@ from dataclasses import dataclass
 from loadtests import report
 from loadtests.inject_postgres import ServerStopped
 from loadtests.transport import TRANSPORT_ERRORS, KeepAliveSession
-from plumbing.config import var_dir
-from serve.postgres import EmbeddedPostgres
-from serve.processes import AppServer, free_port
+from serve.processes import AppServer, free_port, launcher
 
 # The app, its store's name, and the settings that give it an embedded server
 # of its own, which it may pause.
@@ -182,6 +179,7 @@ def summary(answers: list[Answer]) -> str:
     return report.format_table(rows, COLUMNS)
 
 
+@launcher  # a server that did not start: an error, exit code 2
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.stall", description=__doc__.split("\n")[0]
@@ -193,22 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     store, settings = APPS[args.app]
-    with tempfile.TemporaryDirectory(prefix="stall-", dir=var_dir()) as scratch:
-        env = {"VAR_DIR": scratch, **settings}
-        server = AppServer(args.app, free_port(), env=env)
-        try:
-            with server:
-                print(
-                    f"{args.app} ({server.shape()}, {args.connections} connections): "
-                    f"{store} paused for {args.seconds:g} s, POST /counter/increment meanwhile",
-                    flush=True,
-                )
-                during, after = stall(server, args.connections, args.seconds)
-        finally:
-            # As root, PostgreSQL's cluster lives outside the scratch folder
-            # (serve/postgres.py): removed with it, not left behind.
-            if isinstance(server.backing, EmbeddedPostgres):
-                server.backing.remove()
+    # Its data in a folder of its own, deleted at the end with the PostgreSQL
+    # cluster, which as root lives outside it (serve/processes.py run_folder).
+    with AppServer(args.app, free_port(), env=settings, own_folder="stall") as server:
+        print(
+            f"{args.app} ({server.shape()}, {args.connections} connections): "
+            f"{store} paused for {args.seconds:g} s, POST /counter/increment meanwhile",
+            flush=True,
+        )
+        during, after = stall(server, args.connections, args.seconds)
     print(summary(during))
     recovered = [a.seconds for mine in after for a in mine if a.kind == "200"]
     failed = [sum(a.kind != "200" for a in mine) for mine in after]
