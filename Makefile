@@ -41,6 +41,9 @@ export REQUIREMENTS := import tomllib; p = tomllib.load(open("pyproject.toml", "
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo '  DB=postgres: fixed_db on PostgreSQL in every target that starts it (make demo DB=postgres).'
+	@echo '  Knobs: APP=, INSTANCES=, USERS=, RUN_TIME=, APP_PORT=, ... (make run APP=fixed_db),'
+	@echo '  described where the Makefile sets them; environment settings: README.md, Configuration.'
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
