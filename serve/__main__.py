@@ -33,7 +33,8 @@ from serve.valkey import EmbeddedValkey
 
 
 def stores(server: AppServer) -> str:
-    """What the start-up line says of a server: its PIDs, and where its data is."""
+    """What the start-up line says of a server: its PIDs, and where its data is.
+    A file before gunicorn's PID, which ends the line as it always has."""
     shown = f"gunicorn pid {server.process.pid}"
     if isinstance(server.backing, EmbeddedValkey):
         shown += f", valkey-server pid {server.backing.process.pid} at {server.backing.url}"
@@ -41,9 +42,9 @@ def stores(server: AppServer) -> str:
         postgres = server.backing
         shown += f", postgres pid {postgres.process.pid} at {postgres.shown_url}"
     elif path := server.sqlite_file():
-        shown += f", SQLite file {path}"
+        shown = f"SQLite file {path}, {shown}"
     elif server.backend == "postgres":
-        shown += ", PostgreSQL at DATABASE_URL (not started here)"
+        shown = f"PostgreSQL at DATABASE_URL (not started here), {shown}"
     return shown
 
 
