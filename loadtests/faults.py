@@ -58,7 +58,7 @@ from loadtests.inject import Fault, WritesInFlight
 from loadtests.schedules import Injection, schedule
 from loadtests.transport import KeepAliveSession
 from plumbing.config import var_dir
-from serve.processes import APPS, AppServer, available_apps, free_port
+from serve.processes import APPS, AppServer, available_apps, free_port, launcher
 
 DEFAULT_SECONDS = 8.0
 DEFAULT_USERS = 8
@@ -173,7 +173,9 @@ class Run:
         return kind(writers, warm, write, self.hold)
 
     def go(self, plan: list[tuple[float, Injection]] | None = None) -> Verdict:
-        with AppServer(self.app, free_port()) as server:
+        # A data folder of the run's own: it starts from known state and never
+        # touches what `make run` serves (serve/processes.py run_folder()).
+        with AppServer(self.app, free_port(), own_folder="faults") as server:
             plan = schedule(server) if plan is None else plan
             self.url = server.url
             if APPS[self.app].serves_counter:
@@ -232,6 +234,7 @@ def verdict_line(run: Run, verdict: Verdict) -> str:
     return f"{run.label} {keys}: no write applied twice this run (no fault caught one mid-write)"
 
 
+@launcher
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.faults", description=__doc__.split("\n")[0]

@@ -8,6 +8,7 @@ for WORK_MS, and a run holds hundreds of overlapping requests.
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,7 +81,7 @@ def test_ctrl_c_stops_every_server_it_started(isolated_var_dir):
     )
     try:
         line = launcher.stdout.readline()
-        master = int(line.split("gunicorn pid ")[1].rstrip(")\n"))
+        master = int(re.search(r"gunicorn pid (\d+)", line)[1])
         worker = int(
             requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
             .headers["X-Worker"]

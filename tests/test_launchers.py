@@ -60,6 +60,7 @@ TOOLS = {
     "stall": "loadtests.stall fixed_cache --connections 2 --seconds 0.2",
     "locust": "loadtests.locust_run fixed_cache --app-port 0 --headless --run-time 2s --users 2",
     "slow_clients": "loadtests.slow_clients fixed_cache --sockets 1 --attempts 1",
+    "faults": "loadtests.faults fixed_cache --seconds 1 --users 2 --out OUT",
 }
 
 
@@ -141,6 +142,7 @@ ENTRY_POINTS = {
     "stall": "loadtests.stall fixed_cache",
     "locust": "loadtests.locust_run APP --app-port 0 --headless",
     "slow_clients": "loadtests.slow_clients APP",
+    "faults": "loadtests.faults APP --seconds 1 --users 2 --out OUT",
 }
 
 
