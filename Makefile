@@ -99,7 +99,10 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 
 clean: ## Remove the venv and all runtime data under var/
 	@# As root, the embedded PostgreSQL's cluster lives outside var/ (serve/postgres.py).
-	@if [ -L var/postgres/data ]; then rm -rf "$$(dirname "$$(readlink var/postgres/data)")"; fi
+	@# So do the clusters of harness runs that were killed, under var/runs/.
+	@for link in var/postgres/data var/runs/*/postgres/data; do \
+	  if [ -L "$$link" ]; then rm -rf "$$(dirname "$$(readlink "$$link")")"; fi; \
+	done
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info
 
 # Locust's web UI with a Correctness tab, bound to 127.0.0.1; Ctrl-C stops it all.

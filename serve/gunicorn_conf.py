@@ -10,6 +10,7 @@ correctness matrix does) but not the address:
 """
 
 import os
+import sys
 
 # The shape when the environment does not set it; serve/processes.py reads these too.
 DEFAULTS = {"GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "4", "GUNICORN_WORKER_CLASS": "gthread"}
@@ -20,11 +21,22 @@ def setting(name: str) -> str:
     return os.environ.get(name) or DEFAULTS[name]
 
 
+def count(name: str) -> int:
+    """A setting that counts something, 1 or more. Else an error in one line
+    and exit code 2, as for a wrong argument: read when a launcher imports
+    this file (serve/processes.py) as when gunicorn does, before any start."""
+    value = setting(name)
+    if not (value.isdigit() and int(value) >= 1):
+        print(f"error: {name} must be a whole number, 1 or more; got {value!r}", file=sys.stderr)
+        raise SystemExit(2)
+    return int(value)
+
+
 bind = f"127.0.0.1:{int(os.environ.get('PORT', '8000'))}"
-workers = int(setting("GUNICORN_WORKERS"))
-threads = int(setting("GUNICORN_THREADS"))
+workers = count("GUNICORN_WORKERS")
+threads = count("GUNICORN_THREADS")
 worker_class = setting("GUNICORN_WORKER_CLASS")
-worker_connections = int(setting("GUNICORN_WORKER_CONNECTIONS"))
+worker_connections = count("GUNICORN_WORKER_CONNECTIONS")
 # How long an idle kept-alive connection stays open, in seconds. Longer than
 # any client of these apps keeps one idle, so the client always gives it up
 # first: a server that closes an idle connection races the client reusing it,

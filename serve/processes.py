@@ -16,12 +16,14 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Self
 
@@ -29,6 +31,7 @@ from plumbing.config import REPO_ROOT, var_dir
 from serve import uwsgi
 from serve.gunicorn_conf import DEFAULTS as GUNICORN_DEFAULTS
 from serve.pids import (
+    STOP_TIMEOUT_SECONDS,
     Service,
     free_port,
     pid_alive,
@@ -98,6 +101,8 @@ SHAPES: dict[str, dict[str, str] | UwsgiShape | None] = {
 MATRIX_SHAPES = [shape for shape in SHAPES if shape != "config"]
 DEFAULT_SHAPE = "config"
 START_TIMEOUT_SECONDS = 20.0
+# The last line of a Python traceback: "ValueError: ...", "psycopg.errors.X: ...".
+ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Warning)\b.*:")
 
 
 def missing_server(shape: str) -> str | None:
@@ -144,13 +149,28 @@ def launcher(main: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(main)
     def guarded(*args: Any, **kwargs: Any) -> int:
+        # SIGTERM (a plain `kill`) stops it as Ctrl-C does, so that what it
+        # started is stopped and its run folder deleted: Python's default for
+        # SIGTERM is to exit at once, cleaning up nothing.
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, interrupt) if in_main else None
         try:
             check_settings()
             return main(*args, **kwargs)
         except LAUNCH_ERRORS as error:
             return launch_failed(error)
+        except KeyboardInterrupt:
+            print("stopped", file=sys.stderr, flush=True)
+            return 130
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
 
     return guarded
+
+
+def interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def store_server(
@@ -203,11 +223,25 @@ def run_folder(tool: str) -> Iterator[Path]:
 
 
 def abandoned(folder: Path) -> bool:
-    """A run folder whose run was killed: its PID gone, no process using it."""
+    """A run folder whose run was killed (its PID gone), its servers ended.
+
+    A server of that run may still name the folder: one still shutting down,
+    or one the run had paused (SIGSTOP, loadtests/inject*.py, stall.py) when
+    it was killed, which stays stopped for good: the stop signal the kernel
+    sent it when its parent died (serve/pids.py) waits until it runs again.
+    They are the dead run's own, found by its folder's unique name: each gets
+    SIGCONT, then SIGKILL."""
     found = re.fullmatch(r".+-(\d+)-[0-9a-f]+", folder.name)
     if not found or pid_alive(int(found[1])):
         return False
-    return not pids_mentioning(str(folder))  # a server still shutting down names it
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    while (left := pids_mentioning(str(folder))) and time.monotonic() < deadline:
+        for pid in left:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    return not left
 
 
 def remove_run_folder(folder: Path) -> None:
@@ -255,6 +289,7 @@ class AppServer(Service):
         # PostgreSQL for fixed_db with FIXED_DB_BACKEND=postgres (serve/registry.py).
         self.backing: EmbeddedValkey | EmbeddedPostgres | None = None
         self.worker_pids: list[int] = []  # those that answered at start-up
+        self.log_start: int | None = None  # where this start's output begins in log_path
 
     @property
     def url(self) -> str:
@@ -309,6 +344,7 @@ class AppServer(Service):
             if not foreground:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 output = self.log_path.open("ab")
+                self.log_start = output.tell()  # what an earlier run wrote is not this one's
             self.process = spawn(  # signals reach it from us only, by PID
                 self.command(),
                 cwd=REPO_ROOT,
@@ -403,10 +439,21 @@ class AppServer(Service):
         )
 
     def _log_tail(self, lines: int = 15) -> str:
+        """What this start wrote to its log: the error that stopped it first
+        (a traceback's last line, the cause, where gunicorn's own HaltServer
+        frames would fill a plain tail), then the last lines. Nothing in the
+        foreground, where the output went to the terminal, above."""
+        if self.log_start is None:
+            return " Its output is above."
         if not self.log_path.exists():
             return ""
-        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return f" Last lines of {self.log_path}:\n" + "\n".join(tail)
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_start)
+            written = log.read().decode(errors="replace").splitlines()
+        errors = [line for line in written if ERROR_LINE.match(line) and "HaltServer" not in line]
+        cause = f" {errors[-1].strip()}." if errors else ""
+        tail = "\n".join(written[-lines:])
+        return f"{cause} Last lines of {self.log_path}:\n{tail}" if written else cause
 
     def stop(self) -> None:
         """Stop the server by PID (its master takes its workers down), then the

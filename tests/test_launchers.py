@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from loadtests.client import Client
 from loadtests.transport import KeepAliveSession
 from plumbing.config import REPO_ROOT
-from serve.pids import free_port
+from serve.pids import free_port, pids_mentioning
 from serve.processes import AppServer
 
 pytestmark = pytest.mark.gunicorn
@@ -131,6 +132,36 @@ def test_a_run_folder_is_fresh_its_own_and_removed_and_an_abandoned_one_is_swept
     assert live.exists()
 
 
+def test_a_killed_runs_paused_server_is_ended_and_its_folder_swept(isolated_var_dir):
+    # A tool killed while it held its store paused (SIGSTOP) leaves the store
+    # stopped for good: the stop signal its parent's death sent waits while
+    # it is stopped. The next run ends it (SIGCONT, SIGKILL) and sweeps.
+    from serve.processes import run_folder
+
+    runs = isolated_var_dir / "runs"
+    runs.mkdir(parents=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a PID that no longer runs
+    abandoned = runs / f"stall-{gone.pid}-abcd"
+    abandoned.mkdir()
+    paused = subprocess.Popen(
+        ["sleep", "300"], env={**os.environ, "VAR_DIR": str(abandoned)}, start_new_session=True
+    )
+    try:
+        os.kill(paused.pid, signal.SIGSTOP)
+        os.kill(paused.pid, signal.SIGTERM)  # pending, as PR_SET_PDEATHSIG's would be
+        time.sleep(0.2)
+        assert paused.poll() is None  # stopped, not ended
+        with run_folder("demo"):
+            assert not abandoned.exists()
+        assert paused.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        if paused.poll() is None:
+            os.kill(paused.pid, signal.SIGCONT)
+            paused.kill()
+            paused.wait()
+
+
 # -- a known failure: one paragraph, exit code 2 --------------------------------
 
 # Every entry point that starts servers, for one app each.
@@ -173,6 +204,36 @@ def test_a_server_that_fails_to_start_is_an_error_with_exit_code_2(name, tmp_pat
     broken = {"GUNICORN_WORKER_CLASS": "no_such"} if name == "bench" else {"WORK_MS": "-1"}
     done = run(module, *args, env=broken)
     assert_one_paragraph_and_exit_2(done, "fixed_cache")
+
+
+@pytest.mark.parametrize(
+    "setting", ["GUNICORN_WORKERS=abc", "GUNICORN_WORKERS=0", "GUNICORN_THREADS=0"]
+)
+def test_a_count_that_is_not_one_or_more_is_an_error_with_exit_code_2(setting, tmp_path):
+    # Was a traceback (abc), or a "started" server no request reached (0).
+    name, value = setting.split("=")
+    for entry in ("serve", "hammer"):
+        module, *args = entry_point(entry, "fixed_db", tmp_path)
+        done = run(module, *args, env={name: value})
+        error = assert_one_paragraph_and_exit_2(done, f"{name} must be a whole number")
+        assert done.stderr == error and "Traceback" not in done.stderr
+
+
+def test_the_error_names_the_apps_own_cause_and_not_an_earlier_runs_log(tmp_path, isolated_var_dir):
+    module, *args = entry_point("hammer", "fixed_db", tmp_path)
+    done = run(module, *args, env={"DATABASE_URL": "garbage"})
+    error = assert_one_paragraph_and_exit_2(done, "exited at start-up")
+    cause = error.split("Last lines")[0]  # before gunicorn's HaltServer frames
+    assert "ValueError: DATABASE_URL must look like" in cause, error
+    # In the foreground the output went to the terminal: an earlier run's
+    # log of the same app and port is not this start's.
+    port = free_port()
+    log = isolated_var_dir / "logs" / f"fixed_db-{port}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("STALE LINE from an earlier run\n")
+    done = run("serve", "fixed_db", "--port", str(port), env={"WORK_MS": "abc"})
+    error = assert_one_paragraph_and_exit_2(done, "exited at start-up", "output is above")
+    assert "STALE LINE" not in error
 
 
 @pytest.mark.parametrize("name", [n for n in ENTRY_POINTS if n != "stall"])
@@ -277,3 +338,25 @@ def test_make_help_mentions_db_postgres_and_the_knobs():
     shown = subprocess.run(["make", "help"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
     assert "DB=postgres" in shown
     assert "APP=" in shown and "INSTANCES=" in shown
+
+
+def test_a_tool_stopped_with_sigterm_stops_its_servers_and_deletes_its_folder(isolated_var_dir):
+    # Python's default for SIGTERM is to exit at once, running no clean-up.
+    tool = subprocess.Popen(
+        [sys.executable, "-m", "loadtests.stall", "fixed_cache", "--seconds", "30"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "paused" in tool.stdout.readline()  # its Valkey is stopped now
+        [folder] = (isolated_var_dir / "runs").iterdir()
+        tool.send_signal(signal.SIGTERM)
+        assert tool.wait(timeout=30) == 130, tool.stderr.read()
+    finally:
+        if tool.poll() is None:
+            tool.kill()
+            tool.wait()
+    assert not folder.exists()
+    assert not pids_mentioning(str(folder))
