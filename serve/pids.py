@@ -160,6 +160,8 @@ def port_is_free(port: int) -> bool:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
+        except OverflowError:  # not a port at all: 0 to 65535
+            raise RuntimeError(f"port {port} is out of range (1 to 65535)") from None
         except OSError:
             return False
         return True

@@ -360,3 +360,9 @@ def test_a_tool_stopped_with_sigterm_stops_its_servers_and_deletes_its_folder(is
             tool.wait()
     assert not folder.exists()
     assert not pids_mentioning(str(folder))
+
+
+def test_a_port_out_of_range_is_an_error_with_exit_code_2():
+    done = run("serve", "fixed_db", "--port", "99999")  # was an OverflowError's traceback
+    error = assert_one_paragraph_and_exit_2(done, "port 99999 is out of range")
+    assert done.stderr == error
