@@ -149,6 +149,11 @@ def test_a_killed_runs_paused_server_is_ended_and_its_folder_swept(isolated_var_
     )
     try:
         os.kill(paused.pid, signal.SIGSTOP)
+        stat = Path(f"/proc/{paused.pid}/stat")
+        deadline = time.monotonic() + 5
+        while stat.read_text().rpartition(")")[2].split()[0] != "T":  # stopped by now
+            assert time.monotonic() < deadline, "SIGSTOP did not stop it"
+            time.sleep(0.01)
         os.kill(paused.pid, signal.SIGTERM)  # pending, as PR_SET_PDEATHSIG's would be
         time.sleep(0.2)
         assert paused.poll() is None  # stopped, not ended
