@@ -230,7 +230,7 @@ def abandoned(folder: Path) -> bool:
     it was killed, which stays stopped for good: the stop signal the kernel
     sent it when its parent died (serve/pids.py) waits until it runs again.
     They are the dead run's own, found by its folder's unique name: each gets
-    SIGCONT, then SIGKILL."""
+    SIGKILL, which ends a stopped process too."""
     found = re.fullmatch(r".+-(\d+)-[0-9a-f]+", folder.name)
     if not found or pid_alive(int(found[1])):
         return False
@@ -238,7 +238,6 @@ def abandoned(folder: Path) -> bool:
     while (left := pids_mentioning(str(folder))) and time.monotonic() < deadline:
         for pid in left:
             with suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGCONT)
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
     return not left

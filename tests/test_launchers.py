@@ -135,7 +135,7 @@ def test_a_run_folder_is_fresh_its_own_and_removed_and_an_abandoned_one_is_swept
 def test_a_killed_runs_paused_server_is_ended_and_its_folder_swept(isolated_var_dir):
     # A tool killed while it held its store paused (SIGSTOP) leaves the store
     # stopped for good: the stop signal its parent's death sent waits while
-    # it is stopped. The next run ends it (SIGCONT, SIGKILL) and sweeps.
+    # it is stopped. The next run ends it (SIGKILL) and sweeps.
     from serve.processes import run_folder
 
     runs = isolated_var_dir / "runs"
