@@ -20,6 +20,7 @@ from loadtests.history import Event
 from loadtests.writes import (
     ACKNOWLEDGED,
     AMBIGUOUS,
+    baselines,
     both_returned,
     definitely_failed,
     fate,
@@ -100,7 +101,7 @@ class CounterTally:
         found = []
         if increments:
             if self.base is None:
-                self.base = self.baselines(min(e.start for e in increments))
+                self.base = baselines(self.marks, min(e.start for e in increments))
             self.increments += len(increments)
             self.last_end = max(self.last_end, *(e.end for e in increments))
             for attempts in requests_of(increments):
@@ -109,16 +110,6 @@ class CounterTally:
             self.marks = [e for e in self.marks if e.start > self.last_end]
         del self.marks[:-MARKS]
         return found
-
-    def baselines(self, first: float) -> dict[str, int]:
-        """writes.baselines over the reads and resets recorded so far."""
-        marks = [e for e in self.marks if e.worker and isinstance(e.value, int)]
-        since = max((e.start for e in marks if e.op == "reset" and e.end < first), default=None)
-        base = {}
-        for e in sorted(marks, key=lambda e: e.end):
-            if e.end < first and (since is None or e.start >= since):
-                base[e.pid] = e.value
-        return base
 
     def add_request(self, attempts: list[Event]) -> list[Found]:
         judged = fate(attempts)

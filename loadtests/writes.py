@@ -112,7 +112,7 @@ def check_counter(history: list[Event], verdict: "Verdict") -> None:
     verdict.counter_served = ACKNOWLEDGED in fates or not any(
         e.op == "increment" and e.status == NOT_SERVED for e in history
     )
-    base = baselines(history, increments)
+    base = baselines(history, min(e.start for e in increments)) if increments else {}
     # One value per acknowledged request: its first answer (a replay repeats it),
     # from its process's baseline on.
     by_value: dict[int, list[Event]] = defaultdict(list)
@@ -145,16 +145,13 @@ def check_counter(history: list[Event], verdict: "Verdict") -> None:
         check_final_read(history, requests, fates, base, verdict)
 
 
-def baselines(history: list[Event], increments: list[Event]) -> dict[str, int]:
-    """Each worker process's counter value when the increments began: the last
-    reset or read it answered after the history's last reset and before the
-    first increment started. A reset reaches the one process that answers it:
-    where each process keeps its own counter (broken_global), another one
-    counts on from where it was, and its values are judged from there. A
-    process with no baseline counts from 0."""
-    if not increments:
-        return {}
-    first = min(e.start for e in increments)
+def baselines(history: list[Event], first: float) -> dict[str, int]:
+    """Each worker process's counter value when the increments began, the
+    first at `first` (the history's clock): the last reset or read it
+    answered after the history's last reset and before then. A reset reaches
+    the one process that answers it: where each process keeps its own counter
+    (broken_global), another one counts on from where it was, and its values
+    are judged from there. A process with no baseline counts from 0."""
     marks = [
         e
         for e in history
