@@ -1,11 +1,11 @@
 import importlib
-import os
 from pathlib import Path
 
 import pytest
 import redis
 from flask import Flask
 
+from serve.pids import pids_mentioning
 from serve.processes import available_apps
 from serve.registry import APPS as REGISTRY
 from serve.valkey import EmbeddedValkey
@@ -72,20 +72,16 @@ def client(app):
 
 
 def processes_mentioning(text: str) -> list[str]:
-    """Processes whose command line or environment contains `text` (Linux)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        if int(pid) == os.getpid():
-            continue
-        try:
-            seen = Path(f"/proc/{pid}/cmdline").read_bytes()
-            seen += Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
-            continue  # gone, or not ours
-        if text.encode() in seen:
-            program = seen.split(b"\0")[0].decode(errors="replace")
-            found.append(f"{pid}: {program}")
-    return found
+    """The processes serve.pids.pids_mentioning() finds, each as "pid: program"
+    for a failure message."""
+    return [f"{pid}: {program(pid)}" for pid in pids_mentioning(text)]
+
+
+def program(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return "?"  # gone since
 
 
 @pytest.fixture(scope="session", autouse=True)
