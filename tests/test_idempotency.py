@@ -408,11 +408,12 @@ print(json.dumps({
 """
 
 
-def test_a_commit_that_fails_is_unknown_and_a_retry_with_the_key_applies_it_once(tmp_path):
-    # SQLite reports the failed write of the WAL at COMMIT as a disk I/O error
-    # (SQLITE_IOERR), after which its commit record may or may not be there.
+def run_script(script: str, folder) -> dict:
+    """Run a script that fails a store on purpose in a Python of its own
+    (the failure is set up process-wide), given `folder`; return the JSON it
+    prints."""
     run = subprocess.run(
-        [sys.executable, "-c", FAILING_COMMIT, str(tmp_path)],
+        [sys.executable, "-c", script, str(folder)],
         capture_output=True,
         text=True,
         env={"WORK_MS": "0", "PATH": ""},
@@ -420,7 +421,13 @@ def test_a_commit_that_fails_is_unknown_and_a_retry_with_the_key_applies_it_once
         timeout=60,
     )
     assert run.returncode == 0, run.stderr
-    found = json.loads(run.stdout)
+    return json.loads(run.stdout)
+
+
+def test_a_commit_that_fails_is_unknown_and_a_retry_with_the_key_applies_it_once(tmp_path):
+    # SQLite reports the failed write of the WAL at COMMIT as a disk I/O error
+    # (SQLITE_IOERR), after which its commit record may or may not be there.
+    found = run_script(FAILING_COMMIT, tmp_path)
     status, body = found["failed"]
     assert (status, body["outcome"]) == (503, "unknown")
     assert "disk I/O error" in body["detail"]
@@ -597,16 +604,7 @@ def test_a_full_disk_under_the_session_files_is_not_applied(tmp_path):
     # NotApplied (503), not StoreFull: the file store reserves the space before
     # it touches the old version, and the store itself is bounded, so a full
     # disk is the machine's condition; see fixed_session/store.py.
-    run = subprocess.run(
-        [sys.executable, "-c", FULL_DISK, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env={"WORK_MS": "0", "PATH": ""},
-        cwd=REPO,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    found = json.loads(run.stdout)
+    found = run_script(FULL_DISK, tmp_path)
     *saved, (status, body) = found["answers"]
     assert saved and all(status == 201 for status, _ in saved)
     assert (status, body["outcome"]) == (503, "not applied")
