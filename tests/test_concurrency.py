@@ -7,18 +7,22 @@ starts a scope at the same barrier, handlers hold the read-write window open
 for WORK_MS, and a run holds hundreds of overlapping requests.
 """
 
+import multiprocessing
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 
 import pytest
 import redis
 import requests
 
+from fixed_db.store import SQLiteDatabase
 from loadtests.checker import check
 from loadtests.client import Client
 from loadtests.hammer import run_scenarios
@@ -58,6 +62,36 @@ def test_fixed_db_loses_nothing_over_5000_operations(isolated_var_dir):
     assert verdict.workers == 2  # both processes served, and agreed
     assert verdict.anomalies == 0, verdict.examples
     assert final == 40 * 42  # every increment counted, once
+
+
+def _prepare_at(path, together, failures) -> None:
+    together.wait()
+    try:
+        SQLiteDatabase(path).prepare()
+    except sqlite3.Error as error:
+        failures.put(repr(error))
+
+
+def test_fixed_db_workers_booting_at_once_on_a_new_file_all_come_up(tmp_path):
+    """Eight processes prepare one new SQLite file at a barrier, 60 times. The
+    switch to WAL used to fail at once with "database is locked" in about one
+    round of six (see SQLiteDatabase.use_wal), and then the worker failed to boot."""
+    fork = multiprocessing.get_context("fork")
+    failures = fork.Queue()
+    for round_number in range(60):
+        path = tmp_path / f"new-{round_number}.db"
+        together = fork.Barrier(8)
+        workers = [
+            fork.Process(target=_prepare_at, args=(path, together, failures)) for _ in range(8)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=30)
+        assert [worker.exitcode for worker in workers] == [0] * 8
+        assert failures.empty(), failures.get()
+        with closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 @pytest.mark.parametrize(("app", "remembers"), [("broken_global", False), ("fixed_db", True)])
