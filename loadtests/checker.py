@@ -222,11 +222,14 @@ def unexpected(
 
     In a run with injected `faults`, 503s and requests that got no answer are
     what the faults cause: such a run judges exactly-once, not availability,
-    and only other errors (a 500, a 4xx, a 507) count."""
+    and only other errors (a 500, a 4xx, a 507) count. Yet it must have
+    acknowledged some write: with none, it proved nothing."""
     problems = []
     errors = verdict.errors - (verdict.unavailable + verdict.no_answer if faults else 0)
     if errors:
         problems.append(f"{app}: {errors} requests failed")
+    if faults and not verdict.acknowledged:
+        problems.append(f"{app}: no write was acknowledged, so the run proves nothing")
     if app in APPS and APPS[app].is_fixed:
         allowed = APPS[app].known_limits | expected
         found = {

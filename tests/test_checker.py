@@ -288,6 +288,18 @@ def test_a_fault_run_judges_exactly_once_not_availability():
     assert unexpected("fixed_db", check(history), faults=True) == ["fixed_db: 1 requests failed"]
 
 
+def test_a_fault_run_with_nothing_acknowledged_proves_nothing():
+    """As when the store is unreachable for the whole run: all 503s."""
+    history = counter_history(
+        attempt("increment", "a", 1.0, None, "k1", 1, 503, "not applied"),
+        attempt("increment", "a", 2.0, None, "k1", 2, 503, "not applied"),
+        final=0,
+    )
+    assert unexpected("fixed_db", check(history), faults=True) == [
+        "fixed_db: no write was acknowledged, so the run proves nothing"
+    ]
+
+
 def test_a_double_apply_is_expected_only_where_the_run_says_so():
     history = counter_history(
         attempt("increment", "a", 1.0, None, "a#1", 1, 503, "unknown"),
