@@ -33,9 +33,9 @@ lost; the exit code says whether every one did. A run without keys is
 expected to apply some writes twice: that is the lesson. 503s and requests
 with no answer are what the faults cause, not errors of the app: a fault
 run judges exactly-once, not availability, though a run that acknowledged no
-write at all (a store never reached) fails, having proved nothing. Runs are bounded: --seconds of
-load per run, at most MAX_OPS_PER_USER per user, and a bounded number of
-tries per request.
+write at all (a store never reached) fails, having proved nothing. Runs are
+bounded: --seconds of load per run, at most MAX_OPS_PER_USER per user, and a
+bounded number of tries per request.
 """
 
 import argparse
