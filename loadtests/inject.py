@@ -7,7 +7,8 @@ the run's time.monotonic() at its start; each returns a Fault.
     kill_worker(server, history, origin)  SIGKILL the gunicorn worker that answered last
     WritesInFlight(...).run(server, origin)
         stop the store, send one write per app thread, resume once every one
-        has its 503 "unknown": each was applied, none acknowledged
+        has its 503 "unknown": each was applied, none acknowledged (or "not
+        applied", nothing sent, where a worker's breaker opened before it)
 
 fixed_db's PostgreSQL server has faults of its own (loadtests/inject_postgres.py).
 From `make faults` (2026-11-29, 2 cores), fixed_cache, then fixed_db:
@@ -23,6 +24,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -146,7 +148,8 @@ def kill_worker(server: AppServer, history: list[Event], origin: float) -> Fault
 class HeldRetry(Retry):
     """A Retry that, after a first failed try, says so and waits until the
     store is resumed (bounded): the retry then reaches a store that runs.
-    `resuming` is called then, before the retry (in the client's thread)."""
+    `resuming` is called then, before the retry (in the client's thread).
+    Each failed first try is appended to `firsts`."""
 
     def __init__(
         self,
@@ -154,12 +157,15 @@ class HeldRetry(Retry):
         answered: threading.Semaphore,
         resumed: threading.Event,
         resuming: Callable[[], object] = lambda: None,
+        firsts: list[Event] | None = None,
     ) -> None:
         super().__init__(base.attempts, base.backoff, base.cap)
         self.answered, self.resumed, self.resuming = answered, resumed, resuming
+        self.firsts = [] if firsts is None else firsts
 
     def wait(self, event: Event) -> None:
         if event.attempt == 1:
+            self.firsts.append(event)  # list.append is atomic under the GIL
             self.answered.release()
             self.resumed.wait(ANSWER_LIMIT_SECONDS)
             self.resuming()
@@ -197,7 +203,14 @@ class WritesInFlight:
     have that answer does the store resume and run the queued commands:
     every write was applied, none acknowledged. Then the clients retry. With
     an Idempotency-Key a retry gets the first answer back; without one it
-    applies the write a second time."""
+    applies the write a second time.
+
+    One exception, which the detail counts: a write that reaches its worker
+    after three others there timed out finds the worker's circuit breaker
+    open, and is answered 503 "not applied" with nothing sent. On a loaded
+    machine one of a worker's four writes sometimes arrives that late; the
+    breaker opens on three, so at least three of each worker's four are
+    sent."""
 
     WARM_ROUNDS = 10
     # The clients' timeout while the store is stopped, where the app does not
@@ -235,9 +248,10 @@ class WritesInFlight:
             for n in range(self.WARM_ROUNDS):
                 together(self.clients, lambda _, client, n=n: self.warm(n, client))
             answered, resumed = threading.Semaphore(0), threading.Event()
+            firsts: list[Event] = []
             for client in self.clients:
                 back = functools.partial(timeout, client, own[id(client)])
-                client.retry = HeldRetry(client.retry, answered, resumed, back)
+                client.retry = HeldRetry(client.retry, answered, resumed, back, firsts)
             stopped, began, got = self.stop(server), time.monotonic(), 0
             writing = threading.Thread(target=together, args=(self.clients, self.write))
             with stopped:
@@ -251,5 +265,7 @@ class WritesInFlight:
             resumed.set()
             writing.join()
         sent = f"{len(self.clients)} sent to stopped {stopped}"
-        detail = f"{sent}, {got} {self.FAILED} before it resumed"
+        outcomes = Counter(e.outcome if e.status else "no answer" for e in firsts)
+        shown = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
+        detail = f"{sent}, {got} {self.FAILED} before it resumed ({shown})"
         return Fault("writes in flight", began - origin, stopped_for, detail)
