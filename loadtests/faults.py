@@ -25,8 +25,8 @@ as one logical request over its attempts (loadtests/writes.py).
 
     $ make faults DB=postgres                       # 2026-11-29, 2 cores: fixed_db's rows
     app                  keys  requests  acknowledged  ...  applied twice  acknowledged lost
-    fixed_db (postgres)    on      1382          1382  ...              0                  0
-    fixed_db (postgres)   off      2142          2142  ...             13                  0
+    fixed_db (postgres)    on      2562          2562  ...              0                  0
+    fixed_db (postgres)   off      4012          4012  ...              9                  0
 
 A keyed run must show no write applied twice and none acknowledged then
 lost; the exit code says whether every one did. A run without keys is

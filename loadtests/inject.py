@@ -11,13 +11,14 @@ the run's time.monotonic() at its start; each returns a Fault.
         applied", nothing sent, where a worker's breaker opened before it)
 
 fixed_db's PostgreSQL server has faults of its own (loadtests/inject_postgres.py).
-From `make faults` (2026-11-29, 2 cores), fixed_cache, then fixed_db:
+From `make faults DB=postgres` (2026-11-29, 2 cores), fixed_cache, then
+fixed_session:
 
-    +1.88s  writes in flight: 8 sent to stopped valkey 13368, 8 answered before it resumed, 0.26 s
-    +4.00s  pause store: SIGSTOP valkey 13368, 0.80 s
-    +5.60s  kill store: SIGKILL valkey 13368; restarted as 13597 by its supervisor, 0.32 s
-    +2.00s  kill worker: SIGKILL worker 13011
-"""
+    +1.89s  writes in flight: 8 sent to stopped valkey 20822, 8 answered before it resumed (8 unknown), 0.26 s
+    +4.00s  pause store: SIGSTOP valkey 20822, 0.80 s
+    +5.60s  kill store: SIGKILL valkey 20822; restarted as 20937 by its supervisor, 0.20 s
+    +2.00s  kill worker: SIGKILL worker 20302
+"""  # noqa: E501
 
 import functools
 import os

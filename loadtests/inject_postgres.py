@@ -25,10 +25,10 @@ when the thread that started it ends (serve/postgres.py _spawn()).
 
 From `make faults DB=postgres` (2026-11-29, 2 cores), fixed_db with keys:
 
-    +1.56s  writes in flight: 8 sent to stopped postgres 17229 and its 16 processes, 8 failed before it resumed, 1.03 s
-    +3.83s  pause store: SIGSTOP postgres 17229 and its 16 processes, 0.83 s
-    +4.84s  crash backend: SIGKILL backend 17375 (idle in transaction) of postgres 17229; it ended every session and recovered, 0.20 s
-    +6.40s  kill store: SIGKILL postgres 17229 and its 16 processes; restarted as 17498 by the harness, 0.22 s
+    +1.50s  writes in flight: 8 sent to stopped postgres 20372 and its 16 processes, 8 failed before it resumed (8 not applied), 1.02 s
+    +3.25s  pause store: SIGSTOP postgres 20372 and its 16 processes, 0.82 s
+    +4.81s  crash backend: SIGKILL backend 20510 (idle in transaction) of postgres 20372; it ended every session and recovered, 0.20 s
+    +6.40s  kill store: SIGKILL postgres 20372 and its 16 processes; restarted as 20568 by the harness, 0.16 s
 """  # noqa: E501
 
 import contextlib
