@@ -20,10 +20,11 @@ postgres_server.py and utils.py):
 Here: `initdb` once (into a scratch folder, renamed into place when it has
 finished, so an interrupted initdb is never taken for a cluster), then
 `postgres -D <data> -k <socket folder> -h ''` as a child process in a session
-of its own, which we stop by its PID (SIGINT: PostgreSQL's fast shutdown,
-which disconnects clients and writes a checkpoint; SIGTERM, its smart
-shutdown, would wait for the app's pooled connections to close). One server
-serves every worker: started once, before gunicorn, and stopped after it.
+of its own, used once its lock file says it is ready (what `pg_ctl start
+--wait` waits for), and stopped by its PID (SIGINT: PostgreSQL's fast
+shutdown, which disconnects clients and writes a checkpoint; SIGTERM, its
+smart shutdown, would wait for the app's pooled connections to close). One
+server serves every worker: started once, before gunicorn, and stopped after it.
 
     with EmbeddedPostgres(var_dir() / "postgres") as server:
         psycopg.connect(server.url).execute("SELECT 1")
@@ -401,6 +402,9 @@ class EmbeddedPostgres(Service):
         while time.monotonic() < deadline:
             if has_exited(self.process):
                 raise RuntimeError(f"postgres exited at start-up.{self._log_tail()}")
+            if not self._says_ready():
+                time.sleep(0.02)
+                continue
             try:
                 with psycopg.connect(self.url_for("postgres"), connect_timeout=2) as conn:
                     conn.execute("SELECT 1")
@@ -411,6 +415,18 @@ class EmbeddedPostgres(Service):
                 raise RuntimeError(f"another server answered on the socket.{self._log_tail()}")
             return
         raise RuntimeError(f"postgres did not answer in time.{self._log_tail()}")
+
+    def _says_ready(self) -> bool:
+        """Our postmaster's lock file says it accepts connections, which is
+        what `pg_ctl start --wait` waits for: line 8 of postmaster.pid is
+        "ready" (src/include/utils/pidfile.h, PostgreSQL 10 and later).
+        Connecting before that only logs "FATAL: the database system is
+        starting up" for each try."""
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().split("\n")
+        except OSError:
+            return False
+        return len(lines) > 7 and lines[0] == str(self.process.pid) and lines[7].startswith("ready")
 
     def running_postmaster(self) -> int | None:
         """The PID of the live postmaster that holds this cluster's lock file

@@ -257,6 +257,19 @@ def test_the_server_is_our_child_on_a_private_socket_and_stops_by_pid(own_server
     assert not processes_mentioning(str(server.directory))
 
 
+def test_a_start_waits_for_ready_without_a_refused_try_in_the_log(own_server):
+    """After a crash the server replays its WAL before it is ready; a start
+    that tried to connect meanwhile left one "FATAL: the database system is
+    starting up" line per try (25 after one crash, measured)."""
+    server = started(own_server())
+    server.kill()
+    server.start()
+    try:
+        assert "starting up" not in server.log_path().read_text()
+    finally:
+        server.stop()
+
+
 HELD_START = textwrap.dedent(
     """
     import sys, time
