@@ -77,6 +77,7 @@ by the tests' check for processes mentioning their temporary folder.
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import functools
 import hashlib
 import os
@@ -225,21 +226,33 @@ class EmbeddedPostgres(Service):
     def start(self) -> Self:
         """initdb if there is no cluster yet, start the server, wait until it
         answers, create the database. Whatever interrupts it (Ctrl-C
-        included) stops what it started first."""
+        included) stops what it started first.
+
+        One start at a time on a cluster: a second launcher's waits, under an
+        flock that its holder's exit releases, until the first server is up,
+        then is refused (it would otherwise run initdb into the same folder)."""
         try:
-            self._prepare()
-            if (self.data_dir / "PG_VERSION").exists():
-                pass  # the cluster of an earlier start
-            elif self.template:
-                self._clone(self.template)
-            else:
-                self._initdb()
-            self._start_server()
+            with self._one_start_at_a_time():
+                self._prepare()
+                if (self.data_dir / "PG_VERSION").exists():
+                    pass  # the cluster of an earlier start
+                elif self.template:
+                    self._clone(self.template)
+                else:
+                    self._initdb()
+                self._start_server()
             self._create_database(self.database)
         except BaseException:
             self.stop()
             raise
         return self
+
+    @contextlib.contextmanager
+    def _one_start_at_a_time(self) -> Iterator[None]:
+        private_dir(self.directory, 0o700)
+        with open(self.directory / "start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def _prepare(self) -> None:
         private_dir(self.directory, 0o700)

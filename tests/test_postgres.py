@@ -296,6 +296,54 @@ HELD_START = textwrap.dedent(
 )
 
 
+FIRST_START = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from serve.postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(Path(sys.argv[1]))
+    try:
+        server.start()
+    except RuntimeError as error:
+        print("refused:", str(error).replace("\\n", " "), flush=True)
+        sys.exit(3)
+    print("started", server.process.pid, flush=True)
+    sys.stdin.read()  # until the test closes it
+    server.stop()
+    """
+)
+
+
+def test_two_first_starts_on_a_new_cluster_make_one_server_and_refuse_the_other(
+    own_server, tmp_path
+):
+    """Two launchers at once on a folder with no cluster yet: both used to run
+    initdb into the same scratch folder, and one failed on the other's files."""
+    directory = tmp_path / "new" / "postgres"
+    own_server(directory)  # removed at the end, whatever is left of it
+    launchers = [
+        subprocess.Popen(
+            [sys.executable, "-c", FIRST_START, str(directory)],
+            cwd=REPO_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        refused, started = sorted(launcher.stdout.readline() for launcher in launchers)
+        assert refused.startswith("refused: ") and "in use by another" in refused, refused
+        assert started.startswith("started "), started
+    finally:
+        for launcher in launchers:
+            launcher.stdin.close()
+            launcher.wait(timeout=20)
+    assert sorted(launcher.returncode for launcher in launchers) == [0, 3]
+    assert not processes_mentioning(str(directory.absolute()))
+
+
 def sysv_segments() -> set[str]:
     """The ids of the System V shared memory segments that exist now."""
     return {line.split()[1] for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]}
