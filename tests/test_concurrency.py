@@ -64,33 +64,38 @@ def test_fixed_db_loses_nothing_over_5000_operations(isolated_var_dir):
     assert final == 40 * 42  # every increment counted, once
 
 
-def _prepare_at(path, together, failures) -> None:
-    together.wait()
-    try:
-        SQLiteDatabase(path).prepare()
-    except sqlite3.Error as error:
-        failures.put(repr(error))
+BOOT_ROUNDS = 60
+
+
+def _boot_rounds(folder, together, failures) -> None:
+    """A worker's start-up, BOOT_ROUNDS times: at the barrier, prepare the
+    round's new file, as every worker's create_app does."""
+    for round_number in range(BOOT_ROUNDS):
+        together.wait(timeout=30)
+        try:
+            SQLiteDatabase(folder / f"new-{round_number}.db").prepare()
+        except sqlite3.Error as error:
+            failures.put(f"round {round_number}: {error!r}")
 
 
 def test_fixed_db_workers_booting_at_once_on_a_new_file_all_come_up(tmp_path):
     """Eight processes prepare one new SQLite file at a barrier, 60 times. The
     switch to WAL used to fail at once with "database is locked" in about one
-    round of six (see SQLiteDatabase.use_wal), and then the worker failed to boot."""
+    round of six (see SQLiteDatabase.use_wal), and then the worker failed to boot.
+    Forked, as gunicorn forks its workers."""
     fork = multiprocessing.get_context("fork")
-    failures = fork.Queue()
-    for round_number in range(60):
-        path = tmp_path / f"new-{round_number}.db"
-        together = fork.Barrier(8)
-        workers = [
-            fork.Process(target=_prepare_at, args=(path, together, failures)) for _ in range(8)
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(timeout=30)
-        assert [worker.exitcode for worker in workers] == [0] * 8
-        assert failures.empty(), failures.get()
-        with closing(sqlite3.connect(path)) as conn:
+    together, failures = fork.Barrier(8), fork.Queue()
+    workers = [
+        fork.Process(target=_boot_rounds, args=(tmp_path, together, failures)) for _ in range(8)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0] * 8
+    assert failures.empty(), failures.get()
+    for round_number in range(BOOT_ROUNDS):
+        with closing(sqlite3.connect(tmp_path / f"new-{round_number}.db")) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
