@@ -14,19 +14,19 @@ on every write (a retry gets the first answer back), once without keys (a
 retry is sent again, as a naive client would). The checker judges every write
 as one logical request over its attempts (loadtests/writes.py).
 
-    $ make faults                                   # 2026-11-29, 2 cores
-    app            keys  requests  acknowledged  ...  applied twice  acknowledged lost
-    fixed_session    on      7652          7652  ...              0                  0
-    fixed_session   off      7005          7005  ...              0                  0
-    fixed_db         on      4982          4982  ...              0                  0
-    fixed_db        off      7514          7514  ...              3                  0
-    fixed_cache      on      2850          2850  ...              0                  0
-    fixed_cache     off      2802          2802  ...             15                  0
+    $ make faults                                   # 2026-11-30, 2 cores
+    app                keys  requests  acknowledged  ...  applied twice  acknowledged lost
+    fixed_session        on     10788         10788  ...              0                  0
+    fixed_session       off      9921          9921  ...              2                  0
+    fixed_db (SQLite)    on      9084          9084  ...              0                  0
+    fixed_db (SQLite)   off     12316         12316  ...              0                  0
+    fixed_cache          on      4522          4519  ...              0                  0
+    fixed_cache         off      5950          5950  ...             17                  0
 
-    $ make faults DB=postgres                       # 2026-11-29, 2 cores: fixed_db's rows
-    app                  keys  requests  acknowledged  ...  applied twice  acknowledged lost
-    fixed_db (postgres)    on      2562          2562  ...              0                  0
-    fixed_db (postgres)   off      4012          4012  ...              9                  0
+    $ make faults DB=postgres                       # 2026-11-30, 2 cores: fixed_db's rows
+    app                    keys  requests  acknowledged  ...  applied twice  acknowledged lost
+    fixed_db (PostgreSQL)    on      1838          1838  ...              0                  0
+    fixed_db (PostgreSQL)   off      2530          2530  ...             11                  0
 
 A keyed run must show no write applied twice and none acknowledged then
 lost; the exit code says whether every one did. A run without keys is
@@ -145,10 +145,8 @@ class Run:
 
     @property
     def label(self) -> str:
-        """The app, and its store where the environment picks it: "fixed_db (postgres)"."""
-        setting = APPS[self.app].backend_setting
-        backend = os.environ.get(setting, "") if setting else ""
-        return f"{self.app} ({backend})" if backend else self.app
+        """The app as the harness prints it: "fixed_db (PostgreSQL)" (serve/registry.py)."""
+        return APPS[self.app].label(os.environ)
 
     def writes_in_flight(
         self, server: AppServer, kind: type[WritesInFlight] = WritesInFlight
@@ -209,6 +207,7 @@ class Run:
     def row(self, verdict: Verdict) -> dict[str, Any]:
         return {
             "app": self.label,
+            "backend": APPS[self.app].backend(os.environ) or "",
             "keys": "on" if self.keys else "off",
             **verdict.counts(),
             "writes_applied_twice": verdict.writes_applied_twice,

@@ -303,6 +303,12 @@ def test_which_database_fixed_db_ran_on_is_printed_and_recorded(isolated_var_dir
     summary = json.loads((tmp_path / "hammer.json").read_text())["apps"]["fixed_db"]["summary"]
     assert summary["backend"] == "sqlite"
 
+    done = run("loadtests.faults", "fixed_db", "--seconds", "1", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fixed_db (SQLite), keys on" in done.stdout
+    runs = json.loads((tmp_path / "faults.json").read_text())["runs"]
+    assert [r["summary"]["backend"] for r in runs] == ["sqlite", "sqlite"]
+
     matrix = ("--apps", "fixed_db", "broken_global", "--shapes", "sync-1", "--out", str(tmp_path))
     done = run("loadtests.matrix", *matrix, "--users", "2", "--ops", "2")
     assert done.returncode == 0, done.stderr[-3000:]
