@@ -1,10 +1,14 @@
 import importlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import redis
 from flask import Flask
 
+from plumbing.config import REPO_ROOT
 from serve.pids import pids_mentioning
 from serve.processes import available_apps
 from serve.registry import APPS as REGISTRY
@@ -69,6 +73,18 @@ def app(app_name, request) -> Flask:
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+def launch(app: str, port: int | str, env: dict[str, str] | None = None, **popen):
+    """`python -m serve APP --port PORT`, the launcher a user runs, from the
+    repository with this test's environment and `env` over it; its output a
+    text pipe unless `popen` says otherwise. The caller stops it by its PID."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "serve", app, "--port", str(port)],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        **{"stdout": subprocess.PIPE, "text": True, **popen},
+    )
 
 
 def processes_mentioning(text: str) -> list[str]:

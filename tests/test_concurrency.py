@@ -8,12 +8,9 @@ for WORK_MS, and a run holds hundreds of overlapping requests.
 """
 
 import multiprocessing
-import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from contextlib import closing
@@ -29,6 +26,7 @@ from loadtests.hammer import run_scenarios
 from serve.pids import pid_alive
 from serve.processes import AppServer, free_port
 from serve.valkey import EmbeddedValkey
+from tests.conftest import launch
 
 pytestmark = pytest.mark.gunicorn
 
@@ -112,12 +110,7 @@ def test_a_restart_forgets_only_the_globals(isolated_var_dir, app, remembers):
 
 def test_ctrl_c_stops_every_server_it_started(isolated_var_dir):
     port = free_port()
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "serve", "fixed_db", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "VAR_DIR": str(isolated_var_dir)},
-    )
+    launcher = launch("fixed_db", port, env={"VAR_DIR": str(isolated_var_dir)})
     try:
         line = launcher.stdout.readline()
         master = int(re.search(r"gunicorn pid (\d+)", line)[1])

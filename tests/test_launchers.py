@@ -19,6 +19,7 @@ from loadtests.transport import KeepAliveSession
 from plumbing.config import REPO_ROOT
 from serve.pids import free_port, pids_mentioning
 from serve.processes import AppServer
+from tests.conftest import launch
 
 pytestmark = pytest.mark.gunicorn
 
@@ -271,13 +272,7 @@ def test_a_data_folder_in_use_is_an_error_with_exit_code_2(isolated_var_dir):
 
 def test_a_port_held_by_a_running_launcher_names_it_and_what_to_do(isolated_var_dir):
     port = str(free_port())
-    first = subprocess.Popen(
-        [sys.executable, "-m", "serve", "fixed_session", "--port", port],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    first = launch("fixed_session", port, start_new_session=True)
     try:
         assert "gunicorn pid" in first.stdout.readline()
         again = run("serve", "fixed_session", "--port", port)
@@ -329,13 +324,7 @@ def test_which_database_fixed_db_ran_on_is_printed_and_recorded(isolated_var_dir
 
 
 def test_serve_names_fixed_dbs_sqlite_file(isolated_var_dir):
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "serve", "fixed_db", "--port", str(free_port())],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    launcher = launch("fixed_db", free_port(), start_new_session=True)
     try:
         line = launcher.stdout.readline()
     finally:

@@ -62,7 +62,7 @@ from serve.postgres import (
 )
 from serve.processes import AppServer, free_port
 from tests import test_contract
-from tests.conftest import make_app, processes_mentioning
+from tests.conftest import launch, make_app, processes_mentioning
 from tests.test_scale_out import crossed_instances
 
 IN_CI = bool(os.environ.get("CI"))
@@ -884,13 +884,7 @@ def test_python_m_serve_runs_its_own_postgresql_and_a_restart_keeps_every_state(
     started(own_server(isolated_var_dir / "postgres")).stop()  # a cluster there, copied
     env = {"VAR_DIR": str(isolated_var_dir), "FIXED_DB_BACKEND": "postgres"}
     port = free_port()
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "serve", "fixed_db", "--port", str(port)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **env},
-    )
+    launcher = launch("fixed_db", port, env=env)
     try:
         line = launcher.stdout.readline()
         postgres = int(line.split("postgres pid ")[1].split()[0])

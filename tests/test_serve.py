@@ -5,17 +5,16 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from plumbing.config import REPO_ROOT
 from serve.pids import pid_alive
 from serve.postgres import EmbeddedPostgres
 from serve.processes import AppServer, free_port
 from serve.valkey import EmbeddedValkey
+from tests.conftest import launch
 
 pytestmark = pytest.mark.gunicorn
 
@@ -64,13 +63,7 @@ def wait_until_gone(pids: list[int], seconds: float = 20.0) -> list[int]:
 def test_a_sigkilled_launcher_leaves_no_server_running(isolated_var_dir):
     # A SIGKILL runs no clean-up: only the servers' parent-death signal stops them.
     port = free_port()
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "serve", "fixed_cache", "--port", str(port)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    launcher = launch("fixed_cache", port, start_new_session=True)
     try:
         # "fixed_cache  http://...  (gunicorn pid N, valkey-server pid M at ...)"
         line = launcher.stdout.readline()
@@ -111,12 +104,7 @@ def children_of(pid: int) -> list[int]:
 def test_ctrl_c_during_start_up_leaves_nothing_running(isolated_var_dir, attempt):
     # The moment the store's process exists, before the launcher has heard
     # back from it: a server started inside start() must still be stopped.
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "serve", "fixed_cache", "--port", str(free_port())],
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    launcher = launch("fixed_cache", free_port(), stdout=subprocess.DEVNULL, start_new_session=True)
     started: list[int] = []
     deadline = time.monotonic() + 20
     while not started and launcher.poll() is None and time.monotonic() < deadline:

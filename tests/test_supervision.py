@@ -28,6 +28,7 @@ from loadtests.transport import KeepAliveSession
 from serve.pids import pid_alive
 from serve.processes import AppServer, free_port
 from serve.valkey import EmbeddedValkey
+from tests.conftest import launch
 
 pytestmark = pytest.mark.gunicorn
 
@@ -281,12 +282,8 @@ def test_the_folder_stays_locked_while_an_orphaned_server_runs(tmp_path):
 
 def test_the_launcher_says_when_the_store_was_restarted(isolated_var_dir):
     port = free_port()
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "serve", "fixed_cache", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "VAR_DIR": str(isolated_var_dir)},
+    launcher = launch(
+        "fixed_cache", port, env={"VAR_DIR": str(isolated_var_dir)}, stderr=subprocess.DEVNULL
     )
     # If the line never comes, Ctrl-C it (it stops what it started) and fail.
     give_up = threading.Timer(DEADLINE_SECONDS, launcher.send_signal, (signal.SIGINT,))
