@@ -34,6 +34,7 @@ from serve.pids import (
     STOP_TIMEOUT_SECONDS,
     Service,
     free_port,
+    parent_pid,
     pid_alive,
     pids_mentioning,
     port_in_use_message,
@@ -417,7 +418,12 @@ class AppServer(Service):
 
         Workers boot in parallel; a load run that starts when only the first
         is ready would send every kept-alive connection to that one process,
-        and prove nothing about several."""
+        and prove nothing about several.
+
+        A worker that answers must be ours, a child of our master: when two
+        launchers start on one port at once, both find it free, and the one
+        whose server cannot bind would otherwise take the other's workers
+        for its own. Raises RuntimeError, naming the holder, then."""
         workers = self.workers()
         seen: set[str] = set()
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -426,9 +432,15 @@ class AppServer(Service):
                 raise RuntimeError(f"{self.app} exited at start-up.{self._log_tail()}")
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
-                    seen.add(response.headers["X-Worker"].partition("-")[0])
+                    worker = response.headers["X-Worker"].partition("-")[0]
             except OSError:
                 time.sleep(0.05)
+                continue
+            parent = parent_pid(int(worker))
+            if parent is not None and parent != self.process.pid:  # None: it has exited
+                raise RuntimeError(port_in_use_message(self.port, self.app))
+            if parent is not None:
+                seen.add(worker)
             if len(seen) >= workers:
                 self.worker_pids = sorted(int(pid) for pid in seen)
                 return

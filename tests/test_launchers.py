@@ -17,7 +17,7 @@ import pytest
 from loadtests.client import Client
 from loadtests.transport import KeepAliveSession
 from plumbing.config import REPO_ROOT
-from serve.pids import free_port, pids_mentioning
+from serve.pids import free_port, pid_alive, pids_mentioning
 from serve.processes import AppServer
 from tests.conftest import launch
 
@@ -286,6 +286,22 @@ def test_a_port_held_by_a_running_launcher_names_it_and_what_to_do(isolated_var_
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=30)
         first.stdout.close()
+
+
+def test_two_launchers_starting_on_one_port_at_once_never_take_the_others_workers(
+    isolated_var_dir, monkeypatch
+):
+    """Both find the port free; the second's gunicorn cannot bind it, and the
+    workers that answer there are the first's. It used to report them as its
+    own, then stop 5 s later with exit 1 when its gunicorn gave up."""
+    port = free_port()
+    with AppServer("fixed_session", port) as first:
+        monkeypatch.setattr("serve.processes.port_is_free", lambda port: True)  # the race
+        second = AppServer("fixed_session", port)
+        with pytest.raises(RuntimeError, match=f"port {port} is already in use by pid"):
+            second.start()
+        assert second.process.poll() is not None  # stopped, nothing left of it
+        assert first.worker_pids and pid_alive(first.process.pid)
 
 
 # -- which database ------------------------------------------------------------------
