@@ -420,7 +420,8 @@ class AppServer(Service):
         is ready would send every kept-alive connection to that one process,
         and prove nothing about several.
 
-        A worker that answers must be ours, a child of our master: when two
+        A worker that answers must be ours: a child of our master, or the
+        server itself where it has no workers (`flask run`). When two
         launchers start on one port at once, both find it free, and the one
         whose server cannot bind would otherwise take the other's workers
         for its own. Raises RuntimeError, naming the holder, then."""
@@ -436,10 +437,10 @@ class AppServer(Service):
             except OSError:
                 time.sleep(0.05)
                 continue
-            parent = parent_pid(int(worker))
-            if parent is not None and parent != self.process.pid:  # None: it has exited
+            ours = self.process.pid in (int(worker), parent_pid(int(worker)))
+            if not ours and pid_alive(int(worker)):  # one that has exited proves nothing
                 raise RuntimeError(port_in_use_message(self.port, self.app))
-            if parent is not None:
+            if ours:
                 seen.add(worker)
             if len(seen) >= workers:
                 self.worker_pids = sorted(int(pid) for pid in seen)
