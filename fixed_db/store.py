@@ -125,7 +125,14 @@ class SQLiteDatabase:
         self.create_schema()
 
     def create_schema(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Raises ValueError if the file's folder does not exist: a mistyped
+        DATABASE_URL must not make folders anywhere (the default's, under
+        var/, is made private by plumbing.config.var_dir())."""
+        if not self.path.parent.is_dir():
+            raise ValueError(
+                f"DATABASE_URL names {self.path}, in a folder that does not exist: "
+                "create the folder first, or correct the URL"
+            )
         with closing(self.connect()) as conn:
             self.use_wal(conn)
             conn.executescript(SCHEMA)

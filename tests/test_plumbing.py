@@ -69,6 +69,14 @@ def test_fixed_db_rejects_an_unknown_database_url(monkeypatch):
         make_app("fixed_db")
 
 
+def test_fixed_db_makes_no_folder_for_a_database_url(monkeypatch, tmp_path):
+    """A mistyped path used to be made, folders and all, readable by everyone."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/no/such/folder/x.db")
+    with pytest.raises(ValueError, match="in a folder that does not exist"):
+        make_app("fixed_db")
+    assert not (tmp_path / "no").exists()
+
+
 def test_runtime_data_is_private_to_its_owner(isolated_var_dir):
     # On a shared machine, other accounts must not read users' visits.
     isolated_var_dir.mkdir(parents=True, mode=0o755)
