@@ -255,7 +255,7 @@ class EmbeddedPostgres(Service):
             yield
 
     def _prepare(self) -> None:
-        private_dir(self.directory, 0o700)
+        # self.directory: made private by _one_start_at_a_time(), which holds its lock.
         if not self.password_file().exists():
             fd = os.open(self.password_file(), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -435,11 +435,15 @@ class EmbeddedPostgres(Service):
         "ready" (src/include/utils/pidfile.h, PostgreSQL 10 and later).
         Connecting before that only logs "FATAL: the database system is
         starting up" for each try."""
-        try:
-            lines = (self.data_dir / "postmaster.pid").read_text().split("\n")
-        except OSError:
-            return False
+        lines = self._lock_file()
         return len(lines) > 7 and lines[0] == str(self.process.pid) and lines[7].startswith("ready")
+
+    def _lock_file(self) -> list[str]:
+        """The lines of the cluster's postmaster.pid; none if there is none."""
+        try:
+            return (self.data_dir / "postmaster.pid").read_text().split("\n")
+        except OSError:
+            return []
 
     def running_postmaster(self) -> int | None:
         """The PID of the live postmaster that holds this cluster's lock file
@@ -447,8 +451,8 @@ class EmbeddedPostgres(Service):
         a killed server names a PID that has exited, or been reused by a
         process that is not a postmaster."""
         try:
-            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
+            pid = int(self._lock_file()[0])
+        except (IndexError, ValueError):
             return None
         fields = proc_stat(pid)
         if fields is None or fields[0] == "Z":  # gone, or a zombie not yet reaped

@@ -426,24 +426,24 @@ class AppServer(Service):
         whose server cannot bind would otherwise take the other's workers
         for its own. Raises RuntimeError, naming the holder, then."""
         workers = self.workers()
-        seen: set[str] = set()
+        seen: set[int] = set()
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.app} exited at start-up.{self._log_tail()}")
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
-                    worker = response.headers["X-Worker"].partition("-")[0]
+                    worker = int(response.headers["X-Worker"].partition("-")[0])
             except OSError:
                 time.sleep(0.05)
                 continue
-            ours = self.process.pid in (int(worker), parent_pid(int(worker)))
-            if not ours and pid_alive(int(worker)):  # one that has exited proves nothing
+            ours = self.process.pid in (worker, parent_pid(worker))
+            if not ours and pid_alive(worker):  # one that has exited proves nothing
                 raise RuntimeError(port_in_use_message(self.port, self.app))
             if ours:
                 seen.add(worker)
             if len(seen) >= workers:
-                self.worker_pids = sorted(int(pid) for pid in seen)
+                self.worker_pids = sorted(seen)
                 return
         raise RuntimeError(
             f"{self.app}: {len(seen)} of {workers} workers answered /healthz "
