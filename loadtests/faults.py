@@ -57,6 +57,7 @@ from loadtests.client import Client, Retry
 from loadtests.history import Event
 from loadtests.inject import Fault, WritesInFlight
 from loadtests.schedules import Injection, schedule
+from loadtests.timeline import write_timeline
 from loadtests.transport import KeepAliveSession
 from plumbing.config import var_dir
 from serve.processes import APPS, AppServer, available_apps, free_port, launcher
@@ -249,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"not a fixed app in this checkout: {unknown[0]}")
 
     judged: list[tuple[Run, Verdict]] = []
+    timelines: list[Path] = []
     payload: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "runs": []}
     for app in apps:
         for keys in (True, False):
@@ -259,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
             for fault in run.faults:
                 print(f"  {fault}", flush=True)
             judged.append((run, verdict))
+            name = f"timeline-faults-{app}-keys-{'on' if keys else 'off'}.html"
+            title = f"{run.label}, keys {'on' if keys else 'off'}, with faults"
+            timelines.append(
+                write_timeline(args.out / name, title, run.history, verdict, run.faults, run.origin)
+            )
             payload["runs"].append(
                 {
                     "summary": run.row(verdict),
@@ -283,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     written = [
         report.write_json(args.out / "faults.json", payload),
         report.write_csv(args.out / "faults.csv", rows),
+        *timelines,
     ]
     print("\nresults: " + ", ".join(str(path) for path in written), flush=True)
     problems = [line for line in lines if line.startswith("UNEXPECTED")]

@@ -35,6 +35,7 @@ from loadtests.checker import SCOPES, Verdict, check, unexpected
 from loadtests.client import Client
 from loadtests.history import Event
 from loadtests.placement import Placement
+from loadtests.timeline import write_timeline
 from loadtests.transport import KeepAliveSession
 from plumbing.config import var_dir
 from serve.processes import (
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def hammer_all(apps: list[str], args: argparse.Namespace) -> int:
-    rows, problems, histories = [], [], {}
+    rows, problems, histories, timelines = [], [], {}, []
     payload = {"started": datetime.now(UTC).isoformat(), "apps": {}}
     for app in apps:
         where = f" on {args.instances} instances" if args.instances > 1 else ""
@@ -245,10 +246,11 @@ def hammer_all(apps: list[str], args: argparse.Namespace) -> int:
         histories[app] = history
         print(report.format_witnesses(label, verdict, history))
         payload["apps"][app] = {"summary": rows[-1], "history": [e.to_dict() for e in history]}
+        timelines.append(write_timeline(args.out / f"timeline-{app}.html", label, history, verdict))
 
     print()
     print(report.format_table(report.labelled(rows)))
-    written = [report.write_json(args.out / "hammer.json", payload)]
+    written = [report.write_json(args.out / "hammer.json", payload), *timelines]
     if args.charts:
         written += [
             report.write_csv(args.out / "compare.csv", rows),
