@@ -37,7 +37,7 @@ export REQUIREMENTS := import tomllib; p = tomllib.load(open("pyproject.toml", "
   print(*p["dependencies"], *p["optional-dependencies"]["dev"], sep="\n")
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo compare matrix bench faults scale-out run run-broken run-fixed test examples lint format clean
+.PHONY: help venv demo compare matrix bench faults race scale-out run run-broken run-fixed test examples lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,6 +69,10 @@ bench: $(STAMP) ## Each app's main write vs. its own /healthz ceiling (req/s, p5
 
 faults: $(STAMP) ## Kill and pause stores and workers under load, with and without Idempotency-Keys (DB=postgres: PostgreSQL too)
 	$(BIN)/python -m loadtests.faults
+
+RACE_PORT ?= 8090
+race: $(STAMP) ## Race the apps yourself: a page on http://127.0.0.1:8090 (RACE_PORT) sends N requests at once
+	$(BIN)/python -m loadtests.timeline.race --port $(RACE_PORT)
 
 INSTANCES ?= 3
 scale-out: $(STAMP) ## APP on INSTANCES instances sharing one store, hammered across them
