@@ -211,7 +211,7 @@ def render(
     """The whole page, as text."""
     data = timeline_data(title, history, verdict, faults, origin, limit)
     # Inside <script>, "</" could close the element: JSON allows it escaped.
-    blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
     page = (HERE / "timeline.html").read_text()
     return (
         page.replace("{{title}}", escape(title))
