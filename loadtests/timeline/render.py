@@ -132,11 +132,15 @@ def timeline_data(
     faults: Iterable[Any] = (),
     origin: float | None = None,
     limit: int = LIMIT,
+    shown: Sequence[Anomaly] | None = None,
 ) -> dict[str, Any]:
     """The JSON the page draws. Times are milliseconds from `origin` (the
-    time.monotonic() the faults' `at` counts from; else the first start)."""
+    time.monotonic() the faults' `at` counts from; else the first start).
+    `shown`: the witnesses to list, if not the verdict's (e.g. a write that
+    was retried and applied once, to set beside one applied twice)."""
+    examples = verdict.examples if shown is None else list(shown)
     ordered = sorted(history, key=lambda e: e.start)
-    witnesses = positions(ordered, verdict.examples)
+    witnesses = positions(ordered, examples)
     kept = windows(len(ordered), witnesses, limit)
     origin = min((e.start for e in ordered), default=0.0) if origin is None else origin
     ms = lambda t: round((t - origin) * 1000, 3)  # noqa: E731
@@ -192,7 +196,7 @@ def timeline_data(
                 "summary": anomaly.summary,
                 "ops": [drawn_at[p] for p in places if p in drawn_at],
             }
-            for anomaly, places in zip(verdict.examples, witnesses, strict=True)
+            for anomaly, places in zip(examples, witnesses, strict=True)
         ],
         "faults": fault_bands(faults),
         "gaps": gaps,
@@ -207,9 +211,10 @@ def render(
     faults: Iterable[Any] = (),
     origin: float | None = None,
     limit: int = LIMIT,
+    shown: Sequence[Anomaly] | None = None,
 ) -> str:
-    """The whole page, as text."""
-    data = timeline_data(title, history, verdict, faults, origin, limit)
+    """The whole page, as text (the arguments: timeline_data's)."""
+    data = timeline_data(title, history, verdict, faults, origin, limit, shown)
     # Inside <script>, "</" could close the element: JSON allows it escaped.
     blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
     page = (HERE / "timeline.html").read_text()

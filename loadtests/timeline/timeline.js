@@ -5,9 +5,10 @@
 "use strict";
 const data = JSON.parse(document.getElementById("timeline-data").textContent);
 const [START, END, USER, WORKER, LABEL, TIP, OUTCOME] = [0, 1, 2, 3, 4, 5, 6];
-const ROW = 18, BAR = 14, AXIS = 28, NAMES = 190;
+const ROW = 18, BAR = 14, TOP = 4, AXIS = 30, NAMES = 190;
 const chart = document.getElementById("chart");
 const names = document.getElementById("names");
+const axis = document.getElementById("axis");
 const bars = document.getElementById("bars");
 const first = Math.min(0, ...data.ops.map((op) => op[START]), ...data.faults.map((f) => f.from));
 const last = Math.max(1, ...data.ops.map((op) => op[END]), ...data.faults.map((f) => f.to));
@@ -39,46 +40,57 @@ function layout() {
     row[i] = r;
   });
   const top = [];
-  let y = AXIS;
+  let y = TOP;
   titles.forEach((_, n) => { top.push(y); y += Math.max(1, ends[n].length) * ROW + 4; });
   const ys = data.ops.map((op, i) => top[op[key]] + row[i] * ROW);
   return { titles, top, ys, height: y + 10 };
 }
 
+// The time axis (labels in the sticky #axis, lines across the lanes).
 function ticks(width) {
   const span = width / scale;
   const step = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000]
     .find((s) => span / s < width / 90) || 60000;
-  let out = "";
+  let lines = "", labels = "";
   for (let t = Math.ceil(first / step) * step; t <= last; t += step) {
-    const label = step >= 1000 ? `${(t / 1000).toFixed(step >= 1000 ? 0 : 1)} s` : `${t} ms`;
-    out += `<line class="tick" x1="${x(t)}" x2="${x(t)}" y1="14" y2="100%"/>`
-      + `<text class="tick-label" x="${x(t) + 2}" y="12">+${label}</text>`;
+    const label = step >= 1000 ? `${t / 1000} s` : `${t} ms`;
+    lines += `<line class="tick" x1="${x(t)}" x2="${x(t)}" y1="0" y2="100%"/>`;
+    labels += `<text class="tick-label" x="${x(t) + 2}" y="11">+${label}</text>`;
   }
-  return out;
+  return [lines, labels];
 }
 
 function render() {
-  const { titles, top, ys, height } = layout();
+  const { titles, top: tops, ys, height } = layout();
   const width = Math.ceil(x(last) + 40);
   names.setAttribute("width", NAMES);
   names.setAttribute("height", height);
   names.innerHTML = titles.map((t, n) =>
-    `<text class="lane-name" x="4" y="${top[n] + 12}">${esc(t)}</text>`).join("");
-  let svg = `<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse"
+    `<text class="lane-name" x="4" y="${tops[n] + 12}">${esc(t)}</text>`).join("");
+  const hatch = `<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse"
     patternTransform="rotate(45)"><rect width="6" height="6" fill="#f4f4f4"/>
     <line x1="0" y1="0" x2="0" y2="6" stroke="#ccc" stroke-width="2"/></pattern></defs>`;
-  svg += ticks(width);
-  svg += top.map((y) => `<line class="lane-rule" x1="0" x2="${width}" y1="${y - 2}" y2="${y - 2}"/>`).join("");
+  const [lines, labels] = ticks(width);
+  let svg = hatch + lines, top = labels;
+  svg += tops.map((y) => `<line class="lane-rule" x1="0" x2="${width}" y1="${y - 2}" y2="${y - 2}"/>`).join("");
+  const ends = [];  // per row of labels in the axis, where its last label ends
+  const labelAt = (left, text) => {
+    let row = ends.findIndex((end) => end < left);
+    if (row < 0) row = ends.push(0) - 1;
+    ends[row] = left + text.length * 6.5;
+    return 26 + row * 12;
+  };
   for (const [from, to, n] of data.gaps) {
-    svg += `<rect class="gap-band" x="${x(from)}" y="${AXIS - 10}" width="${Math.max(2, (to - from) * scale)}" height="${height}">`
-      + `<title>cut: ${n} operations not drawn</title></rect>`
-      + `<text class="gap-label" x="${x(from) + 2}" y="${AXIS - 1}">cut: ${n} ops</text>`;
+    const band = `x="${x(from)}" width="${Math.max(2, (to - from) * scale)}"`;
+    svg += `<rect class="gap-band" ${band} y="0" height="${height}"><title>cut: ${n} operations not drawn</title></rect>`;
+    top += `<rect class="gap-band" ${band} y="14" height="100%"/>`
+      + `<text class="gap-label" x="${x(from) + 2}" y="${labelAt(x(from), `cut: ${n} ops`)}">cut: ${n} ops</text>`;
   }
   for (const f of data.faults) {
-    svg += `<rect class="fault-band" x="${x(f.from)}" y="14" width="${Math.max(3, (f.to - f.from) * scale)}" height="${height}">`
-      + `<title>${esc(f.name)}: ${esc(f.detail)}</title></rect>`
-      + `<text class="fault-label" x="${x(f.from) + 3}" y="${AXIS - 2}">${esc(f.name)}</text>`;
+    const band = `x="${x(f.from)}" width="${Math.max(3, (f.to - f.from) * scale)}"`;
+    svg += `<rect class="fault-band" ${band} y="0" height="${height}"><title>${esc(f.name)}: ${esc(f.detail)}</title></rect>`;
+    top += `<rect class="fault-band" ${band} y="14" height="100%"/>`
+      + `<text class="fault-label" x="${x(f.from) + 3}" y="${labelAt(x(f.from), f.name)}">${esc(f.name)}</text>`;
   }
   data.ops.forEach((op, i) => {
     const w = Math.max(1, (op[END] - op[START]) * scale);
@@ -97,6 +109,9 @@ function render() {
       svg += `<polyline class="link${n === current ? " current" : ""}" points="${points.join(" ")}"><title>${esc(a.kind)}</title></polyline>`;
     }
   });
+  axis.setAttribute("width", width);
+  axis.setAttribute("height", AXIS + 12 * Math.max(0, ends.length - 1));
+  axis.innerHTML = top;
   bars.setAttribute("width", width);
   bars.setAttribute("height", height);
   bars.innerHTML = svg;
@@ -111,12 +126,15 @@ function show(n) {
   const from = Math.min(...a.ops.map((i) => data.ops[i][START]));
   const to = Math.max(...a.ops.map((i) => data.ops[i][END]));
   const visible = chart.clientWidth - NAMES;
-  scale = Math.min(400, visible / 3 / Math.max(0.01, to - from));
+  // Wide enough to read each witness bar's label, narrow enough to see them all.
+  const legible = Math.max(...a.ops.map((i) => (data.ops[i][LABEL].length * 6.2 + 8) / Math.max(0.01, data.ops[i][END] - data.ops[i][START])));
+  scale = Math.min(visible * 0.8 / Math.max(0.01, to - from), Math.max(legible, visible / 3 / Math.max(5, to - from)));
   const ys = render();
-  chart.scrollLeft = x(from) - visible / 3;
-  chart.scrollTop = Math.min(...a.ops.map((i) => ys[i])) - chart.clientHeight / 3;
+  chart.scrollLeft = x(from) - Math.max(20, (visible - (to - from) * scale) / 2);
+  chart.scrollTop = Math.min(...a.ops.map((i) => ys[i])) - (chart.clientHeight - AXIS) / 3;
   document.querySelectorAll("#anomalies li").forEach((li, k) => li.classList.toggle("current", k === n));
-  history.replaceState(null, "", `#anomaly-${n}`);
+  document.querySelector("#anomalies li.current").scrollIntoView({ block: "nearest" });
+  history.replaceState(null, "", `#anomaly-${n}${view === "worker" ? "/worker" : ""}`);
 }
 
 function zoom(factor) {
@@ -147,7 +165,9 @@ document.getElementById("zoom-out").onclick = () => zoom(0.5);
 document.getElementById("whole").onclick = () => { fit(); render(); };
 
 fit();
-const asked = /^#anomaly-(\d+)$/.exec(location.hash);
+// "#anomaly-2" opens on that anomaly, "#anomaly-2/worker" in lanes per worker.
+const asked = /^#anomaly-(\d+)(\/worker)?$/.exec(location.hash);
+if (asked && asked[2]) switchView("worker");
 if (asked) show(+asked[1]); else render();
 // Drawn: once the browser has laid out and painted it (read by the benchmark).
 requestAnimationFrame(() => setTimeout(() => {
