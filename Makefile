@@ -132,7 +132,7 @@ soak: $(STAMP) ## Headless Locust on SOAK_APPS for SOAK_MINUTES (10), Locust's m
 
 # The walkthrough under docs/: a MkDocs site. Code, diffs, results and
 # screenshots in its pages are generated (docs/tools/), never pasted.
-.PHONY: docs docs-build docs-blocks docs-results docs-screenshots
+.PHONY: docs docs-build docs-blocks docs-results docs-screenshots docs-witnesses
 
 docs: $(STAMP) ## Serve the walkthrough on http://127.0.0.1:8000 (MkDocs, live reload; DOCS_PORT)
 	@$(BIN)/python -c 'import sys; from serve.pids import port_is_free; \
@@ -153,3 +153,6 @@ docs-results: $(STAMP) ## Run compare, matrix and bench for real, then regenerat
 
 docs-screenshots: $(STAMP) ## Screenshot Locust's web UI during real runs (headless Chromium)
 	$(BIN)/python -m docs.tools.screenshots
+
+docs-witnesses: $(STAMP) ## Picture the canonical witnesses: timelines of real runs (headless Chromium)
+	$(BIN)/python -m docs.tools.witnesses
