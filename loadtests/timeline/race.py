@@ -75,7 +75,11 @@ def result(app: str, history: list[Event]) -> dict[str, Any]:
     return {
         "app": app,
         "verdict": "; ".join(f"{a.kind}: {a.summary}" for a in verdict.examples)
-        or f"no anomaly in {len(history)} requests",
+        or (
+            f"no anomaly in {len(history)} requests"
+            if verdict.counter_served
+            else f"{app} does not serve the shared counter (501): nothing to judge"
+        ),
         "anomalies": len(verdict.examples),
         "answers": [
             {

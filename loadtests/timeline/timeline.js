@@ -5,7 +5,8 @@
 "use strict";
 const data = JSON.parse(document.getElementById("timeline-data").textContent);
 const [START, END, USER, WORKER, LABEL, TIP, OUTCOME] = [0, 1, 2, 3, 4, 5, 6];
-const ROW = 18, BAR = 14, TOP = 4, AXIS = 30, NAMES = 190;
+const ROW = 18, BAR = 14, TOP = 4, AXIS = 30;
+const NAMES = Math.min(220, 12 + 6.5 * [...data.users, ...data.workers].reduce((n, t) => Math.max(n, t.length), 0));
 const chart = document.getElementById("chart");
 const names = document.getElementById("names");
 const axis = document.getElementById("axis");
