@@ -108,7 +108,7 @@ def parent_pid(pid: int) -> int | None:
 
 def is_launcher(command: str | None) -> bool:
     """Whether a command line is one of this project's launchers (`python -m
-    serve`, `-m loadtests.hammer`, ...): a server it started is served on
+    serve`, `-m loadtests.runs.hammer`, ...): a server it started is served on
     purpose, by a launcher that still runs."""
     words = (command or "").split()
     if "-m" not in words[:-1]:

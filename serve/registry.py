@@ -47,7 +47,7 @@ class App:
     store: str  # what holds its state
     embedded: str | None  # the server the launcher starts when the app's URL is unset
     serves_counter: bool  # False: the shared counter answers 501
-    main_write: str  # the client operation the bench measures (loadtests/client.py ROUTES)
+    main_write: str  # the client operation the bench measures (loadtests/clients/client.py ROUTES)
     user_cookie: str  # the cookie that says who the user is
     # Anomalies its tool shows by nature, documented in its README; checker field names.
     known_limits: frozenset[str] = frozenset()

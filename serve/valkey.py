@@ -31,7 +31,7 @@ Settings, and why:
   or two with "everysec" ("you may lose 1 second of data": the appendfsync
   options in https://valkey.io/topics/persistence/). A fixed app must not
   lose what it acknowledged, hence "always"; its price, in one interleaved
-  run of `python -m loadtests.bench fixed_cache` on 2 busy cores, was an
+  run of `python -m loadtests.runs.bench fixed_cache` on 2 busy cores, was an
   increment at 0.33x to 0.55x of /healthz against 0.63x to 0.91x with
   "everysec". Numbers in serve/README.md;
 - maxmemory with noeviction: when memory runs out, writes fail loudly; a

@@ -1,7 +1,7 @@
 """The checker on hand-built histories, where the right verdict is known."""
 
-from loadtests.checker import check, unexpected
-from loadtests.history import Event
+from loadtests.judge.checker import check, unexpected
+from loadtests.judge.history import Event
 
 
 def event(op, user, start, end, value, worker="100-1", arg=None, status=200):

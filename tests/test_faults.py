@@ -9,7 +9,7 @@ Only once all eight have that answer is the store resumed: it runs the
 queued commands, so each write was applied though none was acknowledged.
 Then the clients retry. With an Idempotency-Key the retry must get the first
 answer back and change nothing; without one it applies the write again.
-(loadtests/inject.py, WritesInFlight.) On a loaded machine a write may reach
+(loadtests/faults/inject.py, WritesInFlight.) On a loaded machine a write may reach
 its worker after three others there timed out and opened its circuit
 breaker: it is refused, 503 "not applied" with nothing sent, and applied
 once by its retry. The breaker opens on three, so at least three of each
@@ -26,7 +26,7 @@ Each first try fails, by the app's deadline on a statement (a 503) or, where
 it has none, by the client's own timeout (no answer), and only then is the
 server resumed: it runs every statement sent to it, so each write sent
 without a key (one autocommit statement) was applied, none acknowledged
-(loadtests/inject_postgres.py, PostgresWritesInFlight). The keyed run also
+(loadtests/faults/inject_postgres.py, PostgresWritesInFlight). The keyed run also
 takes the rest of PostgreSQL's faults: a pause, a backend crashed (the
 postmaster ends every session and recovers) and the server killed and
 started again.
@@ -37,11 +37,11 @@ import subprocess
 
 import pytest
 
-from loadtests.client import Client, Retry
-from loadtests.faults import Run
-from loadtests.history import NOT_APPLIED, UNKNOWN, WRITES
-from loadtests.inject import WritesInFlight
-from loadtests.inject_postgres import PostgresWritesInFlight
+from loadtests.clients.client import Client, Retry
+from loadtests.faults.inject import WritesInFlight
+from loadtests.faults.inject_postgres import PostgresWritesInFlight
+from loadtests.faults.run import Run
+from loadtests.judge.history import NOT_APPLIED, UNKNOWN, WRITES
 from serve.postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.gunicorn

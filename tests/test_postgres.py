@@ -46,11 +46,11 @@ from fixed_db.postgres import (
     PostgresDatabase,
     outcome_of,
 )
-from loadtests.client import Client
-from loadtests.hammer import hammer_app
-from loadtests.history import NOT_APPLIED, UNKNOWN
-from loadtests.inject_postgres import ServerStopped
-from loadtests.transport import KeepAliveSession
+from loadtests.clients.client import Client
+from loadtests.clients.transport import KeepAliveSession
+from loadtests.faults.inject_postgres import ServerStopped
+from loadtests.judge.history import NOT_APPLIED, UNKNOWN
+from loadtests.runs.hammer import hammer_app
 from plumbing.config import REPO_ROOT
 from serve.postgres import (
     ROOT_HOME,

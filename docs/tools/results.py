@@ -16,7 +16,7 @@ every page (docs/tools/blocks.py).
 
 Nothing here is typed by hand: the pages show only what render() makes of
 those files. `redraw` draws the charts again from the CSVs of the last run
-(compare.csv, counter.csv, matrix.csv) with loadtests/report.py's current
+(compare.csv, counter.csv, matrix.csv) with loadtests/runs/report.py's current
 chart functions, for a chart whose drawing changed; a chart whose data was
 not kept stays as it was, and says so.
 """
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from docs.tools import DOCS_DIR, REPO_ROOT
-from loadtests import matrix, report
+from loadtests.runs import matrix, report
 
 RESULTS_DIR = DOCS_DIR / "results"
 RUN_FILE = RESULTS_DIR / "run.json"
@@ -484,9 +484,9 @@ SOAK_FILE = RESULTS_DIR / "soak.json"
 
 
 def keep_soak(folder: Path) -> int:
-    """A finished `make soak` (python -m loadtests.soak) into docs/results: its
+    """A finished `make soak` (python -m loadtests.runs.soak) into docs/results: its
     summary, its samples summed per app and role, and its chart."""
-    from loadtests import soak
+    from loadtests.runs import soak
 
     summary = json.loads((folder / "soak.json").read_text())
     with (folder / "soak.csv").open(newline="") as f:
@@ -504,7 +504,7 @@ def keep_soak(folder: Path) -> int:
         summary["finished"] = max(s[-1] for s in stamps).replace(" ", "T") + "+00:00"
         summary["cores"] = os.cpu_count()
         summary["command"] = (
-            f"python -m loadtests.soak {' '.join(summary['apps'])} "
+            f"python -m loadtests.runs.soak {' '.join(summary['apps'])} "
             f"--minutes {summary['minutes']:g} --users {summary['users']}"
         )
     totals: dict[tuple[str, str, str], int] = {}
