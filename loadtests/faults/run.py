@@ -59,7 +59,8 @@ from loadtests.judge.checker import KIND, Verdict, check, unexpected
 from loadtests.judge.history import Event
 from loadtests.runs import report
 from plumbing.config import var_dir
-from serve.processes import APPS, AppServer, available_apps, free_port, launcher
+from registry import APPS
+from serve.processes import AppServer, available_apps, free_port, launcher
 
 DEFAULT_SECONDS = 8.0
 DEFAULT_USERS = 8
@@ -145,7 +146,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        """The app as the harness prints it: "fixed_db (PostgreSQL)" (serve/registry.py)."""
+        """The app as the harness prints it: "fixed_db (PostgreSQL)" (registry.py)."""
         return APPS[self.app].label(os.environ)
 
     def writes_in_flight(

@@ -50,7 +50,7 @@ from loadtests.judge.writes import (
     requests_of,
     span,
 )
-from serve.registry import APPS
+from registry import APPS
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ def unexpected(
     app: str, verdict: Verdict, faults: bool = False, expected: frozenset[str] = frozenset()
 ) -> list[str]:
     """What a run of `app` must not show: errors anywhere, and in a fixed app
-    any anomaly beyond its known limits (serve/registry.py) and the `expected`
+    any anomaly beyond its known limits (registry.py) and the `expected`
     ones. broken_global's anomalies are the lesson, so they are expected.
 
     In a run with injected `faults`, 503s and requests that got no answer are

@@ -42,7 +42,8 @@ from loadtests.runs import report
 from loadtests.runs.cpu import CpuSeconds, cpu_per_request, cpu_spent, cpu_used, server_processes
 from loadtests.runs.hammer import measure_ceiling
 from plumbing.config import var_dir
-from serve.processes import APPS, AppServer, available_apps, free_port, launcher
+from registry import APPS
+from serve.processes import AppServer, available_apps, free_port, launcher
 
 DEFAULT_CONNECTIONS = 16
 DEFAULT_SECONDS = 6.0

@@ -37,8 +37,8 @@ from loadtests.judge.checker import SCOPES, Verdict, check, unexpected
 from loadtests.judge.history import Event
 from loadtests.runs import report
 from plumbing.config import var_dir
+from registry import APPS
 from serve.processes import (
-    APPS,
     AppServer,
     available_apps,
     free_port,

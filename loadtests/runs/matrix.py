@@ -33,8 +33,8 @@ from loadtests.judge.checker import KIND, SCOPES, check, unexpected
 from loadtests.runs import report
 from loadtests.runs.hammer import run_scenarios
 from plumbing.config import var_dir
+from registry import APPS
 from serve.processes import (
-    APPS,
     MATRIX_SHAPES,
     AppServer,
     available_apps,

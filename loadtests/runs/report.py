@@ -9,7 +9,7 @@ from typing import Any
 
 from loadtests.judge.checker import KIND, KINDS, SCOPES, Anomaly, Verdict
 from loadtests.judge.history import Event
-from serve.registry import titled
+from registry import titled
 
 # The fault run's table (loadtests/faults/run.py): write requests by fate, the
 # attempts that met a fault, and each write's exactly-once verdict over both

@@ -31,8 +31,9 @@ import urllib.request
 from contextlib import ExitStack
 
 from loadtests.runs import report
+from registry import APPS
 from serve.balancer import Balancer
-from serve.processes import APPS, AppServer, free_port, launcher
+from serve.processes import AppServer, free_port, launcher
 
 DEFAULT_SOCKETS = 12
 DEFAULT_ATTEMPTS = 10

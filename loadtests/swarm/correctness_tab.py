@@ -21,7 +21,7 @@ from loadtests.judge.tally import app_errors, gate
 from loadtests.runs import report
 from loadtests.runs.report import CHART_SCOPES
 from loadtests.swarm.relay import RUN
-from serve.registry import APPS
+from registry import APPS
 
 COLUMNS = (("scope", "Scope"), ("anomaly", "Anomaly"), ("count", "Count"))
 COLUMNS += (("example", "Latest example"), ("witness", "Witness (the requests that prove it)"))

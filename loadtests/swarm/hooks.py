@@ -33,7 +33,7 @@ from locust.runners import (
 from loadtests.swarm.correctness_tab import format_line, format_summary, problems
 from loadtests.swarm.correctness_web import add_correctness_tab, write_reports
 from loadtests.swarm.relay import EPOCH, EVENTS, GRACEFUL_STOP_SECONDS, HELLO, RUN, SYNC
-from serve.registry import APPS
+from registry import APPS
 
 log = logging.getLogger(__name__)
 

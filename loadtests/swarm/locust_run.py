@@ -7,7 +7,7 @@
     python -m loadtests.swarm.locust_run broken_global --headless -- --judge-as fixed_db
 
 The app runs under the shared gunicorn config on its own port (see
-serve/registry.py; `--app-port 0` picks a free one), with its backing
+registry.py; `--app-port 0` picks a free one), with its backing
 server if it has one, its data in a folder of its own (never that of the
 app `make run` serves; serve/processes.py run_folder). Locust runs
 loadtests/swarm/locustfile.py, listening on 127.0.0.1 only: the web UI, and the
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from plumbing.config import REPO_ROOT
+from registry import APPS
 from serve.pids import (
     free_port,
     port_in_use_message,
@@ -35,7 +36,7 @@ from serve.pids import (
     stop_on_sigterm,
     stop_process,
 )
-from serve.processes import APPS, AppServer, launcher
+from serve.processes import AppServer, launcher
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 WEB_PORT = 8089

@@ -22,7 +22,7 @@ Stats" starts it over; a CSV is under Download Data and the correctness is in
 Locust's HTML report (loadtests/swarm/correctness_tab.py). Every run prints a line
 of it every 10 s; a headless run prints the summary at the end and exits 1
 when an app that should be correct is not (loadtests.judge.checker.unexpected: the
-fixed apps show nothing beyond their known limits in serve/registry.py;
+fixed apps show nothing beyond their known limits in registry.py;
 broken_global's anomalies are the expected result). Requests that got no
 answer have an unknown outcome: counted apart, they fail nothing. The app is
 known from its /healthz answer.

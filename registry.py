@@ -1,7 +1,9 @@
 """Every fact about the four apps that code outside them needs, in one place.
 
-The launchers, the hammer, the bench, the locustfile, the tests and the docs
-read these; none of them spells out an app's port, store or limits again.
+The launchers, the harness, the tests and the docs read these; none of them
+spells out an app's port, store or limits again. It is a fact about the apps,
+not about launching them, so it sits at the top of the repository and imports
+only the standard library: reading it starts nothing and loads no Flask.
 
     >>> APPS["fixed_db"].port
     5002
