@@ -64,6 +64,13 @@ class App:
     def is_fixed(self) -> bool:
         return self.name.startswith("fixed_")
 
+    @property
+    def tolerated(self) -> frozenset[str] | None:
+        """The anomalies a run of it may show and still pass, for the judge
+        (loadtests/judge/checker.py unexpected()): a fixed app's known limits;
+        None, any: broken_global's anomalies are the lesson."""
+        return self.known_limits if self.is_fixed else None
+
     def embedded_server(self, env: Mapping[str, str]) -> str | None:
         """The server a launcher starts for this app in this environment
         ("valkey", "postgres"), or None: none is needed, or its URL is set."""

@@ -24,10 +24,11 @@ import pytest
 import requests
 
 from loadtests.judge import tally, tally_counter
-from loadtests.judge.checker import KIND, KINDS, Verdict, check
+from loadtests.judge.checker import check
 from loadtests.judge.compact import compact, from_wire
 from loadtests.judge.history import Event
 from loadtests.judge.tally import Tally, gate
+from loadtests.judge.verdict import KIND, KINDS, Verdict
 from plumbing.config import REPO_ROOT
 from serve.pids import pid_alive
 from serve.processes import AppServer, free_port
@@ -368,7 +369,7 @@ def test_the_tally_keeps_bounded_state_however_long_the_run():
 def test_requests_that_got_no_answer_fail_nothing():
     """Their outcome is unknown and the transport's doing; an error the app
     answered does fail a fixed app's run."""
-    assert gate("fixed_db", Verdict(operations=100, errors=3, no_answer=3)) == []
+    assert gate("fixed_db", Verdict(operations=100, errors=3, no_answer=3), frozenset()) == []
     failed = Verdict(operations=100, errors=4, no_answer=3)
-    assert gate("fixed_db", failed) == ["fixed_db: 1 requests failed"]
-    assert gate("fixed_db", Verdict()) == ["no operation was recorded"]
+    assert gate("fixed_db", failed, frozenset()) == ["fixed_db: 1 requests failed"]
+    assert gate("fixed_db", Verdict(), frozenset()) == ["no operation was recorded"]

@@ -55,8 +55,9 @@ from loadtests.clients.client import Client, Retry
 from loadtests.clients.transport import KeepAliveSession
 from loadtests.faults.inject import Fault, WritesInFlight
 from loadtests.faults.schedules import Injection, schedule
-from loadtests.judge.checker import KIND, Verdict, check, unexpected
+from loadtests.judge.checker import check, unexpected
 from loadtests.judge.history import Event
+from loadtests.judge.verdict import KIND, Verdict
 from loadtests.runs import report
 from plumbing.config import var_dir
 from registry import APPS
@@ -203,7 +204,7 @@ class Run:
 
     def problems(self, verdict: Verdict) -> list[str]:
         expected = frozenset() if self.keys else EXPECTED_WITHOUT_KEYS
-        return unexpected(self.app, verdict, faults=True, expected=expected)
+        return unexpected(self.app, verdict, APPS[self.app].known_limits | expected, faults=True)
 
     def row(self, verdict: Verdict) -> dict[str, Any]:
         return {

@@ -37,9 +37,9 @@ of the app (unexpected(..., faults=True) leaves them out).
 """
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 
 from loadtests.judge.history import NOT_APPLIED, Event
+from loadtests.judge.verdict import KIND, Anomaly, Verdict
 from loadtests.judge.writes import (
     ACKNOWLEDGED,
     AMBIGUOUS,
@@ -50,116 +50,6 @@ from loadtests.judge.writes import (
     requests_of,
     span,
 )
-from registry import APPS
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One kind of anomaly: every table, chart, tab and test takes its names here."""
-
-    field: str  # the Verdict count, and the key in JSON and CSV results
-    title: str  # a column's title: "lost updates"
-    witness: str  # the name its witness is printed under: "lost update: ..."
-    scope: str  # the scope of state it concerns: counter, visits, tabs, greet
-    # A write's fate under faults: the fault run's table shows it (make faults),
-    # the hammer's does not (its requests are never retried).
-    faults: bool = False
-
-
-KINDS = (
-    Kind("lost_updates", "lost updates", "lost update", "counter"),
-    Kind("divergence", "divergence", "divergence", "counter"),
-    Kind("final_reads_wrong", "final read wrong", "final value", "counter"),
-    Kind("applied_twice", "applied twice", "applied twice", "counter", faults=True),
-    Kind("acknowledged_lost", "acknowledged lost", "acknowledged lost", "counter", faults=True),
-    Kind("visits_lost", "visits lost", "lost visit", "visits"),
-    Kind("tabs_lost", "tabs lost", "lost tab", "tabs"),
-    Kind("visits_duplicated", "visits duplicated", "duplicated visit", "visits"),
-    Kind("visits_leaked", "visits leaked", "visit leak", "visits"),
-    Kind("greet_leaks", "greet leaks", "greet leak", "greet"),
-)
-KIND = {kind.field: kind for kind in KINDS}
-# The anomaly counts of each scope of state: {"counter": ("lost_updates", ...), ...}
-SCOPES = {
-    scope: tuple(kind.field for kind in KINDS if kind.scope == scope)
-    for scope in dict.fromkeys(kind.scope for kind in KINDS)
-}
-# A write's exactly-once verdict, over both write routes: applied more than
-# once (an increment, or a visit in the list twice), or acknowledged and gone.
-APPLIED_TWICE = ("applied_twice", "visits_duplicated")
-ACKNOWLEDGED_LOST = ("acknowledged_lost", "visits_lost")
-
-
-@dataclass
-class Anomaly:
-    kind: str
-    summary: str
-    witness: list[Event]
-
-
-@dataclass
-class Verdict:
-    operations: int = 0
-    errors: int = 0
-    not_served: int = 0
-    lost_updates: int = 0
-    divergence: int = 0
-    workers: int = 0
-    final_reads_wrong: int = 0
-    applied_twice: int = 0  # increments applied more than once
-    acknowledged_lost: int = 0  # acknowledged increments the final read does not hold
-    visits_lost: int = 0
-    tabs_lost: int = 0  # one user, many tabs: concurrent appends sharing a cookie
-    visits_duplicated: int = 0
-    visits_leaked: int = 0
-    greet_leaks: int = 0
-    # Figures, not anomalies: logical writes (increments and appends) by fate,
-    # and the attempts that met a fault.
-    requests: int = 0
-    acknowledged: int = 0
-    ambiguous: int = 0
-    not_applied: int = 0
-    unavailable: int = 0  # attempts answered 503
-    no_answer: int = 0  # attempts that got no HTTP answer (status 0)
-    counter_served: bool = True  # False when every increment was answered 501
-    examples: list[Anomaly] = field(default_factory=list)  # one per kind, smallest
-
-    COUNTS = tuple(kind.field for kind in KINDS)
-    FIGURES = ("requests", "acknowledged", "ambiguous", "not_applied", "unavailable", "no_answer")
-
-    @property
-    def anomalies(self) -> int:
-        return sum(getattr(self, name) for name in self.COUNTS)
-
-    @property
-    def writes_applied_twice(self) -> int:
-        return sum(getattr(self, name) for name in APPLIED_TWICE)
-
-    @property
-    def writes_lost(self) -> int:
-        return sum(getattr(self, name) for name in ACKNOWLEDGED_LOST)
-
-    def count(self, name: str, n: int = 1) -> None:
-        setattr(self, name, getattr(self, name) + n)
-
-    def note(self, name: str, summary: str, witness: list[Event]) -> None:
-        """Keep a witness of this kind of anomaly, unless one is kept already."""
-        kind = KIND[name].witness
-        if not any(anomaly.kind == kind for anomaly in self.examples):
-            self.examples.append(Anomaly(kind, summary, witness))
-
-    def counts(self) -> dict[str, int]:
-        return {
-            name: getattr(self, name)
-            for name in (
-                "operations",
-                "errors",
-                "not_served",
-                "workers",
-                *self.COUNTS,
-                *self.FIGURES,
-            )
-        }
 
 
 def check(history: list[Event]) -> Verdict:
@@ -214,11 +104,12 @@ def check_greet(history: list[Event], verdict: Verdict) -> None:
 
 
 def unexpected(
-    app: str, verdict: Verdict, faults: bool = False, expected: frozenset[str] = frozenset()
+    app: str, verdict: Verdict, tolerated: frozenset[str] | None, faults: bool = False
 ) -> list[str]:
-    """What a run of `app` must not show: errors anywhere, and in a fixed app
-    any anomaly beyond its known limits (registry.py) and the `expected`
-    ones. broken_global's anomalies are the lesson, so they are expected.
+    """What a run of `app` must not show: errors anywhere, and any anomaly
+    not `tolerated` (Verdict field names). The caller says what is: a fixed
+    app's known limits (registry.py App.tolerated) and what its run expects
+    besides; None tolerates every anomaly (broken_global's are the lesson).
 
     In a run with injected `faults`, 503s and requests that got no answer are
     what the faults cause: such a run judges exactly-once, not availability,
@@ -230,12 +121,11 @@ def unexpected(
         problems.append(f"{app}: {errors} requests failed")
     if faults and not verdict.acknowledged:
         problems.append(f"{app}: no write was acknowledged, so the run proves nothing")
-    if app in APPS and APPS[app].is_fixed:
-        allowed = APPS[app].known_limits | expected
+    if tolerated is not None:
         found = {
             name: n
             for name in Verdict.COUNTS
-            if (n := getattr(verdict, name)) and name not in allowed
+            if (n := getattr(verdict, name)) and name not in tolerated
         }
         if found:
             shown = ", ".join(f"{n} {KIND[name].title}" for name, n in found.items())

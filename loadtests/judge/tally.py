@@ -27,11 +27,19 @@ import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import replace
 
-from loadtests.judge.checker import KIND, KINDS, NOT_SERVED, Anomaly, Verdict, unexpected
+from loadtests.judge.checker import unexpected
 from loadtests.judge.history import Event
 from loadtests.judge.tally_counter import CounterTally
-from loadtests.judge.writes import ACKNOWLEDGED, AMBIGUOUS, LOST, fate, first_success, requests_of
-from loadtests.runs.report import CHART_SCOPES
+from loadtests.judge.verdict import CHART_SCOPES, KIND, KINDS, Anomaly, Verdict
+from loadtests.judge.writes import (
+    ACKNOWLEDGED,
+    AMBIGUOUS,
+    LOST,
+    NOT_SERVED,
+    fate,
+    first_success,
+    requests_of,
+)
 
 WINDOW = 2048  # recent appends and greetings kept for witnesses
 SERIES_SECONDS = 5.0  # anomalies over time: a point every 5 s...
@@ -44,10 +52,10 @@ def app_errors(verdict: Verdict) -> int:
     return verdict.errors - verdict.no_answer
 
 
-def gate(app: str, verdict: Verdict) -> list[str]:
-    """What fails a run of `app`: anomalies beyond its known limits, and errors
-    it answered (checker.unexpected); requests that got no answer do not."""
-    found = unexpected(app, replace(verdict, errors=app_errors(verdict), examples=[]))
+def gate(app: str, verdict: Verdict, tolerated: frozenset[str] | None) -> list[str]:
+    """What fails a run of `app`: anomalies not `tolerated`, and errors it
+    answered (checker.unexpected); requests that got no answer do not."""
+    found = unexpected(app, replace(verdict, errors=app_errors(verdict), examples=[]), tolerated)
     if not verdict.operations:
         found.append("no operation was recorded")
     return found

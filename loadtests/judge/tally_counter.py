@@ -15,11 +15,12 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from loadtests.judge.checker import KIND, NOT_SERVED, Anomaly, Verdict
 from loadtests.judge.history import Event
+from loadtests.judge.verdict import KIND, Anomaly, Verdict
 from loadtests.judge.writes import (
     ACKNOWLEDGED,
     AMBIGUOUS,
+    NOT_SERVED,
     baselines,
     both_returned,
     definitely_failed,

@@ -1,6 +1,6 @@
 """The checker's rules for the state that writes change: the shared counter
-and each user's visits; loadtests/judge/checker.py holds the kinds of anomaly, the
-Verdict and the rule for greet.
+and each user's visits; loadtests/judge/verdict.py holds the kinds of anomaly
+and the Verdict, loadtests/judge/checker.py the rule for greet.
 
 A client that retries sends one logical request as several attempts, each an
 Event with the same `key` (loadtests/judge/history.py). Every write is judged as a
@@ -28,12 +28,9 @@ retried as a naive client would, and the final read one of three too high:
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from loadtests.judge.history import NOT_APPLIED, Event
-
-if TYPE_CHECKING:
-    from loadtests.judge.checker import Verdict
+from loadtests.judge.verdict import Verdict
 
 NOT_SERVED = 501  # the app says this scope is not its job (fixed_session's counter)
 ACKNOWLEDGED = "acknowledged"
@@ -102,7 +99,7 @@ def smallest_pair(groups: list[list[Event]], same_pid: bool) -> list[Event] | No
     return min(pairs, key=span, default=None)
 
 
-def check_counter(history: list[Event], verdict: "Verdict") -> None:
+def check_counter(history: list[Event], verdict: Verdict) -> None:
     """Acknowledged requests return distinct values: the same value twice from
     one process is a lost update, from two processes divergence; one request
     answered two different values was applied twice."""
@@ -188,7 +185,7 @@ def check_final_read(
     requests: list[list[Event]],
     fates: list[str],
     base: dict[str, int],
-    verdict: "Verdict",
+    verdict: Verdict,
 ) -> None:
     """The final-read rule (judge_final_reads) on a whole history."""
     last_increment_end = max(e.end for attempts in requests for e in attempts)
@@ -211,7 +208,7 @@ def judge_final_reads(
     low: int,
     ambiguous: int,
     base: dict[str, int],
-    verdict: "Verdict",
+    verdict: Verdict,
     note: Callable[[str, str, list[Event]], None],
     likely_double: Callable[[], list[Event]],
 ) -> None:
@@ -242,7 +239,7 @@ def judge_final_reads(
         note("acknowledged_lost", summary, [lowest])
 
 
-def check_visits(history: list[Event], verdict: "Verdict") -> None:
+def check_visits(history: list[Event], verdict: Verdict) -> None:
     """Each user's last list holds each of their acknowledged appends exactly
     once and each ambiguous one at most once; no answer shows a token of
     another user."""

@@ -7,8 +7,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from loadtests.judge.checker import KIND, KINDS, SCOPES, Anomaly, Verdict
 from loadtests.judge.history import Event
+from loadtests.judge.verdict import CHART_SCOPES, KINDS, SCOPES, Anomaly, Verdict
 from registry import titled
 
 # The fault run's table (loadtests/faults/run.py): write requests by fate, the
@@ -27,11 +27,6 @@ FAULT_COLUMNS = (
     ("writes_lost", "acknowledged lost"),
     ("anomalies", "anomalies"),
 )
-# The anomaly counts per scope that the hammer's charts add up (its runs never retry).
-CHART_SCOPES = {
-    scope: tuple(name for name in names if not KIND[name].faults) for scope, names in SCOPES.items()
-}
-
 # (key in a row, column title), as every table in loadtests/ and docs/ takes them.
 # The hammer's table: the kinds its runs judge (a write's fate under faults is
 # in the fault run's table, loadtests/faults/run.py).

@@ -9,7 +9,7 @@ seconds, and a Locust process should not import matplotlib for that.
 
 from html import escape
 
-from loadtests.judge.checker import SCOPES
+from loadtests.judge.verdict import SCOPES
 
 WIDTH, HEIGHT = 760, 240
 LEFT, RIGHT, TOP, BOTTOM = 64, 130, 30, 36

@@ -5,7 +5,7 @@ summary it prints when it ends.
 The rows come from one merged Verdict (loadtests/judge/tally.py). The first is the
 verdict on the run as a whole, by the rules of the app it judges
 (loadtests.judge.checker.unexpected); then one row per kind of anomaly the checker
-knows (loadtests.judge.checker.KINDS) with its latest witness, "n/a" where a check
+knows (loadtests.judge.verdict.KINDS) with its latest witness, "n/a" where a check
 could not run; then the run's figures. Requests that got no answer are
 counted apart: their outcome is unknown, the transport's doing and not the
 app's, so they fail nothing (their writes are judged as ambiguous).
@@ -16,10 +16,9 @@ import io
 import time
 from typing import Any
 
-from loadtests.judge.checker import KIND, KINDS, SCOPES, Verdict
 from loadtests.judge.tally import app_errors, gate
+from loadtests.judge.verdict import CHART_SCOPES, KIND, KINDS, SCOPES, Verdict
 from loadtests.runs import report
-from loadtests.runs.report import CHART_SCOPES
 from loadtests.swarm.relay import RUN
 from registry import APPS
 
@@ -33,7 +32,8 @@ OK, LESSON, UNEXPECTED, NONE = "ok", "lesson", "unexpected", "none"
 
 def problems(verdict: Verdict) -> list[str]:
     """What fails the run, by the rules of the app it judges (tally.gate)."""
-    return gate(RUN.app, verdict)
+    app = APPS.get(RUN.app)
+    return gate(RUN.app, verdict, app.tolerated if app else None)
 
 
 def status(verdict: Verdict) -> tuple[str, str]:

@@ -51,9 +51,9 @@ from locust.clients import HttpSession
 from urllib3.util import Retry
 
 from loadtests.clients.client import Client
-from loadtests.judge.checker import NOT_SERVED
 from loadtests.judge.compact import compact
 from loadtests.judge.history import Event
+from loadtests.judge.writes import NOT_SERVED
 from loadtests.swarm import hooks  # noqa: F401  (Locust's hooks register when it is imported)
 from loadtests.swarm.relay import RUN
 
@@ -68,7 +68,7 @@ TABS = 8
 # `connect` retries are exactly those ("errors raised before the request is
 # sent to the remote server", urllib3.util.Retry). A failure once the request
 # may have left is never retried: its outcome is unknown, and the checker
-# counts it so (checker.Verdict.no_answer, writes.AMBIGUOUS).
+# counts it so (verdict.Verdict.no_answer, writes.AMBIGUOUS).
 NOT_SENT = Retry(total=3, connect=3, read=False, status=0, other=0, redirect=False)
 
 
