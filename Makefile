@@ -145,7 +145,8 @@ docs-blocks: $(STAMP) ## Rewrite the docs' generated blocks (code, diffs, result
 	$(BIN)/python -m docs.tools.blocks
 
 docs-results: $(STAMP) ## Run compare, matrix and bench for real, then regenerate the results pages
-	$(BIN)/python -m docs.tools.results run
+	$(BIN)/python -m docs.tools.results run; status=$$?; $(BIN)/python -m docs.tools.blocks && exit $$status
 
 docs-screenshots: $(STAMP) ## Screenshot Locust's web UI during real runs (headless Chromium)
 	$(BIN)/python -m docs.tools.screenshots
+	$(BIN)/python -m docs.tools.blocks

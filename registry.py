@@ -18,6 +18,10 @@ only the standard library: reading it starts nothing and loads no Flask.
     'postgres'
     >>> APPS["fixed_cache"].label({}), APPS["fixed_cache"].backend({})
     ('fixed_cache', None)
+    >>> APPS["fixed_db"].own_server_settings()
+    {'FIXED_DB_BACKEND': 'postgres', 'DATABASE_URL': ''}
+    >>> APPS["fixed_cache"].own_server_settings(), APPS["fixed_session"].own_server_settings()
+    ({'REDIS_URL': ''}, None)
     >>> try:
     ...     APPS["fixed_db"].embedded_server({"FIXED_DB_BACKEND": "mysql"})
     ... except SettingError as error:
@@ -30,6 +34,8 @@ from dataclasses import dataclass, field
 
 # How tables and charts name a backend: "fixed_db (PostgreSQL)".
 BACKEND_TITLES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+# How the harness names a store server a launcher starts: "Valkey paused".
+SERVER_TITLES = {"valkey": "Valkey", "postgres": "PostgreSQL"}
 
 
 def titled(app: str, backend: str | None) -> str:
@@ -101,6 +107,18 @@ class App:
             if url.startswith(name):  # sqlite:///..., postgresql://...
                 return name
         return self.chosen_backend(env) or next(iter(self.embedded_by_backend))
+
+    def own_server_settings(self) -> dict[str, str] | None:
+        """The settings under which a launcher starts a store server of this
+        app's own: its URL unset, and the backend that needs one; None when
+        no setting gives it one."""
+        unset = {self.url_setting: ""} if self.url_setting else {}
+        if self.embedded:
+            return unset
+        for backend, server in self.embedded_by_backend.items():
+            if server and self.backend_setting:
+                return {self.backend_setting: backend, **unset}
+        return None
 
     def label(self, env: Mapping[str, str]) -> str:
         """The app as the harness prints it: with its backend, where a setting chooses it."""

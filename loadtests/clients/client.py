@@ -1,33 +1,19 @@
 """The one module that knows the apps' routes and URLs.
 
 Every call returns a loadtests.judge.history.Event, the unit of a recorded
-history; the checker reads nothing else. Against broken_global on its port
-(`make run-broken`), a first increment after a reset records:
+history; the judge reads nothing else:
 
-    client = Client("http://127.0.0.1:5000", user="u01")
+    client = Client("http://127.0.0.1:5000", user="u01")   # make run-broken
     client.increment()
-    # Event(op='increment', user='u01', arg=None, start=1990.246566047, end=1990.256459352,
-    #       status=200, value=1, worker='7872-7877', error='', scenario='', key='179867-2',
-    #       attempt=1, outcome='', replayed=False)
+    # Event(op='increment', user='u01', ..., status=200, value=1, worker='7872-7877',
+    #       key='179867-2', attempt=1, outcome='', replayed=False)
 
-A write's `key` names its logical request: here a request id of the
-client's own ("<process tag>-<n>"). A client made with keys=True sends an
-Idempotency-Key header instead, a fresh uuid4 per request, and with a Retry
-it tries again after no answer or a 503, handing every try to `record`
-(`make run APP=fixed_db`):
-
-    history = []
-    client = Client("http://127.0.0.1:5002", "u02", keys=True, retry=Retry(),
-                    record=history.append)
-    client.increment()
-    # history[-1]: Event(op='increment', user='u02', ..., status=200, value=1,
-    #       worker='8021-8047', ..., key='3437f02c-bdf7-4bef-8f9f-3eda659a60f8',
-    #       attempt=1, outcome='', replayed=False)
-
-A Client can also drive a session it is given, such as Locust's HttpSession
-(a requests.Session that reports every request to Locust's statistics). With
-a `judge`, each request goes through Locust's catch_response and is marked a
-success or a failure by what the judge says of its Event.
+A write's `key` names its logical request: a request id of the client's own,
+or with keys=True an Idempotency-Key header, a fresh uuid4 per request. With
+a Retry it tries again after no answer or a 503, handing every try to
+`record`. A Client drives a requests.Session by default, or a session it is
+given: the hammer's KeepAliveSession, or Locust's HttpSession, where a
+`judge` marks each request a success or a failure by its Event.
 """
 
 import itertools

@@ -1,24 +1,18 @@
-"""The faults a fault run injects (loadtests/faults/run.py), each on a process the
-run started itself, by PID, and each undone before it returns. `origin` is
-the run's time.monotonic() at its start; each returns a Fault.
+"""The faults a fault run injects (loadtests/faults/run.py), each undone
+before it returns, each returning a Fault: what, when, for how long.
 
-    pause_store(server, 0.8, origin)      SIGSTOP fixed_cache's Valkey, SIGCONT 0.8 s later
-    kill_store(server, origin)            SIGKILL it; its supervisor starts it again
+    pause_store(store, seconds, origin)   SIGSTOP the store's server, SIGCONT after
+    kill_store(store, origin)             SIGKILL it, and wait until one answers again
     kill_worker(server, history, origin)  SIGKILL the gunicorn worker that answered last
     WritesInFlight(...).run(server, origin)
-        stop the store, send one write per app thread, resume once every one
-        has its 503 "unknown": each was applied, none acknowledged (or "not
-        applied", nothing sent, where a worker's breaker opened before it)
+        stop the store, send one write per app thread, resume once each has
+        failed its first try: each was applied, none acknowledged
 
-fixed_db's PostgreSQL server has faults of its own (loadtests/faults/inject_postgres.py).
-From `make faults DB=postgres` (2026-11-29, 2 cores), fixed_cache, then
-fixed_session:
-
-    +1.89s  writes in flight: 8 sent to stopped valkey 20822, 8 answered before it resumed (8 unknown), 0.26 s
-    +4.00s  pause store: SIGSTOP valkey 20822, 0.80 s
-    +5.60s  kill store: SIGKILL valkey 20822; restarted as 20937 by its supervisor, 0.20 s
-    +2.00s  kill worker: SIGKILL worker 20302
-"""  # noqa: E501
+How a store is paused or killed is its launcher object's own (serve/store.py
+StoreServer: Valkey's supervisor restarts it, PostgreSQL's postmaster and
+backends are stopped together), so nothing here asks which store it faces.
+`origin` is the run's time.monotonic() at its start.
+"""
 
 import functools
 import os
@@ -31,15 +25,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-
 from loadtests.clients.client import Client, Retry
 from loadtests.clients.placement import Placement
 from loadtests.judge.history import Event
 from serve.processes import AppServer
+from serve.store import StoreServer
 
-SUPERVISOR_LIMIT_SECONDS = 10.0  # the most a killed store's supervisor may take to restart it
-RESTART_GRACE_SECONDS = 1.5  # a store without a supervisor: we restart it after this
 ANSWER_LIMIT_SECONDS = 10.0  # the most a write in flight may take to be answered
 
 
@@ -55,74 +46,21 @@ class Fault:
         return f"+{self.at:.2f}s  {self.name}: {self.detail}{lasted}"
 
 
-def store_pid(server: AppServer) -> int:
-    if server.backing is None or server.backing.process is None:
-        raise RuntimeError(f"{server.app} has no store of its own to fault")
-    return server.backing.process.pid
-
-
-class Stopped:
-    """SIGSTOP a process for the length of a `with` block; SIGCONT however it ends."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-
-    def __str__(self) -> str:
-        return f"valkey {self.pid}"
-
-    def __enter__(self) -> "Stopped":
-        os.kill(self.pid, signal.SIGSTOP)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        os.kill(self.pid, signal.SIGCONT)
-
-
-def pause_store(server: AppServer, seconds: float, origin: float) -> Fault:
-    pid, began = store_pid(server), time.monotonic()
-    with Stopped(pid):
+def pause_store(store: StoreServer, seconds: float, origin: float) -> Fault:
+    """SIGSTOP the store's server (serve/store.py), SIGCONT `seconds` later."""
+    began = time.monotonic()
+    with store.paused() as paused:
         time.sleep(seconds)
-    return Fault("pause store", began - origin, time.monotonic() - began, f"SIGSTOP valkey {pid}")
+    return Fault("pause store", began - origin, time.monotonic() - began, f"SIGSTOP {paused}")
 
 
-def store_answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
-
-
-def kill_store(server: AppServer, origin: float) -> Fault:
-    """SIGKILL the store, as a crash would, and wait until a store answers
-    again: the one its supervisor starts (serve/valkey.py), within
-    SUPERVISOR_LIMIT_SECONDS; or, where the store has no supervisor, one we
-    start on the same files after RESTART_GRACE_SECONDS."""
-    backing, began = server.backing, time.monotonic()
-    supervised = hasattr(backing, "restarts")  # the supervisor counts its restarts
-    old = backing.process
-    os.kill(old.pid, signal.SIGKILL)
-    deadline = began + (SUPERVISOR_LIMIT_SECONDS if supervised else RESTART_GRACE_SECONDS)
-    while time.monotonic() < deadline:
-        current = backing.process
-        if current is not old and current.poll() is None and store_answers(backing.url):
-            detail = f"restarted as {current.pid} by its supervisor"
-            break
-        time.sleep(0.05)
-    else:
-        if supervised:
-            raise RuntimeError(f"valkey {old.pid} was killed and not restarted in time")
-        old.wait()
-        backing.start()  # the same directory: the append-only file is read back
-        detail = f"restarted as {backing.process.pid} by the harness"
-    return Fault(
-        "kill store",
-        began - origin,
-        time.monotonic() - began,
-        f"SIGKILL valkey {old.pid}; {detail}",
-    )
+def kill_store(store: StoreServer, origin: float) -> Fault:
+    """SIGKILL the store's server, as a crash would, and wait until one
+    answers again: Valkey's supervisor starts it, PostgreSQL's launcher
+    object does, each on the same files (serve/store.py crash())."""
+    began = time.monotonic()
+    detail = store.crash()
+    return Fault("kill store", began - origin, time.monotonic() - began, detail)
 
 
 def parent_pid(pid: int) -> int | None:
@@ -228,10 +166,6 @@ class WritesInFlight:
     ) -> None:
         self.clients, self.warm, self.write, self.hold = clients, warm, write, hold
 
-    def stop(self, server: AppServer) -> AbstractContextManager:
-        """What stops the store for a `with` block; str() names what it stopped."""
-        return Stopped(store_pid(server))
-
     def run(self, server: AppServer, origin: float) -> Fault:
         own = {id(client): client.timeout for client in self.clients}
 
@@ -253,7 +187,7 @@ class WritesInFlight:
             for client in self.clients:
                 back = functools.partial(timeout, client, own[id(client)])
                 client.retry = HeldRetry(client.retry, answered, resumed, back, firsts)
-            stopped, began, got = self.stop(server), time.monotonic(), 0
+            stopped, began, got = server.backing.paused(), time.monotonic(), 0
             writing = threading.Thread(target=together, args=(self.clients, self.write))
             with stopped:
                 writing.start()

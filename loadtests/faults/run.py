@@ -1,41 +1,18 @@
 """Faults under load: is every write applied exactly once?
 
-Each fixed app runs under the shared gunicorn config while users increment the
-counter and append visits, and faults are injected on a schedule
-(loadtests/faults/schedules.py, loadtests/faults/inject.py): fixed_cache's store is stopped
-with writes in flight, paused, then killed and restarted; fixed_db's and
-fixed_session's gunicorn workers are killed mid-load. With
-FIXED_DB_BACKEND=postgres (`make faults DB=postgres`) fixed_db runs on an
-embedded PostgreSQL server, and its faults are the server's instead
-(loadtests/faults/inject_postgres.py): stopped with writes in flight, paused, one
-backend crashed, then killed and restarted. Every user retries a request that
-got no answer or a 503, and each app runs twice: once with an Idempotency-Key
-on every write (a retry gets the first answer back), once without keys (a
-retry is sent again, as a naive client would). The checker judges every write
-as one logical request over its attempts (loadtests/judge/writes.py).
+    python -m loadtests.faults.run              # make faults (DB=postgres: on PostgreSQL)
 
-    $ make faults                                   # 2026-11-30, 2 cores
-    app                keys  requests  acknowledged  ...  applied twice  acknowledged lost
-    fixed_session        on     10788         10788  ...              0                  0
-    fixed_session       off      9921          9921  ...              2                  0
-    fixed_db (SQLite)    on      9084          9084  ...              0                  0
-    fixed_db (SQLite)   off     12316         12316  ...              0                  0
-    fixed_cache          on      4522          4519  ...              0                  0
-    fixed_cache         off      5950          5950  ...             17                  0
-
-    $ make faults DB=postgres                       # 2026-11-30, 2 cores: fixed_db's rows
-    app                    keys  requests  acknowledged  ...  applied twice  acknowledged lost
-    fixed_db (PostgreSQL)    on      1838          1838  ...              0                  0
-    fixed_db (PostgreSQL)   off      2530          2530  ...             11                  0
-
-A keyed run must show no write applied twice and none acknowledged then
-lost; the exit code says whether every one did. A run without keys is
-expected to apply some writes twice: that is the lesson. 503s and requests
-with no answer are what the faults cause, not errors of the app: a fault
-run judges exactly-once, not availability, though a run that acknowledged no
-write at all (a store never reached) fails, having proved nothing. Runs are
-bounded: --seconds of load per run, at most MAX_OPS_PER_USER per user, and a
-bounded number of tries per request.
+Each fixed app runs under the shared gunicorn config while users increment
+and append, retrying a request that got no answer or a 503, and faults are
+injected on a schedule (schedules.py): the store's, where the run started
+one (paused, killed, writes in flight), else the gunicorn workers'. Each app
+runs twice: with an Idempotency-Key on every write, and without (a retry is
+sent again, as a naive client would). A keyed run must apply no write twice
+and lose none acknowledged; the exit code says whether every one did. A run
+without keys is expected to apply some twice: the lesson. 503s and requests
+with no answer are what faults cause, not errors of the app; a run that
+acknowledged nothing fails, having proved nothing. Bounded: --seconds of
+load per run, MAX_OPS_PER_USER per user, a bounded number of tries.
 """
 
 import argparse
@@ -53,8 +30,10 @@ from typing import Any
 
 from loadtests.clients.client import Client, Retry
 from loadtests.clients.transport import KeepAliveSession
-from loadtests.faults.inject import Fault, WritesInFlight
-from loadtests.faults.schedules import Injection, schedule
+from loadtests.faults import schedules
+from loadtests.faults.inject import Fault, WritesInFlight, kill_store, kill_worker, pause_store
+from loadtests.faults.inject_postgres import PostgresWritesInFlight, crash_backend
+from loadtests.faults.schedules import Planned, schedule
 from loadtests.judge.checker import check, unexpected
 from loadtests.judge.history import Event
 from loadtests.judge.verdict import KIND, Verdict
@@ -73,6 +52,8 @@ FINAL_RETRY = Retry(attempts=20, backoff=0.05, cap=0.5)  # the last read: the st
 # A double apply without keys is expected; nothing else is.
 EXPECTED_WITHOUT_KEYS = frozenset({"applied_twice", "visits_duplicated", "final_reads_wrong"})
 DOUBLES = (KIND["applied_twice"].witness, KIND["visits_duplicated"].witness)
+# How writes in flight meet each store's stopped server; Valkey's by default.
+IN_FLIGHT = {"postgres": PostgresWritesInFlight}
 
 
 @dataclass
@@ -150,11 +131,10 @@ class Run:
         """The app as the harness prints it: "fixed_db (PostgreSQL)" (registry.py)."""
         return APPS[self.app].label(os.environ)
 
-    def writes_in_flight(
-        self, server: AppServer, kind: type[WritesInFlight] = WritesInFlight
-    ) -> WritesInFlight:
+    def writes_in_flight(self, server: AppServer) -> WritesInFlight:
         """A writer per app thread: increments and appends in turn (appends
         only where the counter is not served); each reads its list at the end."""
+        kind = IN_FLIGHT.get(server.backing.name, WritesInFlight)
         threads = server.workers() * int(server.setting("GUNICORN_THREADS"))
         writers = [self.client(f"w{i}", WRITER_RETRY) for i in range(threads)]
         self.writers += writers
@@ -173,11 +153,27 @@ class Run:
 
         return kind(writers, warm, write, self.hold)
 
-    def go(self, plan: list[tuple[float, Injection]] | None = None) -> Verdict:
+    def inject(self, fault: str, server: AppServer) -> Fault:
+        """The fault of that name (loadtests/faults/schedules.py), now."""
+        store = server.backing
+        if fault == schedules.WRITES_IN_FLIGHT:
+            return self.writes_in_flight(server).run(server, self.origin)
+        if fault == schedules.PAUSE_STORE:
+            return pause_store(store, schedules.PAUSE_SECONDS, self.origin)
+        if fault == schedules.KILL_STORE:
+            return kill_store(store, self.origin)
+        if fault == schedules.CRASH_BACKEND:
+            return crash_backend(store, self.origin)
+        if fault == schedules.KILL_WORKER:
+            return kill_worker(server, self.history, self.origin)
+        raise ValueError(f"no fault named {fault!r}")
+
+    def go(self, plan: tuple[Planned, ...] | None = None) -> Verdict:
         # A data folder of the run's own: it starts from known state and never
         # touches what `make run` serves (serve/processes.py run_folder()).
         with AppServer(self.app, free_port(), own_folder="faults") as server:
-            plan = schedule(server) if plan is None else plan
+            if plan is None:
+                plan = schedule(server.backing.name if server.backing else None)
             self.url = server.url
             if APPS[self.app].serves_counter:
                 self.client("reset").reset()
@@ -189,9 +185,10 @@ class Run:
             for thread in users:
                 thread.start()
             try:
-                for at, inject in plan:
-                    time.sleep(max(0.0, self.origin + at * self.seconds - time.monotonic()))
-                    self.faults.append(inject(self, server))
+                for planned in plan:
+                    at = self.origin + planned.at * self.seconds
+                    time.sleep(max(0.0, at - time.monotonic()))
+                    self.faults.append(self.inject(planned.fault, server))
             finally:
                 for thread in users:
                     thread.join()

@@ -1,54 +1,46 @@
-"""When a fault run (loadtests/faults/run.py) injects each fault, as a fraction
-of its load, by what the run started: the store's faults where it started
-the store, else the workers'. Each fault is in loadtests/faults/inject.py or, for
-PostgreSQL, loadtests/faults/inject_postgres.py.
-
-    fixed_cache (Valkey)           writes in flight 0.2, pause 0.5, kill 0.7
-    fixed_db (FIXED_DB_BACKEND=postgres)
-                                   writes in flight 0.15, pause 0.4, crash a backend 0.6,
-                                   kill the server 0.8
-    fixed_db (SQLite), fixed_session, or a server the run did not start (DATABASE_URL)
-                                   a gunicorn worker killed at 0.25 and 0.6
+"""When a fault run (loadtests/faults/run.py) injects each fault: data, by
+the store server the run started (serve/store.py StoreServer.name), or by
+none where it started no store (fixed_db on SQLite, fixed_session, or a
+store the run did not start, such as DATABASE_URL's): then the gunicorn
+workers take the faults. `at` is a fraction of the run's seconds; `fault`
+names one of Run.inject()'s faults (loadtests/faults/inject.py,
+loadtests/faults/inject_postgres.py).
 """
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-from loadtests.faults.inject import Fault, kill_store, kill_worker, pause_store
-from loadtests.faults.inject_postgres import (
-    PostgresWritesInFlight,
-    crash_backend,
-    kill_postgres,
-    pause_postgres,
-)
-from serve.postgres import EmbeddedPostgres
-from serve.processes import AppServer
-
-if TYPE_CHECKING:
-    from loadtests.faults.run import Run
+from dataclasses import dataclass
 
 PAUSE_SECONDS = 0.8
-# What a fault does, given the run and its server.
-Injection = Callable[["Run", AppServer], Fault]
+WRITES_IN_FLIGHT = "writes in flight"
+PAUSE_STORE = "pause store"
+KILL_STORE = "kill store"
+CRASH_BACKEND = "crash backend"
+KILL_WORKER = "kill worker"
 
 
-def schedule(server: AppServer) -> list[tuple[float, Injection]]:
-    """(when, as a fraction of the run's seconds; the fault), in order."""
-    if isinstance(server.backing, EmbeddedPostgres):
-        return [
-            (0.15, lambda run, server: run.writes_in_flight(server, PostgresWritesInFlight).run(
-                server, run.origin)),
-            (0.4, lambda run, server: pause_postgres(server, PAUSE_SECONDS, run.origin)),
-            (0.6, lambda run, server: crash_backend(server, run.origin)),
-            (0.8, lambda run, server: kill_postgres(server, run.origin)),
-        ]  # fmt: skip
-    if server.backing is not None:
-        return [
-            (0.2, lambda run, server: run.writes_in_flight(server).run(server, run.origin)),
-            (0.5, lambda run, server: pause_store(server, PAUSE_SECONDS, run.origin)),
-            (0.7, lambda run, server: kill_store(server, run.origin)),
-        ]
-    return [
-        (0.25, lambda run, server: kill_worker(server, run.history, run.origin)),
-        (0.6, lambda run, server: kill_worker(server, run.history, run.origin)),
-    ]
+@dataclass(frozen=True)
+class Planned:
+    at: float  # when, as a fraction of the run's seconds
+    fault: str  # which, by name
+
+
+SCHEDULES: dict[str | None, tuple[Planned, ...]] = {
+    "valkey": (Planned(0.2, WRITES_IN_FLIGHT), Planned(0.5, PAUSE_STORE), Planned(0.7, KILL_STORE)),
+    "postgres": (
+        Planned(0.15, WRITES_IN_FLIGHT),
+        Planned(0.4, PAUSE_STORE),
+        Planned(0.6, CRASH_BACKEND),
+        Planned(0.8, KILL_STORE),
+    ),
+    None: (Planned(0.25, KILL_WORKER), Planned(0.6, KILL_WORKER)),
+}
+
+
+def schedule(store: str | None) -> tuple[Planned, ...]:
+    """The faults for a run whose store server is `store` (None: none of its own).
+
+    >>> [(p.at, p.fault) for p in schedule(None)]
+    [(0.25, 'kill worker'), (0.6, 'kill worker')]
+    >>> schedule("valkey")[-1]
+    Planned(at=0.7, fault='kill store')
+    """
+    return SCHEDULES[store]

@@ -1,59 +1,19 @@
 """Time to a 503 while a fixed app's store is stalled, then recovery.
 
-A server that stops answering but keeps its connections open (a long pause, a
-frozen VM, a machine swapping) is the slow way for a store to fail: every
-command waits for its socket timeout, and requests queue behind the threads
-that wait. This starts fixed_cache (or fixed_db on PostgreSQL: `python -m
-loadtests.faults.stall fixed_db`) under the shared gunicorn config with an embedded
-store server of its own, opens --connections kept-alive connections and sees
-each answer once, freezes the server with SIGSTOP (by PID: the server and
-every process below it, as PostgreSQL's backends), and sends POST
-/counter/increment from every connection in a loop for --seconds. Then it
-resumes them (SIGCONT), waits for the app to answer 200 again by itself, and
-stops gunicorn and the server by PID.
+    python -m loadtests.faults.stall              # fixed_cache, its Valkey paused
+    python -m loadtests.faults.stall fixed_db     # fixed_db on PostgreSQL
 
-    $ python -m loadtests.faults.stall                # 2026-11-29, 2 cores, busy with other work
-    fixed_cache (gunicorn gthread 2 workers x 4 threads, 64 connections): Valkey paused ...
-    answer           count  p50 ms  p99 ms  max ms
-    503 not applied  10077    25.0   122.7   519.1
-    503 unknown          5   261.2   271.9   272.2
-    every 503        10082    25.0   124.0   519.1
-    every answer     10082    25.0   124.0   519.1
-    after SIGCONT: 64 of 64 connections answered 200, the last 0.58 s after; before
-    that, 812 x 503 not applied, at most 16 on one connection
-
-"unknown" answers waited out the socket timeout (0.25 s) on a command that
-was sent; "not applied" ones found the worker's circuit breaker open, or
-could not connect (fixed_cache/store.py). After SIGCONT a worker's breaker
-stays open until its next trial, up to 0.5 s. Before the breaker (a 0.45 s
-timeout and one retry) the same run got 104 answers, p50 6.3 s, p99 8.2 s.
-
-    $ python -m loadtests.faults.stall fixed_db       # 2026-11-29, the same machine
-    fixed_db (gunicorn gthread 2 workers x 4 threads, 64 connections): PostgreSQL paused ...
-    answer           count  p50 ms  p99 ms  max ms
-    503 not applied   4205    27.2  1009.3  2002.3
-    503 unknown          8  1006.3  1009.3  1009.4
-    every 503         4213    27.3  1009.4  2002.3
-    every answer      4213    27.3  1009.4  2002.3
-    after SIGCONT: 64 of 64 connections answered 200, the last 0.73 s after; before
-    that, 616 x 503 not applied, at most 12 on one connection
-
-On PostgreSQL (fixed_db/postgres.py) an "unknown" waited out the 1 s
-deadline on a statement that was sent, one per pooled connection (2 x 4),
-which the deadline closes; the requests queued behind them then found the
-breaker open. The slowest waited behind one of those, then for the pool's
-1 s timeout (no new connection while frozen). In five runs: p50 20 to 29 ms,
-p99 1.01 to 1.15 s, max 2.0 s; 200s again 0.50 to 0.73 s after SIGCONT.
-Before the deadline and the breaker, every one of the 64 first requests got
-no answer within REQUEST_TIMEOUT_SECONDS (30 s): each thread waited on its
-statement until SIGCONT.
-
-Each answer's time is from sending the request to its last byte; "unknown"
-and "not applied" are the "outcome" field of a 503's JSON body
-(plumbing/idempotency.py). Bounded: --seconds of stall, at most
-MAX_REQUESTS_PER_CONNECTION requests per connection, REQUEST_TIMEOUT_SECONDS
-per request, RECOVERY_SECONDS to see a 200 again. Exit status 1 if the app
-did not recover.
+A server that stops answering but keeps its connections open (a long pause,
+a frozen VM, a machine swapping) is the slow way for a store to fail: every
+command waits for its timeout, and requests queue behind the threads that
+wait. This starts the app with a store server of its own (registry.py
+own_server_settings), opens --connections kept-alive connections, pauses
+the server (its launcher object's paused(), serve/store.py) and sends POST
+/counter/increment from every connection for --seconds; then resumes it and
+waits for a 200 on each. "unknown" and "not applied" are the outcome of a
+503's JSON body (plumbing/idempotency.py). Bounded: --seconds of stall,
+MAX_REQUESTS_PER_CONNECTION, REQUEST_TIMEOUT_SECONDS, RECOVERY_SECONDS.
+Exit status 1 if the app did not recover.
 """
 
 import argparse
@@ -64,16 +24,12 @@ import time
 from dataclasses import dataclass
 
 from loadtests.clients.transport import TRANSPORT_ERRORS, KeepAliveSession
-from loadtests.faults.inject_postgres import ServerStopped
 from loadtests.runs import report
+from registry import APPS, SERVER_TITLES
 from serve.processes import AppServer, free_port, launcher
 
-# The app, its store's name, and the settings that give it an embedded server
-# of its own, which it may pause.
-APPS = {
-    "fixed_cache": ("Valkey", {"REDIS_URL": ""}),
-    "fixed_db": ("PostgreSQL", {"FIXED_DB_BACKEND": "postgres", "DATABASE_URL": ""}),
-}
+# The apps that can have a store server of their own, which the stall pauses.
+STALLED = [app.name for app in APPS.values() if app.own_server_settings() is not None]
 DEFAULT_CONNECTIONS = 64
 DEFAULT_SECONDS = 5.0
 MAX_REQUESTS_PER_CONNECTION = 2000
@@ -147,8 +103,8 @@ def stall(server: AppServer, connections: int, seconds: float) -> tuple[list[Ans
                 raise RuntimeError(f"{server.app} answered {kind} before the stall")
         during: list[Answer] = []
         after: list[list[Answer]] = []
-        # The server and every process below it, as PostgreSQL's backends.
-        with ServerStopped(server.backing):
+        # As its launcher object pauses it: PostgreSQL's backends too (serve/store.py).
+        with server.backing.paused():
             on_every_connection(keep_sending, sessions, url, time.monotonic() + seconds, during)
         on_every_connection(until_200, sessions, url, after)
     finally:
@@ -184,13 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.faults.stall", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("app", nargs="?", choices=APPS, default="fixed_cache")
+    parser.add_argument("app", nargs="?", choices=STALLED, default="fixed_cache")
     parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
     parser.add_argument(
         "--seconds", type=float, default=DEFAULT_SECONDS, help="how long the store stays paused"
     )
     args = parser.parse_args(argv)
-    store, settings = APPS[args.app]
+    settings = APPS[args.app].own_server_settings() or {}
+    store = SERVER_TITLES[APPS[args.app].embedded_server(settings)]
     # Its data in a folder of its own, deleted at the end with the PostgreSQL
     # cluster, which as root lives outside it (serve/processes.py run_folder).
     with AppServer(args.app, free_port(), env=settings, own_folder="stall") as server:

@@ -1,39 +1,15 @@
-"""Turn a recorded history into verdicts, and keep the smallest witness.
+"""Turn a recorded history into verdicts, each anomaly with its smallest witness.
 
-A history is a list of client.Event, one per attempt; the attempts of one
-logical request share a key, and each write request is judged by its fate:
-acknowledged, not applied, or ambiguous. The rules, one per scope of state
-(the counter's and the visits', with the fates, are in loadtests/judge/writes.py):
+A history is a list of Events, one per attempt; the attempts of one logical
+request share a key. check() applies one rule per scope of state: the
+counter's and the visits' are in writes.py, with each write's fate
+(acknowledged, not applied, ambiguous); greet's is here: every greeting
+names the caller, and its witness is the overlapping request whose name it
+got. The rules in words are in loadtests/README.md.
 
-counter  Acknowledged increments of a correct counter return distinct values.
-         Two increments answered by the same worker process with the same
-         value are a lost update (threads interleaved read and write). The
-         same value from two different processes is divergence (each has its
-         own copy). One request answered two different values was applied
-         twice. A read after the last increment (and after the history's
-         reset) must lie between the acknowledged requests and those plus the
-         ambiguous ones: above, the excess was applied twice; below,
-         acknowledged increments were lost.
-visits   Each user appends tokens nobody else uses. The user's last list must
-         hold each of their acknowledged tokens exactly once, and an
-         ambiguous one at most once (twice: duplicated, i.e. applied twice);
-         any response that shows a token of another user (or of nobody in
-         this run) leaks. Appends a user sent concurrently from several tabs
-         (scenario "tabs") are counted apart: losing them is a known limit of
-         sessions.
-greet    Every greeting names the caller; any other name leaked in.
-
-Every anomaly comes with its witness, the events that prove it, smallest
-first: for a lost update, the two overlapping requests that returned the same
-value. From a run of broken_global under 2 workers x 4 threads (make demo):
-
-    lost update: worker 5223 returned 34 twice
-      +0.1871s..+0.1941s  u10-84db  increment -> 34  (5223-5261)
-      +0.1885s..+0.1946s  u30-84db  increment -> 34  (5223-5228)
-
-Besides the anomalies, a Verdict counts the write requests by fate and the
-attempts that met a 503 or got no answer: figures of a fault run, not faults
-of the app (unexpected(..., faults=True) leaves them out).
+unexpected() says what fails a run: errors, and any anomaly the caller does
+not tolerate. What an app tolerates is a fact about the app (registry.py),
+passed in, so judging a history needs nothing but the history.
 """
 
 from collections import Counter, defaultdict

@@ -1,25 +1,19 @@
 """What a Locust process keeps of each answer, and how events travel.
 
-A visits answer is the caller's list, and broken_global's list is one list
-for every user that only grows: over a long run each answer holds tens of
-thousands of other users' tokens. The checker reads three things of it: the
-caller's own tokens (lost, duplicated), whether any other token is there (a
-leak, and the first such token for the witness), and its length (the
-witness says "[52031 visits]"). compact() keeps exactly those, as soon as
-the answer arrives, so what a user holds between requests does not grow
-with the run:
+broken_global's visits list is one list for every user that only grows, so
+over a long run each answer holds tens of thousands of other users' tokens.
+The checker reads three things of it: the caller's own tokens, whether any
+other token is there (and the first, for the witness), and its length.
+compact() keeps exactly those on arrival, so a user's memory does not grow
+with the run, and the verdict is the same (tests/test_locust.py):
 
     >>> event = Event("list_visits", "v1-ab", None, 0.0, 0.1, 200, ["x/0", "v1-ab/0", "x/1"])
     >>> kept = compact(event).value
     >>> list(kept), len(kept)
     (['x/0', 'v1-ab/0'], 3)
 
-A visitor's tokens are "<visitor>/<n>" (loadtests/swarm/locustfile.py), so its own
-are known by their prefix. checker.check gives the same verdict on compacted
-answers as on whole ones (tests/test_locust.py checks it).
-
-Events cross processes (a Locust worker to its master, a run to a recorded
-history file) as plain dicts: to_wire and from_wire.
+Events cross processes (a Locust worker to its master, a run to a file) as
+plain dicts: to_wire and from_wire.
 """
 
 from dataclasses import fields

@@ -1,26 +1,14 @@
 """The checker's verdict over a Locust run, kept up to date as events arrive,
-in memory bounded by what is being checked rather than by how long the run is.
+in memory bounded by what is being checked rather than by how long it runs.
 
-A Locust run may last hours, so its history is not kept. Each unit (one
-task's events: an increment, a visitor's appends and list, a greeting) is
-judged once, when it is recorded, by loadtests.judge.checker's rules; the Tally
-keeps only what later events can still need:
-
-counter  a byte per counter value returned (relative to its process's
-         baseline, see writes.baselines), a bit per process that returned
-         it: a value seen again from the same process is a lost update, from
-         another divergence. The counts of acknowledged and ambiguous
-         increments, the last one's end, and the few reads and resets around
-         them, for the final read.
-visits   nothing past the unit: a visitor lives in one unit, so its lost and
-         duplicated appends are judged there, and an answer leaks when it
-         shows a token the visitor did not append (answers are compacted on
-         arrival, loadtests/judge/compact.py).
-greet    nothing past the event.
-
-Witnesses, the latest of each kind, come from windows of the last WINDOW
-events. tests/test_locust.py feeds one recorded run to this and to
-loadtests.judge.checker.check and compares every count.
+Each unit (one task's events: an increment, a visitor's appends and list, a
+greeting) is judged once, when it is recorded, by checker.py's rules; the
+Tally keeps only what later events can still need. The counter keeps a byte
+per value returned, a bit per process that returned it (tally_counter.py),
+and the reads around the last increment; a visitor lives in one unit, so its
+visits are judged there; a greeting needs nothing past itself. Witnesses
+come from windows of the last WINDOW events. tests/test_locust.py feeds one
+recorded run to this and to checker.check and compares every count.
 """
 
 import time

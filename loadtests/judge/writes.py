@@ -1,28 +1,13 @@
-"""The checker's rules for the state that writes change: the shared counter
-and each user's visits; loadtests/judge/verdict.py holds the kinds of anomaly
-and the Verdict, loadtests/judge/checker.py the rule for greet.
+"""The rules for the state that writes change: the shared counter and each
+user's visits, each write judged as one logical request over its attempts.
 
-A client that retries sends one logical request as several attempts, each an
-Event with the same `key` (loadtests/judge/history.py). Every write is judged as a
-request, by its fate:
-
-acknowledged  some attempt succeeded (2xx): the write happened, at least once
-not applied   every attempt failed in a way that proves nothing was written:
-              a 4xx, a 507 (the store is full), a 503 or no answer whose
-              outcome is "not applied" (the app said so, or the connection
-              was never opened)
-ambiguous     anything else: a 503 "unknown", a dropped connection, a 500;
-              the write may have happened, once or more
-
-A retry that applies a write again, or an acknowledged write that is gone,
-shows against those bounds. From `make faults` (2026-11-29), fixed_db without
-idempotency keys: a gunicorn worker killed mid-increment, the increment
-retried as a naive client would, and the final read one of three too high:
-
-    applied twice: read 3760 after 3757 acknowledged and 0 ambiguous increments: 3 too many
-      +2.0004s..+2.0085s  f06.8-4bdf  increment -> no answer (unknown)  (no worker)
-      +2.0590s..+2.0730s  f06.8-4bdf  increment -> 1298, attempt 2  (13211-13219)
-      +8.0420s..+8.0438s  final-4bdf  read -> 3760  (13211-13215)
+A write's fate bounds what a correct store may show: acknowledged (some
+attempt got a 2xx), not applied (every attempt provably wrote nothing: a
+4xx, a 507, or an outcome "not applied"), or ambiguous (anything else: it
+may have landed, once or more). A retry that applied a write again, or an
+acknowledged write that is gone, shows against those bounds
+(loadtests/README.md, the checker's rules). verdict.py holds the kinds of
+anomaly; checker.py calls these.
 """
 
 import itertools

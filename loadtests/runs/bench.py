@@ -1,20 +1,15 @@
 """Throughput and latency of one route against the same app's /healthz ceiling.
 
-Correctness runs need a recorded history; a benchmark needs a client that is
-not the bottleneck. This one keeps CONNECTIONS sockets alive in one selectors
-loop per client process, with raw HTTP (loadtests/clients/rawhttp.py), so nearly all
-of the machine's time goes to the server. The routes take turns in ROUNDS
-short slices, so that a machine whose speed drifts (shared machines do) slows
-them alike; compare the ratio, not the absolute numbers. The CPU time each
-request cost the server's processes (loadtests/runs/cpu.py) says where the time
-went: where client, app and store share the cores, no route beats its CPU.
+    python -m loadtests.runs.bench fixed_cache        # its main write vs. /healthz
+    python -m loadtests.runs.bench --wrk               # every app, and wrk's figure
 
-    $ python -m loadtests.runs.bench fixed_cache              # 2026-11-29, 2 cores
-    fixed_cache (gunicorn gthread 2 workers x 4 threads, 16 connections, ...)
-    route                    req/s  p50 ms  p99 ms  failed  vs /healthz  app us  store us
-    GET /healthz              3465    3.89   14.59       0        1.00x     416         0
-    POST /counter/increment   2461    5.80   19.95       0        0.71x     545        31
-    app us, store us: CPU time per request, in the app's processes and its store's
+A benchmark needs a client that is not the bottleneck: this one keeps
+CONNECTIONS sockets alive in one selectors loop per client process, with
+raw HTTP (loadtests/clients/rawhttp.py). The routes take turns in ROUNDS
+short slices, so a machine whose speed drifts slows them alike: compare the
+ratio, not the absolute numbers. The CPU time each request cost the app's
+and its store's processes (cpu.py) says where the time went. Measured
+figures are in docs/results/.
 """
 
 import argparse

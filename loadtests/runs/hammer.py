@@ -1,23 +1,17 @@
 """Hammer apps with concurrent users, record every operation, check the history.
 
+    python -m loadtests.runs.hammer                      # make demo: every app
+    python -m loadtests.runs.hammer fixed_db --users 40 --ops 50
+
 Each user is a thread with its own cookie jar and kept-alive connection
-(http.client underneath, see transport.py: the client must not be what limits
-the run). All users are released together by a barrier at the start of each
-scope, so the requests overlap for certain rather than by luck:
-
-    counter  one reset, then every user increments OPS times; then each reads
-    visits   every user appends OPS tokens of its own, one after another,
-             then reads its list
-    tabs     one user, many tabs: every thread appends once for the same
-             user (same cookie) at the same moment, then the list is read
-    greet    every user asks OPS greetings for its own name
-
-Runs are bounded: OPS per user per scope, and --max-seconds overall.
-
-    $ python -m loadtests.runs.hammer broken_global fixed_db      # 2026-11-29, 2 cores
-    app             ops  lost updates  divergence  final read wrong  ...  greet leaks  errors  req/s
-    broken_global  2499           586         106                32  ...          793       0   2086
-    fixed_db       2499             0           0                 0  ...            0       0   1772
+(loadtests/clients/transport.py: the client must not be what limits the
+run). All users are released together by a barrier at the start of each
+scope, so the requests overlap for certain rather than by luck: counter (a
+reset, then OPS increments each, then a read each), visits (OPS appends of
+its own, then its list), tabs (one user's cookie, every thread appending at
+once) and greet (OPS greetings for its own name). Runs are bounded: OPS per
+user per scope, and --max-seconds overall. Measured tables are in
+docs/results/.
 """
 
 import argparse

@@ -1,25 +1,12 @@
 """The correctness matrix: every app under every server shape, one run each.
 
-Which shape of server breaks which app, read from recorded histories:
-Flask's development server (threaded), gunicorn with 1 or 4 sync workers,
-gthread with 1 worker x 8 threads, the shared 2 x 4, gevent with 1 worker x
-50 greenlets, and uWSGI in the shared 2 x 4 shape, which loads the app in
-its master before it forks the workers (serve/uwsgi.py). broken_global's
-counter is exact only with one sync worker: threads and greenlets lose
-updates, processes diverge. Its one visits list leaks under every shape,
-concurrency or not. The fixed apps show nothing, under uWSGI too (they make
-their connections after the fork), except fixed_session's same-user race
-wherever one user's requests can run at once.
+    python -m loadtests.runs.matrix                      # make matrix: CSV and heatmap
 
-    $ python -m loadtests.runs.matrix                       # 2026-11-29, 2 cores
-    [ 1/28] broken_global  flask-dev    lost updates 121   divergence 0     visits 310 ...
-    [ 2/28] broken_global  sync-1       lost updates 0     divergence 0     visits 193 ...
-    [ 3/28] broken_global  sync-4       lost updates 0     divergence 119   visits 298 ...
-    [ 4/28] broken_global  gthread-1x8  lost updates 128   divergence 0     visits 317 ...
-    ...
-    [ 7/28] broken_global  uwsgi-2x4    lost updates 118   divergence 20    visits 328 ...
-    ...
-    results: var/results/matrix.csv, var/results/matrix.png
+Which shape of server breaks which app, read from recorded histories: the
+shapes are serve/processes.py SHAPES (Flask's development server, gunicorn
+sync, gthread and gevent, and uWSGI, which loads the app in its master
+before it forks). The expected picture and why each cell is what it is are
+in loadtests/README.md (Server shapes); a real run's is in docs/results/.
 """
 
 import argparse

@@ -1,25 +1,16 @@
 """Slow clients against gunicorn alone, then against gunicorn behind Caddy.
 
+    python -m loadtests.runs.slow_clients [APP]
+
 A client that sends half a request and then nothing holds one of gunicorn's
-threads while it waits for the rest; with the shared config's 8 threads, a
-dozen such clients stall the app for everyone (gunicorn's docs: deploy it
-behind a buffering proxy). Caddy (serve/balancer.py) reads request headers in
-a goroutine of its own, so the same dozen cost it nothing and the app keeps
-answering. This opens SOCKETS half-sent requests against each front, then
-asks /healthz ATTEMPTS times through that front, one at a time:
-
-    $ python -m loadtests.runs.slow_clients                   # 2026-11-29, 2 cores
-    broken_global (gunicorn gthread 2 workers x 4 threads), 12 slow clients, 10 /healthz each
-    front           answered  timed out  p50 ms  max ms
-    gunicorn alone         1          9    3.67    3.67
-    Caddy in front        10          0    2.49    8.58
-
-Which of gunicorn's two workers accepts each slow client is a race, so alone
-it answers some requests and not others; with one worker it answers none
-(tests/test_balancer.py).
-
-Bounded: each attempt waits TIMEOUT_SECONDS at most, and the slow sockets
-are closed at the end of each front's turn.
+threads while it waits for the rest: a dozen such clients stall the shared
+config's 8 threads for everyone (gunicorn's docs: deploy it behind a
+buffering proxy). Caddy (serve/balancer.py) reads request headers in a
+goroutine of its own, so the same dozen cost it nothing. This opens SOCKETS
+half-sent requests against each front, then asks /healthz ATTEMPTS times
+through it, one at a time, and prints a row per front. Which of gunicorn's
+workers accepts each slow client is a race (tests/test_balancer.py).
+Bounded: each attempt waits TIMEOUT_SECONDS at most.
 """
 
 import argparse

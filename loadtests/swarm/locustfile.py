@@ -1,46 +1,18 @@
-"""Locust users for the three scopes of state, judged by the same checker as the hammer.
+"""Locust users for the three scopes of state, judged by the same rules as the hammer.
 
-Every request goes through loadtests.clients.client (the one module that knows the
-routes), is marked a success or a failure in Locust's statistics by what one
-response can show (status, shape, a greeting for someone else), and is
-recorded as a client.Event. The recorded history feeds loadtests.judge.checker's
-rules, as it arrives (loadtests/judge/tally.py):
-
-    counter  CounterUser increments the shared counter. The counter is reset
-             when a test starts and read when it stops, after every user has
-             finished its last request, on every app process the master
-             reaches (loadtests/swarm/relay.py, sweep).
-    visits   VisitsUser is a new visitor (a fresh cookie) for each task: five
-             appends one after another, then its list. One task in five is
-             the "one user, many tabs" scenario: eight tabs with the same
-             cookie append at the same moment, then the list is read.
-    greet    GreetUser asks to be greeted by its own name.
-
-A "Correctness" tab in the web UI shows the verdict, each anomaly per scope
-with its latest witness and a chart of anomalies over time, live; "Reset
-Stats" starts it over; a CSV is under Download Data and the correctness is in
-Locust's HTML report (loadtests/swarm/correctness_tab.py). Every run prints a line
-of it every 10 s; a headless run prints the summary at the end and exits 1
-when an app that should be correct is not (loadtests.judge.checker.unexpected: the
-fixed apps show nothing beyond their known limits in registry.py;
-broken_global's anomalies are the expected result). Requests that got no
-answer have an unknown outcome: counted apart, they fail nothing. The app is
-known from its /healthz answer.
-
-This file holds the users; Locust's hooks are in loadtests/swarm/hooks.py.
-Distributed, the workers send what they record to the master every second
-(loadtests/swarm/relay.py) and the master judges the union, so one tab shows the
-whole run. Run it from the repository root (`make locust` does all of this
-and starts the app):
+Every request goes through loadtests.clients.client, is marked a success or
+a failure in Locust's statistics by what one response can show, and is
+recorded as an Event that feeds the judge as it arrives
+(loadtests/judge/tally.py). CounterUser increments; VisitsUser is a new
+visitor per task, five appends then its list, and one task in five is one
+user with eight tabs appending at once; GreetUser asks for its own name.
+Locust's hooks are in hooks.py, the relay of events to the master in
+relay.py, the Correctness tab in correctness_tab.py; what each shows is in
+loadtests/README.md (Locust). `make locust` starts the app and this:
 
     python -m locust -f loadtests/swarm/locustfile.py --host http://127.0.0.1:5000 \\
         --web-host 127.0.0.1                   # Locust's default is every address
-    python -m locust -f loadtests/swarm/locustfile.py --host http://127.0.0.1:5002 \\
-        --headless --users 24 --spawn-rate 24 --run-time 20s
     python -m locust -f loadtests/swarm/locustfile.py --headless ... --judge-as fixed_db
-
-(--judge-as applies another app's rules: broken_global judged as fixed_db
-shows what a failing run looks like.)
 """
 
 import secrets
