@@ -1,0 +1,161 @@
+"""The learner's commands: practice, grade, watch, hint, solution.
+
+    python -m exercises practice [--reset]   the list, solved or not, and the next to try
+    python -m exercises grade [EX]           grade EX (a number or a name) as it is now
+    python -m exercises watch [EX]           grade again within a second of every save
+    python -m exercises hint [EX]            the next hint for what the last grade found
+    python -m exercises solution EX          the reference fix as a diff (stdout only)
+
+Without EX, the next exercise not yet solved. The Makefile's targets of the
+same names call these.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from exercises import progress
+from exercises.catalog import REPO_ROOT, Exercise, UnknownExercise, exercises, resolve
+from exercises.grading import Grade, Interrupted, grade
+from exercises.solution import learner_has_edited, solution_diff
+
+POLL_SECONDS = 0.2
+
+
+def shown(path: Path) -> str:
+    return path.relative_to(REPO_ROOT).as_posix()
+
+
+def next_to_try() -> Exercise:
+    done = progress.load()["exercises"]
+    every = exercises()
+    return next((ex for ex in every if not done.get(ex.slug, {}).get("solved")), every[-1])
+
+
+def practice(reset: bool) -> int:
+    if reset:
+        cleared = progress.reset()
+        print("Progress cleared." if cleared else "No progress to clear.")
+    done = progress.load()["exercises"]
+    upcoming = next_to_try()
+    print("Practice: fix each app until every server shape passes.\n")
+    for ex in exercises():
+        entry = done.get(ex.slug, {})
+        if entry.get("solved"):
+            state = "solved" if entry.get("pattern") == "solved" else "solved, now failing"
+        elif entry:
+            failed = [s for s, verdict in entry.get("shapes", {}).items() if verdict == "failed"]
+            state = f"failing: {', '.join(failed)}" if failed else "not solved"
+        else:
+            state = "not tried"
+        marker = ">" if ex == upcoming else " "
+        print(f" {marker} {ex.number}  {ex.title:<48} {state}")
+    print(
+        f"\nNext: exercise {upcoming.number}, {upcoming.title}. Read "
+        f"{shown(upcoming.folder / 'README.md')}, change {shown(upcoming.app_file)}, then "
+        f"`make grade EX={upcoming.number}` (or `make watch EX={upcoming.number}`)."
+    )
+    return 0
+
+
+def print_grade(result: Grade) -> int:
+    ex = result.exercise
+    print(f"Exercise {ex.number}: {ex.title} ({shown(ex.app_file)})")
+    if result.problem:
+        print(result.problem)
+        return 2
+    for r in result.results:
+        detail = f"  ({r.reason})" if r.verdict == "skipped" else ""
+        print(f"  {r.shape:<14} {r.verdict}{detail}")
+    entry = progress.record_grade(
+        ex.slug,
+        {r.shape: r.verdict for r in result.results},
+        result.pattern,
+        result.hints,
+        result.witness,
+    )
+    if result.witness:
+        print("The smallest witness of what is still wrong " + result.witness)
+    number = entry["hints_shown"]
+    if result.pattern == "solved":
+        print(result.hints[0])
+    else:
+        print(f"Hint {number} of {len(result.hints)}: {result.hints[number - 1]}")
+        if number < len(result.hints):
+            print(f"`make hint EX={ex.number}` for the next one.")
+    if result.report_dir:
+        print(f"The check's whole report: {shown(result.report_dir / 'check.txt')}")
+    return 0 if result.pattern == "solved" else 1
+
+
+def watch(ex: Exercise) -> int:
+    def stamps() -> dict[Path, float]:
+        return {path: path.stat().st_mtime_ns for path in sorted(ex.folder.glob("*.py"))}
+
+    print(f"Watching {shown(ex.folder)}: every save grades again. Ctrl-C stops.")
+    try:
+        while True:
+            seen = stamps()
+            print(f"\n--- {time.strftime('%H:%M:%S')} grading exercise {ex.number}")
+            try:
+                print_grade(grade(ex, interrupted=lambda seen=seen: stamps() != seen))
+            except Interrupted:
+                print("Saved again while the check ran: grading the new version.")
+                continue
+            while stamps() == seen:
+                time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        print("\nStopped watching.")
+        return 0
+
+
+def hint(ex: Exercise) -> int:
+    found = progress.next_hint(ex.slug)
+    if found is None:
+        print(f"Exercise {ex.number} has not been graded yet: `make grade EX={ex.number}` first.")
+        return 1
+    text, number, total = found
+    print(f"Hint {number} of {total} for exercise {ex.number}: {text}")
+    if number == total and progress.entry(ex.slug).get("pattern") != "solved":
+        print(f"That is the last one for what the check found; `make solution EX={ex.number}`.")
+    return 0
+
+
+def solution(ex: Exercise) -> int:
+    sys.stdout.write(solution_diff(ex))
+    if learner_has_edited(ex):
+        print(
+            f"(The diff is against the starting {shown(ex.app_file)}; yours has changed. "
+            f"To apply it: git checkout -- {shown(ex.app_file)}, then git apply.)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m exercises", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("practice", help="the list, and the next to try")
+    listing.add_argument("--reset", action="store_true", help="forget all progress first")
+    for name in ("grade", "watch", "hint", "solution"):
+        commands.add_parser(name).add_argument("exercise", nargs="?", default="")
+    args = parser.parse_args(argv)
+    if args.command == "practice":
+        return practice(args.reset)
+    try:
+        ex = resolve(args.exercise) if args.exercise else next_to_try()
+    except UnknownExercise as error:
+        print(error, file=sys.stderr)
+        return 2
+    if args.command == "grade":
+        return print_grade(grade(ex))
+    if args.command == "watch":
+        return watch(ex)
+    if args.command == "hint":
+        return hint(ex)
+    return solution(ex)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
