@@ -6,8 +6,10 @@
     python -m exercises hint [EX]            the next hint for what the last grade found
     python -m exercises solution EX          the reference fix as a diff (stdout only)
 
-Without EX, the next exercise not yet solved. The Makefile's targets of the
-same names call these.
+Without EX, the next exercise not yet solved. grade and watch take
+--app-dir DIR to grade a copy elsewhere (a learner's, for an instructor):
+its grades are not kept in the progress. The Makefile's targets of the same
+names call these.
 """
 
 import argparse
@@ -24,7 +26,7 @@ POLL_SECONDS = 0.2
 
 
 def shown(path: Path) -> str:
-    return path.relative_to(REPO_ROOT).as_posix()
+    return path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def next_to_try() -> Exercise:
@@ -59,21 +61,21 @@ def practice(reset: bool) -> int:
     return 0
 
 
-def print_grade(result: Grade) -> int:
+def print_grade(result: Grade, keep: bool = True) -> int:
+    """Print a grade; `keep` it in the progress (the learner's own folder)."""
     ex = result.exercise
-    print(f"Exercise {ex.number}: {ex.title} ({shown(ex.app_file)})")
+    print(f"Exercise {ex.number}: {ex.title} ({shown(result.app_dir / 'app.py')})")
     if result.problem:
         print(result.problem)
         return 2
     for r in result.results:
         detail = f"  ({r.reason})" if r.verdict == "skipped" else ""
         print(f"  {r.shape:<14} {r.verdict}{detail}")
-    entry = progress.record_grade(
-        ex.slug,
-        {r.shape: r.verdict for r in result.results},
-        result.pattern,
-        result.hints,
-        result.witness,
+    shapes = {r.shape: r.verdict for r in result.results}
+    entry = (
+        progress.record_grade(ex.slug, shapes, result.pattern, result.hints, result.witness)
+        if keep
+        else {"hints_shown": 1}
     )
     if result.witness:
         print("The smallest witness of what is still wrong " + result.witness)
@@ -89,17 +91,19 @@ def print_grade(result: Grade) -> int:
     return 0 if result.pattern == "solved" else 1
 
 
-def watch(ex: Exercise) -> int:
+def watch(ex: Exercise, app_dir: Path) -> int:
     def stamps() -> dict[Path, float]:
-        return {path: path.stat().st_mtime_ns for path in sorted(ex.folder.glob("*.py"))}
+        return {path: path.stat().st_mtime_ns for path in sorted(app_dir.glob("*.py"))}
 
-    print(f"Watching {shown(ex.folder)}: every save grades again. Ctrl-C stops.")
+    print(f"Watching {app_dir}: every save grades again. Ctrl-C stops.", flush=True)
     try:
         while True:
             seen = stamps()
-            print(f"\n--- {time.strftime('%H:%M:%S')} grading exercise {ex.number}")
+            print(f"\n--- {time.strftime('%H:%M:%S')} grading exercise {ex.number}", flush=True)
             try:
-                print_grade(grade(ex, interrupted=lambda seen=seen: stamps() != seen))
+                changed = lambda seen=seen: stamps() != seen  # noqa: E731
+                print_grade(grade(ex, app_dir, changed), keep=app_dir == ex.folder)
+                sys.stdout.flush()
             except Interrupted:
                 print("Saved again while the check ran: grading the new version.")
                 continue
@@ -139,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     listing = commands.add_parser("practice", help="the list, and the next to try")
     listing.add_argument("--reset", action="store_true", help="forget all progress first")
     for name in ("grade", "watch", "hint", "solution"):
-        commands.add_parser(name).add_argument("exercise", nargs="?", default="")
+        command = commands.add_parser(name)
+        command.add_argument("exercise", nargs="?", default="")
+        if name in ("grade", "watch"):
+            command.add_argument("--app-dir", type=Path, help="grade this folder's app.py")
     args = parser.parse_args(argv)
     if args.command == "practice":
         return practice(args.reset)
@@ -148,10 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     except UnknownExercise as error:
         print(error, file=sys.stderr)
         return 2
+    app_dir = getattr(args, "app_dir", None)
+    app_dir = app_dir.resolve() if app_dir else ex.folder
     if args.command == "grade":
-        return print_grade(grade(ex))
+        return print_grade(grade(ex, app_dir), keep=app_dir == ex.folder)
     if args.command == "watch":
-        return watch(ex)
+        return watch(ex, app_dir)
     if args.command == "hint":
         return hint(ex)
     return solution(ex)

@@ -41,6 +41,7 @@ class Interrupted(Exception):
 @dataclass
 class Grade:
     exercise: Exercise
+    app_dir: Path
     results: list[ShapeResult] = field(default_factory=list)
     pattern: str = ""
     hints: list[str] = field(default_factory=list)
@@ -222,7 +223,7 @@ def grade(
     """Grade the app in `app_dir` (the learner's folder unless told)."""
     app_dir = app_dir or exercise.folder
     started = time.monotonic()
-    result = Grade(exercise)
+    result = Grade(exercise, app_dir)
     if problem := precheck(exercise, app_dir):
         result.problem = problem
         return result

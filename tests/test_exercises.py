@@ -8,9 +8,13 @@ server starts. Grading under real servers is tests/test_exercises_graded.py.
 import importlib.util
 import itertools
 import json
+import queue
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -389,3 +393,45 @@ def test_the_junit_report_gives_a_verdict_per_shape_and_the_smallest_witness(tmp
     assert witness.splitlines()[0] == "lost update: worker 7 returned 3 twice"
     assert len(witness.splitlines()) == 3
     assert diagnose(found) == "one-process"
+
+
+def test_watch_grades_again_within_a_second_of_a_save(tmp_path):
+    """Errors in turn, so that no grade reaches the check: each save's grade
+    starts within a second, and Ctrl-C stops the watch."""
+    ex = resolve("3")
+    old, new, _culprit, _ = BROKEN["syntax"]
+    (tmp_path / "app.py").write_text(ex.app_file.read_text().replace(old, new, 1))
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "exercises", "watch", "3", "--app-dir", str(tmp_path)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in watcher.stdout], daemon=True
+    ).start()
+
+    def wait_for(text: str, seconds: float) -> float:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if text in lines.get(timeout=deadline - time.monotonic()):
+                    return time.monotonic()
+            except queue.Empty:
+                break
+        raise AssertionError(f"{text!r} not printed within {seconds} s")
+
+    try:
+        wait_for("is not valid Python", 30)
+        # Several saves, each at some point of the watch's polling: a poll
+        # slower than a second would miss one of them.
+        for stage in ("import", "syntax", "import", "syntax", "import"):
+            old, new, _culprit, says = BROKEN[stage]
+            saved = time.monotonic()
+            (tmp_path / "app.py").write_text(ex.app_file.read_text().replace(old, new, 1))
+            assert wait_for("grading exercise 3", 5) - saved < 1
+            wait_for(says, 30)
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(timeout=10) == 0
