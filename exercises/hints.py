@@ -216,7 +216,10 @@ def hints(results: list[ShapeResult], exercise_number: int) -> tuple[str, list[s
     found = advice(pattern, kinds[0] if kinds else "")
     words = {
         "failed": ", ".join(r.shape for r in failed),
-        "passed": ", ".join(r.shape for r in results if r.verdict == "passed") or "none run",
+        "passed": ", ".join(
+            r.shape for r in results if r.verdict == "passed" and r.shape in ONE_PROCESS
+        )
+        or "one process",
     }
     reading = " and ".join(found.read)
     return pattern, [

@@ -215,6 +215,7 @@ def test_each_pattern_gives_three_hints_that_name_the_shapes_and_link_the_proof(
     found = [
         ShapeResult("threads", "passed"),
         ShapeResult("processes", "failed", failed_kinds=("counter",)),
+        ShapeResult("two-instances", "passed"),
     ]
     pattern, given = hints(found, 3)
     assert pattern == "per-process"
