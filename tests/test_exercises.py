@@ -21,8 +21,16 @@ import pytest
 from markdown.extensions.toc import slugify
 
 from exercises import progress
+from exercises.__main__ import print_grade
 from exercises.catalog import CHECK_SHAPES, REPO_ROOT, UnknownExercise, exercises, resolve
-from exercises.grading import grade, precheck, read_junit, smallest_witness, witness_blocks
+from exercises.grading import (
+    Grade,
+    grade,
+    precheck,
+    read_junit,
+    smallest_witness,
+    witness_blocks,
+)
 from exercises.hints import ADVICE, ShapeResult, diagnose, hints
 from exercises.solution import solution_diff
 
@@ -436,3 +444,36 @@ def test_watch_grades_again_within_a_second_of_a_save(tmp_path):
     finally:
         watcher.send_signal(signal.SIGINT)
         assert watcher.wait(timeout=10) == 0
+
+
+def test_a_grade_prints_each_shape_the_witness_and_one_hint_and_is_kept(capsys, tmp_path):
+    ex = resolve("3")
+    (tmp_path / "junit.xml").write_text(JUNIT)
+    found = read_junit(tmp_path / "junit.xml", ex)
+    pattern, given = hints(found, ex.number)
+    shape, witness = smallest_witness(found, "")
+    graded = Grade(ex, ex.folder, found, pattern, given, f"({shape})\n{witness}")
+    assert print_grade(graded) == 1
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == "Exercise 3: a shared counter (exercises/03_shared_counter/app.py)"
+    assert shown[1].split() == ["threads", "failed"]
+    assert shown[3].split()[:3] == ["restart", "skipped", "(port"]
+    assert "lost update: worker 7 returned 3 twice" in shown
+    assert shown[-2].startswith("Hint 1 of 3: Wrong even in one process (threads, processes)")
+    assert shown[-1] == "`make hint EX=3` for the next one."
+    assert progress.entry(ex.slug)["shapes"]["processes"] == "failed"
+    # A copy graded elsewhere (an instructor's --app-dir) is not kept.
+    progress.reset()
+    assert print_grade(Grade(ex, tmp_path, found, pattern, given), keep=False) == 1
+    assert progress.entry(ex.slug) == {}
+
+
+def test_an_unknown_ex_is_one_line_and_exit_code_2():
+    done = subprocess.run(
+        [sys.executable, "-m", "exercises", "grade", "nothing_like_it"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("EX='nothing_like_it' names no exercise; give a number or a name")
