@@ -29,6 +29,7 @@ from plumbing.config import var_dir
 PRECHECK = Path(__file__).resolve().parent / "precheck.py"
 PRECHECK_SECONDS = 20
 CHECK_SECONDS = 300  # the check bounds its own runs; this only ends one that hangs
+STOP_SECONDS = 30
 TESTCASE = re.compile(r"^(?P<model>.+) \[(?P<shape>[^\]]+)\]$")
 EVENT_LINE = re.compile(r"^\s+[+-]?\d+(\.\d+)?s\b")  # "  +0.1441s..+0.1503s  u26 ..."
 WITNESS_LINES = 8
@@ -122,6 +123,16 @@ def check_command(exercise: Exercise, app_dir: Path, report_dir: Path) -> list[s
     ]
 
 
+def stop(check: subprocess.Popen) -> None:
+    """As Ctrl-C would: the check stops the servers it started, then exits."""
+    check.send_signal(signal.SIGINT)
+    try:
+        check.wait(timeout=STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        check.kill()
+        check.wait()
+
+
 def run(command: list[str], out: Path, interrupted: Callable[[], bool] | None) -> int:
     """Run the check, its output into `out`; on `interrupted`, stop it as
     Ctrl-C would (SIGINT, so that it stops the servers it started)."""
@@ -131,12 +142,10 @@ def run(command: list[str], out: Path, interrupted: Callable[[], bool] | None) -
         try:
             while check.poll() is None:
                 if interrupted and interrupted():
-                    check.send_signal(signal.SIGINT)
-                    check.wait(timeout=30)
+                    stop(check)
                     raise Interrupted
                 if time.monotonic() > deadline:
-                    check.send_signal(signal.SIGINT)
-                    check.wait(timeout=30)
+                    stop(check)
                     return -1
                 time.sleep(0.1)
         finally:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from markdown.extensions.toc import slugify
 
-from exercises import progress
+from exercises import grading, progress
 from exercises.__main__ import print_grade
 from exercises.catalog import CHECK_SHAPES, REPO_ROOT, UnknownExercise, exercises, resolve
 from exercises.grading import (
@@ -477,3 +477,29 @@ def test_an_unknown_ex_is_one_line_and_exit_code_2():
     )
     assert done.returncode == 2
     assert done.stderr.startswith("EX='nothing_like_it' names no exercise; give a number or a name")
+
+
+SLOW_PROGRAM = """
+import signal, sys, time
+if sys.argv[1] == "deaf":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+print("started", flush=True)
+try:
+    time.sleep(60)
+except KeyboardInterrupt:
+    print("stopped its servers", flush=True)
+"""
+
+
+@pytest.mark.parametrize("hears", [True, False], ids=["ctrl-c", "deaf"])
+def test_a_save_during_the_check_stops_it_as_ctrl_c_would(hears, tmp_path, monkeypatch):
+    monkeypatch.setattr(grading, "STOP_SECONDS", 1)
+    out = tmp_path / "check.txt"
+    asked = time.monotonic()
+    command = [sys.executable, "-c", SLOW_PROGRAM, "hears" if hears else "deaf"]
+    with pytest.raises(grading.Interrupted):  # saved once the check has started
+        grading.run(command, out, interrupted=lambda: "started" in out.read_text())
+    assert time.monotonic() - asked < 10
+    said = out.read_text()
+    assert said.startswith("started")
+    assert ("stopped its servers" in said) == hears  # a deaf one is killed
