@@ -92,8 +92,14 @@ def print_grade(result: Grade, keep: bool = True) -> int:
 
 
 def watch(ex: Exercise, app_dir: Path) -> int:
-    def stamps() -> dict[Path, float]:
-        return {path: path.stat().st_mtime_ns for path in sorted(app_dir.glob("*.py"))}
+    def stamps() -> dict[Path, int]:
+        found = {}
+        for path in app_dir.glob("*.py"):
+            try:
+                found[path] = path.stat().st_mtime_ns
+            except FileNotFoundError:  # an editor saving by replacing the file
+                continue
+        return found
 
     print(f"Watching {app_dir}: every save grades again. Ctrl-C stops.", flush=True)
     try:
