@@ -56,19 +56,19 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## Build the virtual environment (.venv)
 
 demo: $(STAMP) ## Hammer every app side by side and print the verdicts
-	$(BIN)/python -m loadtests.hammer
+	$(BIN)/python -m loadtests.runs.hammer
 
 compare: $(STAMP) ## The demo, plus each app's /healthz ceiling, CSV and charts in var/results
-	$(BIN)/python -m loadtests.hammer --charts
+	$(BIN)/python -m loadtests.runs.hammer --charts
 
 matrix: $(STAMP) ## Every app under seven server shapes (gevent and uWSGI too): CSV and heatmap in var/results
-	$(BIN)/python -m loadtests.matrix
+	$(BIN)/python -m loadtests.runs.matrix
 
 bench: $(STAMP) ## Each app's main write vs. its own /healthz ceiling (req/s, p50, p99)
-	$(BIN)/python -m loadtests.bench --wrk
+	$(BIN)/python -m loadtests.runs.bench --wrk
 
 faults: $(STAMP) ## Kill and pause stores and workers under load, with and without Idempotency-Keys (DB=postgres: PostgreSQL too)
-	$(BIN)/python -m loadtests.faults
+	$(BIN)/python -m loadtests.faults.run
 
 RACE_PORT ?= 8090
 race: $(STAMP) ## Race the apps yourself: a page on http://127.0.0.1:8090 (RACE_PORT) sends N requests at once
@@ -76,7 +76,7 @@ race: $(STAMP) ## Race the apps yourself: a page on http://127.0.0.1:8090 (RACE_
 
 INSTANCES ?= 3
 scale-out: $(STAMP) ## APP on INSTANCES instances sharing one store, hammered across them
-	$(BIN)/python -m loadtests.hammer $(APP) --instances $(INSTANCES)
+	$(BIN)/python -m loadtests.runs.hammer $(APP) --instances $(INSTANCES)
 
 run: $(STAMP) ## Serve one app under gunicorn: make run APP=fixed_db
 	$(BIN)/python -m serve $(APP)
@@ -113,7 +113,7 @@ clean: ## Remove the venv and all runtime data under var/
 # USERS, RUN_TIME (with the web UI: start at once, stop after it), APP_PORT,
 # WEB_PORT, and LOCUST_ARGS passed on to Locust, e.g. LOCUST_ARGS="--csv var/results/run".
 WORKERS ?= 2
-LOCUST_RUN = $(BIN)/python -m loadtests.locust_run $(APP) --users $(USERS) --web-port $(WEB_PORT) \
+LOCUST_RUN = $(BIN)/python -m loadtests.swarm.locust_run $(APP) --users $(USERS) --web-port $(WEB_PORT) \
   $(if $(RUN_TIME),--run-time $(RUN_TIME)) $(if $(APP_PORT),--app-port $(APP_PORT))
 .PHONY: locust locust-headless locust-distributed soak
 
@@ -127,7 +127,7 @@ locust-distributed: $(STAMP) ## The same with a Locust master and WORKERS worker
 	$(LOCUST_RUN) --workers $(WORKERS) -- $(LOCUST_ARGS)
 
 soak: $(STAMP) ## Headless Locust on SOAK_APPS for SOAK_MINUTES (10), Locust's memory sampled every 10 s
-	$(BIN)/python -m loadtests.soak $(SOAK_APPS) --minutes $(SOAK_MINUTES) --users $(USERS) \
+	$(BIN)/python -m loadtests.runs.soak $(SOAK_APPS) --minutes $(SOAK_MINUTES) --users $(USERS) \
 	  $(if $(LOCUST_ARGS),--locust-args "$(LOCUST_ARGS)")
 
 # The walkthrough under docs/: a MkDocs site. Code, diffs, results and
@@ -149,10 +149,33 @@ docs-blocks: $(STAMP) ## Rewrite the docs' generated blocks (code, diffs, result
 	$(BIN)/python -m docs.tools.blocks
 
 docs-results: $(STAMP) ## Run compare, matrix and bench for real, then regenerate the results pages
-	$(BIN)/python -m docs.tools.results run
+	$(BIN)/python -m docs.tools.results run; status=$$?; $(BIN)/python -m docs.tools.blocks && exit $$status
 
 docs-screenshots: $(STAMP) ## Screenshot Locust's web UI during real runs (headless Chromium)
 	$(BIN)/python -m docs.tools.screenshots
+	$(BIN)/python -m docs.tools.blocks
 
 docs-witnesses: $(STAMP) ## Picture the canonical witnesses: timelines of real runs (headless Chromium)
 	$(BIN)/python -m docs.tools.witnesses
+
+# Exercises (exercises/): fix a small broken app yourself, graded by the
+# own-app check under the shapes its spec names. EX= a number or a name
+# (default: the next not solved); RESET=1 clears the progress in var/practice.json.
+EX    ?=
+RESET ?=
+.PHONY: practice grade watch hint solution
+
+practice: $(STAMP) ## The exercises, solved or not, and the next to try (RESET=1 clears progress)
+	@$(BIN)/python -m exercises practice $(if $(RESET),--reset)
+
+grade: $(STAMP) ## Grade an exercise under its server shapes: make grade EX=3
+	@$(BIN)/python -m exercises grade $(EX)
+
+watch: $(STAMP) ## Grade an exercise again on every save: make watch EX=3
+	@$(BIN)/python -m exercises watch $(EX)
+
+hint: $(STAMP) ## The next hint for what the last grade found: make hint EX=3
+	@$(BIN)/python -m exercises hint $(EX)
+
+solution: $(STAMP) ## The reference fix as a diff (make -s solution EX=3 | git apply)
+	@$(BIN)/python -m exercises solution $(EX)

@@ -60,10 +60,10 @@ a second, and a worker never hangs on it:
   increments, and for a key's advisory lock behind a write with the same
   key. The slowest statements, commit included, in the server's log
   (log_min_duration_statement = 2ms) on 2 cores, measured once by hand on
-  2026-11-29: 3.7 ms under `python -m loadtests.hammer fixed_db` (32 users),
-  12 ms with `--instances 3`, 3.4 ms under `python -m loadtests.bench
+  2026-11-29: 3.7 ms under `python -m loadtests.runs.hammer fixed_db` (32 users),
+  12 ms with `--instances 3`, 3.4 ms under `python -m loadtests.runs.bench
   fixed_db --connections 64`, 34 ms with 64 threads sending keyed
-  increments (loadtests.client.Client(keys=True); the row's lock is held
+  increments (loadtests.clients.client.Client(keys=True); the row's lock is held
   across a keyed write's INSERT and COMMIT). 0.5 s is over ten times that.
   It was 5 s, as SQLite's busy timeout, but it must stay under the deadline:
 - DEADLINE_SECONDS (1 s): the longest the client waits for any answer
@@ -89,7 +89,7 @@ a second, and a worker never hangs on it:
   A dead server's pool timeouts open it too: its requests then fail at once,
   and once it is back a worker answers again up to 0.5 s after its pool can
   connect (the next trial).
-  With them, `python -m loadtests.stall fixed_db` (64 connections, the
+  With them, `python -m loadtests.faults.stall fixed_db` (64 connections, the
   server frozen for 5 s, 2026-11-29, five runs) measured a p50 time to a
   503 of 20 to 29 ms, a p99 of 1.01 to 1.15 s, the slowest 2.0 s (queued
   behind a deadline, then a pool timeout), and 200s again 0.5 to 0.73 s

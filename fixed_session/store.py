@@ -19,7 +19,7 @@ renaming over an existing file starts writing the new file's data to disk
 right away (the `auto_da_alloc` safeguard), so every saved session costs a
 disk write. Here a session file is overwritten in place while holding an
 exclusive lock (flock), and read while holding a shared one, so nobody reads
-half a version. In `python -m loadtests.bench fixed_session` on 2 cores, the
+half a version. In `python -m loadtests.runs.bench fixed_session` on 2 cores, the
 workers' CPU time per `POST /visits` fell from about 860 us to about 520 us,
 and the route went from about 0.35x to about 0.6x of the app's /healthz. The
 format stays cachelib's (a 4-byte expiry time, then a pickle), so its other

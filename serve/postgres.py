@@ -98,7 +98,16 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-from serve.pids import PR_SET_PDEATHSIG, STOP_TIMEOUT_SECONDS, Service, free_port
+from serve.pids import (
+    PR_SET_PDEATHSIG,
+    STOP_TIMEOUT_SECONDS,
+    Service,
+    descendants,
+    free_port,
+    proc_stat,
+    start_time,
+)
+from serve.store import Paused
 
 MAX_UNIX_SOCKET_PATH = 100  # sun_path holds 104 (macOS) or 108 (Linux) bytes
 SOCKET_NAME = ".s.PGSQL.5432"  # what PostgreSQL calls its socket on port 5432
@@ -158,6 +167,8 @@ def private_dir(path: Path, mode: int, owner: pwd.struct_passwd | None = None) -
 
 
 class EmbeddedPostgres(Service):
+    name = "postgres"  # serve/store.py StoreServer: what a fault calls it
+
     def __init__(
         self,
         directory: Path,
@@ -501,6 +512,36 @@ class EmbeddedPostgres(Service):
         if self.process is not None:
             kill_group(self.process)
 
+    def _running(self) -> subprocess.Popen:
+        if self.process is None or has_exited(self.process):
+            raise RuntimeError(f"no PostgreSQL server runs on {self.directory} to fault")
+        return self.process
+
+    def processes(self) -> list[int]:
+        """The postmaster, then its backends and helpers (serve/store.py StoreServer)."""
+        pid = self._running().pid
+        return [pid, *(below for below, _ in descendants(pid))]
+
+    def paused(self, below: bool = True) -> Paused:
+        """The postmaster and every process below it (below=False: the
+        postmaster alone, which then reaps no child, so the PID of one that
+        exits stays that child's)."""
+        return Paused(self.name, self._running().pid, below)
+
+    def crash(self) -> str:
+        """SIGKILL every process of the server at once, then start it again
+        on the same data folder, as its service manager would: crash recovery
+        from the WAL brings back every commit that was flushed. Call it from
+        the thread that started the server (see _spawn())."""
+        old = self._running().pid
+        processes = len(descendants(old))
+        self.kill()  # kill_group(): returns once every one is gone
+        self.start()
+        return (
+            f"SIGKILL postgres {old} and its {processes} processes; "
+            f"restarted as {self.process.pid} by the harness"
+        )
+
     def cpu_seconds(self) -> float | None:
         """CPU time the server has used so far: the postmaster's, its exited
         children's (counted in its own once it has reaped them) and its
@@ -616,38 +657,3 @@ def kill_group(process: subprocess.Popen) -> None:
         if not any(start_time(pid) == started for pid, started in below):
             return
         time.sleep(0.01)
-
-
-def proc_stat(pid: int | str) -> list[str] | None:
-    """/proc/<pid>/stat after the command's name: state, parent, group, ...
-    (Linux); None if there is no such process."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-
-
-def start_time(pid: int) -> str | None:
-    """When the process started (clock ticks since boot), or None once it has
-    exited: gone, or a zombie waiting to be reaped by PID 1 (which, in some
-    containers, never comes)."""
-    fields = proc_stat(pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
-
-
-def descendants(pid: int) -> list[tuple[int, str]]:
-    """Every process below pid, with its start time; none without /proc."""
-    if not Path("/proc").is_dir():
-        return []
-    children: dict[int, list[tuple[int, str]]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (fields := proc_stat(entry.name)):
-            children.setdefault(int(fields[1]), []).append((int(entry.name), fields[19]))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child[0])
-    return found

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from plumbing.config import REPO_ROOT, var_dir
+from registry import APPS, SettingError
 from serve import uwsgi
 from serve.gunicorn_conf import DEFAULTS as GUNICORN_DEFAULTS
 from serve.pids import (
@@ -43,7 +44,6 @@ from serve.pids import (
     stop_process,
 )
 from serve.postgres import EmbeddedPostgres
-from serve.registry import APPS, SettingError
 from serve.uwsgi import UwsgiShape, uwsgi_command
 from serve.valkey import EmbeddedValkey
 
@@ -227,7 +227,7 @@ def abandoned(folder: Path) -> bool:
     """A run folder whose run was killed (its PID gone), its servers ended.
 
     A server of that run may still name the folder: one still shutting down,
-    or one the run had paused (SIGSTOP, loadtests/inject*.py, stall.py) when
+    or one the run had paused (SIGSTOP, loadtests/faults/) when
     it was killed, which stays stopped for good: the stop signal the kernel
     sent it when its parent died (serve/pids.py) waits until it runs again.
     They are the dead run's own, found by its folder's unique name: each gets
@@ -286,7 +286,7 @@ class AppServer(Service):
         self.log_path = log_path or var_dir() / "logs" / f"{app}-{port}.log"
         self.process: subprocess.Popen | None = None
         # The app's own store server, if we start one: Valkey for fixed_cache,
-        # PostgreSQL for fixed_db with FIXED_DB_BACKEND=postgres (serve/registry.py).
+        # PostgreSQL for fixed_db with FIXED_DB_BACKEND=postgres (registry.py).
         self.backing: EmbeddedValkey | EmbeddedPostgres | None = None
         self.worker_pids: list[int] = []  # those that answered at start-up
         self.log_start: int | None = None  # where this start's output begins in log_path

@@ -20,9 +20,9 @@ import redis
 import requests
 
 from fixed_db.store import SQLiteDatabase
-from loadtests.checker import check
-from loadtests.client import Client
-from loadtests.hammer import run_scenarios
+from loadtests.clients.client import Client
+from loadtests.judge.checker import check
+from loadtests.runs.hammer import run_scenarios
 from serve.pids import pid_alive
 from serve.processes import AppServer, free_port
 from serve.valkey import EmbeddedValkey

@@ -33,7 +33,7 @@ from flask import Flask, got_request_exception
 from fixed_cache import store as cache_store
 from fixed_db import store as db_store
 from fixed_session import store as session_store
-from loadtests.placement import Placement
+from loadtests.clients.placement import Placement
 from serve.processes import AppServer, free_port
 from serve.valkey import EmbeddedValkey
 from tests.conftest import SERVES_COUNTER, make_app

@@ -46,11 +46,10 @@ from fixed_db.postgres import (
     PostgresDatabase,
     outcome_of,
 )
-from loadtests.client import Client
-from loadtests.hammer import hammer_app
-from loadtests.history import NOT_APPLIED, UNKNOWN
-from loadtests.inject_postgres import ServerStopped
-from loadtests.transport import KeepAliveSession
+from loadtests.clients.client import Client
+from loadtests.clients.transport import KeepAliveSession
+from loadtests.judge.history import NOT_APPLIED, UNKNOWN
+from loadtests.runs.hammer import hammer_app
 from plumbing.config import REPO_ROOT
 from serve.postgres import (
     ROOT_HOME,
@@ -619,7 +618,7 @@ def test_the_psycopg_internals_the_deadline_relies_on_are_still_there():
 
 
 def test_a_frozen_server_is_a_deadline_and_what_was_sent_is_unknown(own_server):
-    """A statement on a frozen server (ServerStopped: the postmaster and every
+    """A statement on a frozen server (paused(): the postmaster and every
     process below it SIGSTOPped, as a paused VM, a stalled disk or a network
     partition looks: connections stay open and the kernel still takes what
     is sent, but nothing answers, and the server's own statement_timeout
@@ -634,7 +633,7 @@ def test_a_frozen_server_is_a_deadline_and_what_was_sent_is_unknown(own_server):
     assert conn.execute("SELECT value FROM counter").fetchall() == [(0,)]
     before = sessions(server.url)
     update = "UPDATE counter SET value = value + ? WHERE id = 1"
-    with ServerStopped(server), at_most(5, "a statement on the frozen server"):
+    with server.paused(), at_most(5, "a statement on the frozen server"):
         began = time.monotonic()
         with pytest.raises(DeadlineExceeded) as timed_out:
             conn.execute(update, (1,))
@@ -655,7 +654,7 @@ def test_a_frozen_server_is_a_deadline_and_what_was_sent_is_unknown(own_server):
     committing.begin()
     committing.execute(update, (10,))
     writing.begin()
-    with ServerStopped(server), at_most(5, "statements on the frozen server"):
+    with server.paused(), at_most(5, "statements on the frozen server"):
         with pytest.raises(DeadlineExceeded) as at_commit:
             committing.commit()
         with pytest.raises(DeadlineExceeded) as before_commit:
@@ -682,7 +681,7 @@ def test_on_a_frozen_server_the_breaker_opens_fails_fast_and_closes_once_it_answ
         database.pool.wait(timeout=10)  # every pooled connection open
         before = sessions(server.url)
         with (
-            ServerStopped(server),
+            server.paused(),
             at_most(BREAKER_FAIL_MAX * DEADLINE_SECONDS + 5, "the requests"),
         ):
             # Each sent on a pooled connection, which the deadline closes.
@@ -1010,7 +1009,7 @@ def test_a_frozen_postgresql_is_503s_within_seconds_then_200s_applying_nothing_t
         each(lambda client: history.append(client.increment()))  # every pool connected
         assert [e.status for e in history] == [200] * users
         before = sessions(postgres.url)
-        with ServerStopped(postgres):
+        with postgres.paused():
             froze = time.monotonic()
 
             def load(client: Client) -> None:

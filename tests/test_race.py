@@ -6,7 +6,7 @@ broken_global's increment reads, works (WORK_MS), then writes, so ten
 requests released together on its 2 x 4 threads almost always collide; the
 race is repeated until one shows, a bounded number of times.
 
-Chromium and Selenium: see loadtests/browser.py; without them the test is
+Chromium and Selenium: see loadtests/clients/browser.py; without them the test is
 skipped and says how to get them, with CI=true it fails instead.
 """
 
@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from loadtests import browser
+from loadtests.clients import browser
 from plumbing.config import REPO_ROOT
 from serve.pids import free_port
 

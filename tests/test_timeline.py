@@ -5,7 +5,7 @@ in real Chromium both views draw bars and a click on an anomaly outlines its
 witness. The last test is a benchmark, not a timed assertion: ten thousand
 operations from a real run, opened from disk, time to drawn printed.
 
-Chromium and Selenium: see loadtests/browser.py; without them the browser
+Chromium and Selenium: see loadtests/clients/browser.py; without them the browser
 tests are skipped and say how to get them, with CI=true they fail instead.
 """
 
@@ -16,8 +16,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from loadtests import browser
-from loadtests.hammer import hammer_app
+from loadtests.clients import browser
+from loadtests.runs.hammer import hammer_app
 from loadtests.timeline import LIMIT, render, write_timeline
 from loadtests.timeline.render import label
 

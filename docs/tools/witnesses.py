@@ -5,9 +5,9 @@
 Each picture is one anomaly's witness from a run made here and now: the
 history recorded by the harness, judged by the checker, drawn by
 loadtests/timeline/ and opened on that witness (`#anomaly-N`), then taken by
-Chromium (loadtests/browser.py). Nothing is drawn by hand:
+Chromium (loadtests/clients/browser.py). Nothing is drawn by hand:
 
-    lost-update, greet-leak  broken_global hammered (loadtests/hammer.py)
+    lost-update, greet-leak  broken_global hammered (loadtests/runs/hammer.py)
     lost-tab                 fixed_session hammered: one user's tabs at once
     applied-twice            fixed_cache under faults, no Idempotency-Key
     applied-once             the same with keys: a write retried, applied once
@@ -57,27 +57,27 @@ SHOWN_IN = {
 
 def hammered(app: str) -> tuple[str, Any, list, Any, list]:
     """A small hammer run: (run, verdict, history, origin, faults)."""
-    from loadtests.hammer import hammer_app
+    from loadtests.runs.hammer import hammer_app
 
     verdict, history, _ = hammer_app(app, **HAMMER)
-    run = f"python -m loadtests.hammer {app} --users {HAMMER['users']} --ops {HAMMER['ops']}"
+    run = f"python -m loadtests.runs.hammer {app} --users {HAMMER['users']} --ops {HAMMER['ops']}"
     return run, verdict, history, None, []
 
 
 def faulted(app: str, keys: bool) -> tuple[str, Any, list, Any, list]:
-    from loadtests.faults import Run
+    from loadtests.faults.run import Run
 
     run = Run(app, keys, FAULT_SECONDS)  # one of the command's two runs, keys on or off
     verdict = run.go()
-    command = f"python -m loadtests.faults {app} --seconds {FAULT_SECONDS:.0f}"
+    command = f"python -m loadtests.faults.run {app} --seconds {FAULT_SECONDS:.0f}"
     return command, verdict, run.history, run.origin, run.faults
 
 
 def applied_once(history: list) -> list:
     """A keyed append sent more than once whose token the user's last list holds
     once: the anomaly's counterpart, as a witness to draw."""
-    from loadtests.checker import Anomaly
-    from loadtests.writes import requests_of
+    from loadtests.judge.verdict import Anomaly
+    from loadtests.judge.writes import requests_of
 
     last = {e.user: e for e in history if e.op == "list_visits" and e.ok}
     appends = [e for e in history if e.op == "add_visit"]
@@ -111,7 +111,7 @@ def witness(key: str) -> tuple[str, Any, list, Any, list, list]:
 
 
 def take(key: str, date: str, folder: Path) -> dict[str, Any]:
-    from loadtests import browser
+    from loadtests.clients import browser
     from loadtests.timeline import write_timeline
 
     kind, view, _ = PICTURES[key]

@@ -26,13 +26,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
-from loadtests.checker import check
-from loadtests.client import Client
-from loadtests.history import Event
+from loadtests.clients.client import Client
+from loadtests.clients.transport import KeepAliveSession
+from loadtests.judge.checker import check
+from loadtests.judge.history import Event
 from loadtests.timeline.render import answer, render, worker_lane
-from loadtests.transport import KeepAliveSession
+from registry import APPS
 from serve.pids import port_in_use_message, port_is_free
-from serve.processes import APPS, AppServer, available_apps, free_port, launcher
+from serve.processes import AppServer, available_apps, free_port, launcher
 
 # The routes a learner can race: what each racer sends.
 ROUTES = {

@@ -23,8 +23,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from loadtests.checker import Anomaly, Verdict
-from loadtests.history import UNKNOWN, Event
+from loadtests.judge.history import UNKNOWN, Event
+from loadtests.judge.verdict import Anomaly, Verdict
 
 LIMIT = 10_000  # operations drawn at most; Jepsen's timeline stops there too
 HERE = Path(__file__).parent
@@ -110,7 +110,8 @@ def windows(total: int, witnesses: list[list[int]], limit: int) -> list[int]:
 
 
 def fault_bands(faults: Iterable[Any]) -> list[dict[str, Any]]:
-    """Fault records (loadtests.inject.Fault, or dicts of its fields): name, at, seconds, detail."""
+    """Fault records (loadtests/faults/inject.py Fault, or dicts of its fields):
+    name, at, seconds, detail."""
     bands = []
     for fault in faults:
         fields = fault if isinstance(fault, dict) else vars(fault)
