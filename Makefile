@@ -72,7 +72,7 @@ faults: $(STAMP) ## Kill and pause stores and workers under load, with and witho
 
 RACE_PORT ?= 8090
 race: $(STAMP) ## Race the apps yourself: a page on http://127.0.0.1:8090 (RACE_PORT) sends N requests at once
-	$(BIN)/python -m loadtests.timeline.race --port $(RACE_PORT)
+	$(BIN)/python -m loadtests.runs.race --port $(RACE_PORT)
 
 INSTANCES ?= 3
 scale-out: $(STAMP) ## APP on INSTANCES instances sharing one store, hammered across them
@@ -157,6 +157,7 @@ docs-screenshots: $(STAMP) ## Screenshot Locust's web UI during real runs (headl
 
 docs-witnesses: $(STAMP) ## Picture the canonical witnesses: timelines of real runs (headless Chromium)
 	$(BIN)/python -m docs.tools.witnesses
+	$(BIN)/python -m docs.tools.blocks
 
 # Exercises (exercises/): fix a small broken app yourself, graded by the
 # own-app check under the shapes its spec names. EX= a number or a name

@@ -40,7 +40,7 @@ def race_page(tmp_path_factory):
     port = free_port()
     var = tmp_path_factory.mktemp("race") / "var"
     process = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.timeline.race", "broken_global", "fixed_db",
+        [sys.executable, "-m", "loadtests.runs.race", "broken_global", "fixed_db",
          "--port", str(port)],
         cwd=REPO_ROOT, env={**os.environ, "VAR_DIR": str(var)},
         stdout=subprocess.PIPE, text=True,

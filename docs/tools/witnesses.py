@@ -176,10 +176,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     take_all()
-    from docs.tools import blocks
-
-    written = blocks.write_all()
-    print(f"manifest: {MANIFEST.relative_to(REPO_ROOT)}; pages rewritten: {written}")
+    print(f"manifest: {MANIFEST.relative_to(REPO_ROOT)} (then make docs-blocks)")
     return 0
 
 

@@ -7,8 +7,8 @@ and all released by one barrier (a browser would queue them behind its six
 connections per host). It answers with each request's answer, the checker's
 verdict on that race and its timeline (render.py), which the page shows.
 
-    python -m loadtests.timeline.race                 # every app, page on :8090
-    python -m loadtests.timeline.race broken_global --port 8091
+    python -m loadtests.runs.race                 # every app, page on :8090
+    python -m loadtests.runs.race broken_global --port 8091
 
 The apps run under the shared gunicorn config, each in a data folder of its
 own deleted on exit; Ctrl-C stops every server it started, by PID.
@@ -138,7 +138,7 @@ class Handler(BaseHTTPRequestHandler):
 @launcher
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m loadtests.timeline.race", description=__doc__.split("\n")[0]
+        prog="python -m loadtests.runs.race", description=__doc__.split("\n")[0]
     )
     parser.add_argument("apps", nargs="*", metavar="APP", help=" | ".join(APPS) + " (default: all)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="the page's port")
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := [a for a in apps if a not in available_apps()]:
         parser.error(f"no such app in this checkout: {unknown[0]}")
     if not port_is_free(args.port):
-        elsewhere = f"choose another: python -m loadtests.timeline.race --port {free_port()}"
+        elsewhere = f"choose another: python -m loadtests.runs.race --port {free_port()}"
         raise RuntimeError(port_in_use_message(args.port, "the race page", elsewhere))
     with ExitStack() as running:
         page = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
