@@ -37,7 +37,7 @@ export REQUIREMENTS := import tomllib; p = tomllib.load(open("pyproject.toml", "
   print(*p["dependencies"], *p["optional-dependencies"]["dev"], sep="\n")
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo compare matrix bench faults scale-out run run-broken run-fixed test examples lint format clean
+.PHONY: help venv demo compare matrix bench faults race scale-out run run-broken run-fixed test examples lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,6 +69,10 @@ bench: $(STAMP) ## Each app's main write vs. its own /healthz ceiling (req/s, p5
 
 faults: $(STAMP) ## Kill and pause stores and workers under load, with and without Idempotency-Keys (DB=postgres: PostgreSQL too)
 	$(BIN)/python -m loadtests.faults.run
+
+RACE_PORT ?= 8090
+race: $(STAMP) ## Race the apps yourself: a page on http://127.0.0.1:8090 (RACE_PORT) sends N requests at once
+	$(BIN)/python -m loadtests.runs.race --port $(RACE_PORT)
 
 INSTANCES ?= 3
 scale-out: $(STAMP) ## APP on INSTANCES instances sharing one store, hammered across them
@@ -128,7 +132,7 @@ soak: $(STAMP) ## Headless Locust on SOAK_APPS for SOAK_MINUTES (10), Locust's m
 
 # The walkthrough under docs/: a MkDocs site. Code, diffs, results and
 # screenshots in its pages are generated (docs/tools/), never pasted.
-.PHONY: docs docs-build docs-blocks docs-results docs-screenshots
+.PHONY: docs docs-build docs-blocks docs-results docs-screenshots docs-witnesses
 
 docs: $(STAMP) ## Serve the walkthrough on http://127.0.0.1:8000 (MkDocs, live reload; DOCS_PORT)
 	@$(BIN)/python -c 'import sys; from serve.pids import port_is_free; \
@@ -149,6 +153,10 @@ docs-results: $(STAMP) ## Run compare, matrix and bench for real, then regenerat
 
 docs-screenshots: $(STAMP) ## Screenshot Locust's web UI during real runs (headless Chromium)
 	$(BIN)/python -m docs.tools.screenshots
+	$(BIN)/python -m docs.tools.blocks
+
+docs-witnesses: $(STAMP) ## Picture the canonical witnesses: timelines of real runs (headless Chromium)
+	$(BIN)/python -m docs.tools.witnesses
 	$(BIN)/python -m docs.tools.blocks
 
 # Exercises (exercises/): fix a small broken app yourself, graded by the

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from docs.tools import DOCS_DIR, blocks, links, results, screenshots, sources
+from docs.tools import DOCS_DIR, blocks, links, results, screenshots, sources, witnesses
 from examples import EXAMPLES
 from plumbing.config import REPO_ROOT
 from serve.pids import free_port, stop_process
@@ -204,6 +204,20 @@ def test_the_screenshots_are_dated_real_pictures_and_shown():
         assert shot["taken"][:10] in shot["file"]  # the date it was taken, in its name
         assert f"(images/{shot['file']})" in shown
         assert f"taken {shot['taken'][:10]}" in shown
+
+
+def test_the_witness_pictures_are_dated_real_pictures_of_real_runs_and_shown():
+    manifest = json.loads(witnesses.MANIFEST.read_text())
+    assert [shot["key"] for shot in manifest["shots"]] == list(witnesses.PICTURES)
+    for shot in manifest["shots"]:
+        picture = witnesses.IMAGES_DIR / shot["file"]
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", shot["file"]
+        assert shot["taken"][:10] in shot["file"]  # the date it was taken, in its name
+        assert shot["run"].startswith("python -m loadtests."), shot  # which run made it
+        for page in witnesses.SHOWN_IN[shot["key"]]:
+            shown = (REPO_ROOT / page).read_text()
+            assert f"<!-- generated: witness {shot['key']} -->" in shown, page
+            assert shot["file"] in shown and f"`{shot['run']}`" in shown, page
 
 
 def test_make_docs_serves_the_site_on_loopback():

@@ -259,6 +259,9 @@ def test_web_ui_tab_counts_live_resets_and_ctrl_c_stops_everything(isolated_var_
         assert "when the test stops" in rows["final read wrong"]["example"]
         live = requests.get(ui + "/correctness", timeout=10).json()
         assert (live["status"], live["rows"][0]["anomaly"]) == ("lesson", "verdict")
+        link = next(t["href"] for t in live["timelines"] if t["kind"] == "lost update")
+        drawn = requests.get(ui + link.partition("#")[0], timeout=10).text
+        assert '"kind":"lost update"' in drawn and "increment → " in drawn  # its witness, drawn
 
         chart = requests.get(ui + "/correctness/chart.svg", timeout=10)
         assert chart.headers["Content-Type"].startswith("image/svg+xml")

@@ -15,6 +15,7 @@ Kinds:
     results KEY            a table, chart or summary of the last results run
                            (docs/tools/results.py)
     screenshots KEY        the Locust web UI screenshots (docs/tools/screenshots.py)
+    witness KEY            a witness's timeline from a real run (docs/tools/witnesses.py)
 
 The blocks are written into the Markdown, so the pages read the same on a
 code host as on the site, and they are written only by this module:
@@ -31,7 +32,7 @@ import re
 import sys
 from pathlib import Path
 
-from docs.tools import DOCS_DIR, REPO_ROOT, results, screenshots, sources
+from docs.tools import DOCS_DIR, REPO_ROOT, results, screenshots, sources, witnesses
 
 BLOCK = re.compile(
     r"(?P<open><!-- generated: (?P<spec>[^\n]*?) -->\n)"
@@ -71,6 +72,8 @@ def render(spec: str, page: str) -> str:
         return results.render(args[0], page)
     if kind == "screenshots" and len(args) == 1:
         return screenshots.render(args[0], page)
+    if kind == "witness" and len(args) == 1:
+        return witnesses.render(args[0], page)
     raise ValueError(f"unknown generated block {spec!r} in {page}")
 
 

@@ -38,6 +38,7 @@ from loadtests.judge.checker import check, unexpected
 from loadtests.judge.history import Event
 from loadtests.judge.verdict import KIND, Verdict
 from loadtests.runs import report
+from loadtests.timeline import write_timeline
 from plumbing.config import var_dir
 from registry import APPS
 from serve.processes import AppServer, available_apps, free_port, launcher
@@ -248,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"not a fixed app in this checkout: {unknown[0]}")
 
     judged: list[tuple[Run, Verdict]] = []
+    timelines: list[Path] = []
     payload: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "runs": []}
     for app in apps:
         for keys in (True, False):
@@ -258,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
             for fault in run.faults:
                 print(f"  {fault}", flush=True)
             judged.append((run, verdict))
+            name = f"timeline-faults-{app}-keys-{'on' if keys else 'off'}.html"
+            title = f"{run.label}, keys {'on' if keys else 'off'}, with faults"
+            timelines.append(
+                write_timeline(args.out / name, title, run.history, verdict, run.faults, run.origin)
+            )
             payload["runs"].append(
                 {
                     "summary": run.row(verdict),
@@ -282,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     written = [
         report.write_json(args.out / "faults.json", payload),
         report.write_csv(args.out / "faults.csv", rows),
+        *timelines,
     ]
     print("\nresults: " + ", ".join(str(path) for path in written), flush=True)
     problems = [line for line in lines if line.startswith("UNEXPECTED")]

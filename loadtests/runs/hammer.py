@@ -31,6 +31,7 @@ from loadtests.judge.checker import check, unexpected
 from loadtests.judge.history import Event
 from loadtests.judge.verdict import SCOPES, Verdict
 from loadtests.runs import report
+from loadtests.timeline import write_timeline
 from plumbing.config import var_dir
 from registry import APPS
 from serve.processes import (
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def hammer_all(apps: list[str], args: argparse.Namespace) -> int:
-    rows, problems, histories = [], [], {}
+    rows, problems, histories, timelines = [], [], {}, []
     payload = {"started": datetime.now(UTC).isoformat(), "apps": {}}
     for app in apps:
         where = f" on {args.instances} instances" if args.instances > 1 else ""
@@ -240,10 +241,11 @@ def hammer_all(apps: list[str], args: argparse.Namespace) -> int:
         histories[app] = history
         print(report.format_witnesses(label, verdict, history))
         payload["apps"][app] = {"summary": rows[-1], "history": [e.to_dict() for e in history]}
+        timelines.append(write_timeline(args.out / f"timeline-{app}.html", label, history, verdict))
 
     print()
     print(report.format_table(report.labelled(rows)))
-    written = [report.write_json(args.out / "hammer.json", payload)]
+    written = [report.write_json(args.out / "hammer.json", payload), *timelines]
     if args.charts:
         written += [
             report.write_csv(args.out / "compare.csv", rows),

@@ -4,6 +4,8 @@
   extended_tables, extended_csv_files): its rows ride on the statistics the
   UI polls every 2 s. A small script (correctness_tab.js) puts the verdict
   above them in its colour, and the chart of anomalies over time.
+- /correctness/timeline: the witnesses found so far, drawn (loadtests/timeline/),
+  one link per witness in the tab.
 - /correctness (JSON), /correctness/csv, /correctness/history.csv and
   /correctness/chart.svg.
 - Locust's HTML report (Download Report, or --html): a section with the
@@ -23,6 +25,7 @@ from locust.env import Environment
 from loadtests.swarm.correctness_chart import chart_svg
 from loadtests.swarm.correctness_tab import COLUMNS, rows, series_csv, status, to_csv
 from loadtests.swarm.relay import RUN
+from loadtests.timeline import render as timeline
 
 SCRIPT = Path(__file__).with_name("correctness_tab.js")
 COLOURS = {"ok": "#2e7d32", "lesson": "#b26a00", "unexpected": "#c62828", "none": "#616161"}
@@ -111,7 +114,18 @@ def add_correctness_tab(environment: Environment) -> None:
         state, words = status(verdict)
         answer: dict[str, Any] = {"app": RUN.app, "status": state, "verdict": words}
         answer |= {"colour": COLOURS[state], "counts": verdict.counts()}
+        answer["timelines"] = [
+            {"kind": a.kind, "href": f"{base}/correctness/timeline#anomaly-{n}"}
+            for n, a in enumerate(verdict.examples)
+        ]
         return jsonify(answer | {"sources": RUN.tally.sources, "rows": rows(verdict)})
+
+    @web_ui.app.route(f"{base}/correctness/timeline")
+    def correctness_timeline() -> Response:
+        verdict = RUN.tally.verdict()
+        witnesses = list({id(e): e for a in verdict.examples for e in a.witness}.values())
+        title = f"{RUN.served_app}: the witnesses found so far"
+        return Response(timeline(title, witnesses, verdict), mimetype="text/html")
 
     @web_ui.app.route(f"{base}/correctness/csv")
     def correctness_csv() -> Response:
