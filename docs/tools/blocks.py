@@ -16,6 +16,8 @@ Kinds:
                            (docs/tools/results.py)
     screenshots KEY        the Locust web UI screenshots (docs/tools/screenshots.py)
     witness KEY            a witness's timeline from a real run (docs/tools/witnesses.py)
+    versions NAME...       the named packages' versions in requirements.lock
+                           (docs/tools/lock.py)
 
 The blocks are written into the Markdown, so the pages read the same on a
 code host as on the site, and they are written only by this module:
@@ -32,7 +34,7 @@ import re
 import sys
 from pathlib import Path
 
-from docs.tools import DOCS_DIR, REPO_ROOT, results, screenshots, sources, witnesses
+from docs.tools import DOCS_DIR, REPO_ROOT, kept, lock, results, screenshots, sources, witnesses
 
 BLOCK = re.compile(
     r"(?P<open><!-- generated: (?P<spec>[^\n]*?) -->\n)"
@@ -68,12 +70,16 @@ def render(spec: str, page: str) -> str:
             f"{code}\n\n<small>`diff -u` [`{old}`]({link_to(old, page)}) "
             f"[`{new}`]({link_to(new, page)}), module docstrings left out.</small>\n"
         )
+    if kind == "results" and len(args) == 1 and args[0].startswith("kept-"):
+        return kept.render(args[0].removeprefix("kept-"))
     if kind == "results" and len(args) == 1:
         return results.render(args[0], page)
     if kind == "screenshots" and len(args) == 1:
         return screenshots.render(args[0], page)
     if kind == "witness" and len(args) == 1:
         return witnesses.render(args[0], page)
+    if kind == "versions" and args:
+        return lock.render(args)
     raise ValueError(f"unknown generated block {spec!r} in {page}")
 
 
@@ -88,9 +94,11 @@ def refresh(markdown: str, page: str) -> str:
 
 
 def pages() -> list[Path]:
-    """The walkthrough's pages, and the README, whose sample run is generated too."""
+    """The walkthrough's pages, the README and each folder's README, whose
+    versions, sample runs and kept results are generated too."""
     walkthrough = (path for path in DOCS_DIR.rglob("*.md") if "tools" not in path.parts)
-    return [*sorted(walkthrough), REPO_ROOT / "README.md"]
+    folders = (path for path in REPO_ROOT.glob("*/README.md") if path.parent != DOCS_DIR)
+    return [*sorted(walkthrough), REPO_ROOT / "README.md", *sorted(folders)]
 
 
 def page_name(path: Path) -> str:

@@ -14,6 +14,9 @@ waits for a 200 on each. "unknown" and "not applied" are the outcome of a
 503's JSON body (plumbing/idempotency.py). Bounded: --seconds of stall,
 MAX_REQUESTS_PER_CONNECTION, REQUEST_TIMEOUT_SECONDS, RECOVERY_SECONDS.
 Exit status 1 if the app did not recover.
+
+What it printed in a kept run is in docs/results/kept/ (stall-cache.txt,
+stall-postgres.txt: `python -m docs.tools.kept stall-cache` runs it again).
 """
 
 import argparse
