@@ -37,7 +37,7 @@ export REQUIREMENTS := import tomllib; p = tomllib.load(open("pyproject.toml", "
   print(*p["dependencies"], *p["optional-dependencies"]["dev"], sep="\n")
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo compare matrix bench faults scale-out run run-broken run-fixed test examples lint format clean
+.PHONY: help venv check-app demo compare matrix bench faults scale-out run run-broken run-fixed test examples lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -149,3 +149,9 @@ docs-results: $(STAMP) ## Run compare, matrix and bench for real, then regenerat
 
 docs-screenshots: $(STAMP) ## Screenshot Locust's web UI during real runs (headless Chromium)
 	$(BIN)/python -m docs.tools.screenshots
+
+TARGET ?=
+SPEC   ?=
+CHDIR  ?= .
+check-app: $(STAMP) ## Check your own app from a spec: make check-app TARGET=shop:create_app SPEC=shop.toml [CHDIR=dir]
+	$(BIN)/python -m loadtests.check $(TARGET) --spec $(SPEC) --chdir $(CHDIR)

@@ -40,7 +40,10 @@ class Cell:
     def text(self) -> str:
         if self.skipped:
             return "skipped"
-        return self.verdict.summary() if self.failed else "ok"
+        if not self.failed:
+            return "ok"
+        first, *more = self.verdict.summary().split(", ")
+        return f"FAIL {first}" + (f" +{len(more)} more" if more else "")
 
 
 @dataclass

@@ -72,4 +72,12 @@ def create_app() -> WorkerHeader:
     return WorkerHeader(load(target))
 
 
+def for_flask_run() -> Any:
+    """For `flask run`, which serves only a Flask app: the user's own, its
+    wsgi_app wrapped in the same middleware."""
+    found = load(os.environ[TARGET_SETTING])
+    found.wsgi_app = WorkerHeader(found.wsgi_app)
+    return found
+
+
 app = create_app() if os.environ.get(TARGET_SETTING) else None
