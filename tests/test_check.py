@@ -1,0 +1,193 @@
+"""python -m loadtests.check: the spec's errors with their lines, each model's
+broken and fixed case on the small shop (examples/shop), the restart and the
+two instances, the four apps' contract, JUnit output and the Python function.
+
+The servers are shared per module: one check of the broken shop and one of
+the fixed shop, each under gthread, restart and two-instances."""
+
+import json
+import textwrap
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from loadtests.check import SpecError, check_app
+from loadtests.check.__main__ import main
+from loadtests.check.output import write_junit
+from loadtests.check.servers import SHAPES, skip_reason
+from loadtests.check.spec import load_spec
+from plumbing.config import REPO_ROOT
+
+SHOP = REPO_ROOT / "examples" / "shop"
+SPEC = SHOP / "shop.toml"
+CONTRACT = REPO_ROOT / "loadtests" / "check" / "specs" / "contract.toml"
+SHAPES_HERE = ["gthread", "restart", "two-instances"]
+MODELS = ["hits", "cart", "hello", "banner", "me"]
+
+
+@pytest.fixture(scope="module")
+def broken():
+    return check_app(None, SPEC, chdir=SHOP / "broken", shapes=SHAPES_HERE)
+
+
+@pytest.fixture(scope="module")
+def fixed():
+    return check_app(None, SPEC, chdir=SHOP / "fixed", shapes=SHAPES_HERE)
+
+
+def spec_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_of(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_unknown_model_names_its_line(tmp_path, capsys):
+    path = spec_file(
+        tmp_path,
+        """\
+        [app]
+        target = "shop:create_app"
+
+        [[countr]]
+        name = "hits"
+        """,
+    )
+    err = error_of(capsys, ["--spec", str(path)])
+    assert "line 4" in err and "unknown model [[countr]]" in err and "Traceback" not in err
+
+
+def test_missing_key_names_the_table_line(tmp_path, capsys):
+    path = spec_file(
+        tmp_path,
+        """\
+        [app]
+        target = "shop:create_app"
+
+        [[counter]]
+        name = "hits"
+        increment = "POST /hits"
+        value = "value"
+        """,
+    )
+    err = error_of(capsys, ["--spec", str(path)])
+    assert "line 4" in err and "missing the key 'read'" in err
+
+
+def test_bad_route_names_its_line(tmp_path, capsys):
+    path = spec_file(
+        tmp_path,
+        """\
+        [app]
+        target = "shop:create_app"
+        [[per_request]]
+        name = "hello"
+        expect = "{token}"
+        request = "FETCH hello"
+        """,
+    )
+    err = error_of(capsys, ["--spec", str(path)])
+    assert "line 6" in err and "a route is a method and a path" in err
+
+
+def test_a_route_that_404s_names_its_line(tmp_path, capsys):
+    text = SPEC.read_text().replace('read = "GET /hits"', 'read = "GET /hitz"')
+    path = tmp_path / "shop.toml"
+    path.write_text(text)
+    line = text.splitlines().index('read = "GET /hitz"') + 1
+    err = error_of(
+        capsys, ["--spec", str(path), "--chdir", str(SHOP / "fixed"), "--shapes", "gthread"]
+    )
+    assert f"line {line}" in err and "404" in err and "Traceback" not in err
+
+
+def test_a_value_path_not_in_the_answer_names_its_line(tmp_path):
+    text = SPEC.read_text().replace('value = "text"', 'value = "banner.text"')
+    path = tmp_path / "shop.toml"
+    path.write_text(text)
+    line = text.splitlines().index('value = "banner.text"') + 1
+    with pytest.raises(SpecError, match=rf"line {line} .*'banner.text' is not in the answer"):
+        check_app(None, path, chdir=SHOP / "fixed", shapes=["gthread"], models=["banner"])
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("shape", SHAPES_HERE)
+def test_the_broken_shop_fails_where_it_breaks(broken, model, shape):
+    cell = broken.cell(model, shape)
+    assert cell.failed, f"{model} [{shape}]: {cell.text()}"
+    assert cell.verdict.examples and all(a.witness for a in cell.verdict.examples)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("shape", SHAPES_HERE)
+def test_the_fixed_shop_passes(fixed, model, shape):
+    cell = fixed.cell(model, shape)
+    assert not cell.failed, cell.verdict.summary()
+    assert cell.verdict.operations > 20
+
+
+def test_the_witnesses_use_the_demo_words(broken):
+    kinds = {a.kind for c in broken.failed for a in c.verdict.examples}
+    assert {"lost update", "divergence", "lost visit", "request leak", "stale read"} <= kinds
+    assert "lost identity" in kinds
+
+
+def test_junit_has_a_failed_testcase_per_failed_cell(broken, tmp_path):
+    root = ElementTree.parse(write_junit(broken, tmp_path / "check.xml")).getroot()
+    cases = {case.get("name"): case for case in root.iter("testcase")}
+    assert len(cases) == len(MODELS) * len(SHAPES_HERE)
+    assert cases["hits [gthread]"].find("failure") is not None
+    assert "lost update" in cases["hits [gthread]"].find("failure").text
+
+
+def test_junit_passes_the_fixed_app(fixed, tmp_path):
+    root = ElementTree.parse(write_junit(fixed, tmp_path / "check.xml")).getroot()
+    assert root.get("failures") == "0" and not list(root.iter("failure"))
+
+
+def test_every_shape_runs_here_or_says_why():
+    for shape in SHAPES:
+        reason = skip_reason(shape)
+        assert reason is None or reason.strip()
+
+
+def test_the_contract_spec_finds_in_broken_global_what_the_demo_finds():
+    result = check_app(
+        "broken_global.app:create_app", CONTRACT, chdir=REPO_ROOT, shapes=["gthread"]
+    )
+    assert result.cell("counter", "gthread").verdict.counts.get("lost_updates")
+    assert result.cell("visits", "gthread").failed
+    assert result.cell("greet", "gthread").verdict.counts.get("request_leaks")
+
+
+def test_the_contract_spec_passes_fixed_db():
+    result = check_app("fixed_db.app:create_app", CONTRACT, chdir=REPO_ROOT, shapes=["gthread"])
+    assert result.ok, [c.text() for c in result.cells]
+
+
+def test_cli_json_and_exit_code(tmp_path, capsys):
+    out = tmp_path / "check.json"
+    argv = ["--spec", str(SPEC), "--chdir", str(SHOP / "fixed"), "--shapes", "sync,flask"]
+    assert main([*argv, "--json", str(out), "--replay-file", str(tmp_path / "r.json")]) == 0
+    payload = json.loads(out.read_text())
+    assert {c["verdict"] for c in payload["cells"]} == {"ok"}
+    assert "no anomaly found" in capsys.readouterr().out
+
+
+def test_a_spec_parses_with_each_models_lines():
+    spec = load_spec(SPEC)
+    assert [m.kind for m in spec.models] == [
+        "counter",
+        "per_user_list",
+        "per_request",
+        "shared_value",
+        "login",
+    ]
+    lines = SPEC.read_text().splitlines()
+    hits = spec.models[0]
+    assert lines[hits.routes["increment"].line - 1] == 'increment = "POST /hits"'
