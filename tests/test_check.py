@@ -18,6 +18,7 @@ from loadtests.check.output import write_junit
 from loadtests.check.servers import SHAPES, skip_reason
 from loadtests.check.spec import load_spec
 from plumbing.config import REPO_ROOT
+from serve.valkey import EmbeddedValkey
 
 SHOP = REPO_ROOT / "examples" / "shop"
 SPEC = SHOP / "shop.toml"
@@ -191,3 +192,49 @@ def test_a_spec_parses_with_each_models_lines():
     lines = SPEC.read_text().splitlines()
     hits = spec.models[0]
     assert lines[hits.routes["increment"].line - 1] == 'increment = "POST /hits"'
+
+
+def test_the_contract_spec_shows_fixed_sessions_tabs_and_nothing_else():
+    result = check_app(
+        "fixed_session.app:create_app", CONTRACT, chdir=REPO_ROOT, shapes=["gthread"]
+    )
+    visits = result.cell("visits", "gthread").verdict.counts
+    assert visits.get("tabs_lost", 0) > 0 and set(visits) == {"tabs_lost"}
+    assert result.cell("counter", "gthread").text() == "n/a (501)"
+    assert not result.cell("greet", "gthread").failed
+
+
+def test_the_contract_spec_passes_fixed_cache(tmp_path):
+    with EmbeddedValkey(tmp_path / "valkey") as valkey:
+        spec = tmp_path / "contract.toml"
+        spec.write_text(
+            CONTRACT.read_text().replace(
+                'env = { VAR_DIR = "{data}" }',
+                f'env = {{ VAR_DIR = "{{data}}", REDIS_URL = "{valkey.url}" }}',
+            )
+        )
+        result = check_app("fixed_cache.app:create_app", spec, chdir=REPO_ROOT, shapes=["gthread"])
+    assert result.ok, [c.text() for c in result.cells]
+
+
+def test_an_app_that_does_not_import_is_exit_2_with_its_error(capsys):
+    argv = ["nowhere:create_app", "--spec", str(SPEC), "--chdir", str(SHOP / "fixed")]
+    err = error_of(capsys, [*argv, "--shapes", "gthread"])
+    assert "did not start" in err and "ModuleNotFoundError" in err and "Traceback" not in err[:80]
+
+
+def test_replay_runs_the_failed_cells_again(tmp_path, capsys):
+    replay = tmp_path / "replay.json"
+    failed = [["hello", "gthread"]]
+    for folder, word in (("broken", "still fails, 3 of 3"), ("fixed", "passes now, 0 of 3")):
+        saved = {"target": "shop:create_app", "spec": str(SPEC), "failed": failed}
+        replay.write_text(json.dumps({**saved, "chdir": str(SHOP / folder)}))
+        assert main(["--replay", str(replay)]) == (1 if folder == "broken" else 0)
+        assert f"hello [gthread]: {word} runs failed" in capsys.readouterr().out
+
+
+def test_html_says_when_the_timeline_is_not_there(fixed, tmp_path):
+    from loadtests.check.output import write_html
+
+    path, why = write_html(fixed, tmp_path / "check.html")
+    assert (path is None and "not available yet" in why) or path.exists()

@@ -18,7 +18,7 @@ from loadtests.check.spec import SpecError, load_spec
 from plumbing.config import var_dir
 from serve.processes import launch_failed, launcher
 
-REPEATS = 5
+REPEATS = 3
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -87,26 +87,29 @@ def replay(path: Path) -> int:
     """Each failed cell again, REPEATS times: does it still fail, and how often?"""
     try:
         saved = json.loads(path.read_text())
-        failed = [tuple(pair) for pair in saved["failed"]]
+        failed = [(str(model), str(shape)) for model, shape in saved["failed"]]
         spec = load_spec(Path(saved["spec"]), saved["target"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SpecError(f"{path} is not a replay file a check wrote: {error}") from None
     if not failed:
         print(f"{path}: no failed cell to replay")
         return 0
-    still = 0
+    by_shape: dict[str, list[str]] = {}
     for model, shape in failed:
-        fails = 0
+        by_shape.setdefault(shape, []).append(model)
+    fails = dict.fromkeys(failed, 0)
+    for shape, models in by_shape.items():  # one server per run, all its failed models
         for n in range(1, REPEATS + 1):
-            progress_line(f"replaying {model} [{shape}]: run {n}/{REPEATS}")
-            result = run_check(spec, saved["target"], Path(saved["chdir"]), [shape], [model])
-            fails += not result.ok
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
-        word = "still fails" if fails else "passes now"
-        print(f"{model} [{shape}]: {word}, {fails} of {REPEATS} runs failed")
-        still += bool(fails)
-    return 1 if still else 0
+            progress_line(f"replaying {', '.join(models)} [{shape}]: run {n}/{REPEATS}")
+            result = run_check(spec, saved["target"], Path(saved["chdir"]), [shape], models)
+            for cell in result.failed:
+                fails[(cell.model, shape)] += 1
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    for (model, shape), n in fails.items():
+        word = "still fails" if n else "passes now"
+        print(f"{model} [{shape}]: {word}, {n} of {REPEATS} runs failed")
+    return 1 if any(fails.values()) else 0
 
 
 if __name__ == "__main__":

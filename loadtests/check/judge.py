@@ -50,6 +50,7 @@ class ModelVerdict:
     operations: int = 0
     workers: int = 0
     counts: dict[str, int] = field(default_factory=dict)  # TITLES' fields with a count
+    not_served: bool = False  # the app answered 501 to all of it: not its job
     examples: list[Anomaly] = field(default_factory=list)
 
     @property
@@ -68,6 +69,9 @@ class ModelVerdict:
 
 def judge(kind: str, history: list[Event], tokens: Tokens) -> ModelVerdict:
     verdict = ModelVerdict(len(history), len({e.pid for e in history if e.worker}))
+    verdict.not_served = not any(e.ok for e in history) and any(
+        e.status == NOT_SERVED for e in history
+    )
     failed = [e for e in history if failed_request(e)]
     if failed:
         first = failed[0]

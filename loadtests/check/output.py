@@ -63,7 +63,7 @@ def cell_payload(cell: Cell) -> dict:
     origin = min((e.start for e in cell.history), default=0.0)
     return {
         **payload,
-        "verdict": "failed" if cell.failed else "ok",
+        "verdict": "failed" if cell.failed else "n/a" if cell.verdict.not_served else "ok",
         "operations": cell.verdict.operations,
         "workers": cell.verdict.workers,
         "anomalies": cell.verdict.counts,

@@ -41,7 +41,7 @@ class Cell:
         if self.skipped:
             return "skipped"
         if not self.failed:
-            return "ok"
+            return "n/a (501)" if self.verdict.not_served else "ok"
         first, *more = self.verdict.summary().split(", ")
         return f"FAIL {first}" + (f" +{len(more)} more" if more else "")
 
