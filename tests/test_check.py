@@ -132,6 +132,12 @@ def test_the_fixed_shop_passes(fixed, model, shape):
     assert cell.verdict.operations > 20
 
 
+def test_shop_as_a_users_own_test_would_check_it():
+    """The example of docs/check-your-own-app.md: a user's pytest calls the check."""
+    result = check_app("shop:create_app", SPEC, chdir=SHOP / "fixed", shapes=["gthread"])
+    assert result.ok, result.report()
+
+
 def test_the_witnesses_use_the_demo_words(broken):
     kinds = {a.kind for c in broken.failed for a in c.verdict.examples}
     assert {"lost update", "divergence", "lost visit", "request leak", "stale read"} <= kinds
@@ -238,3 +244,34 @@ def test_html_says_when_the_timeline_is_not_there(fixed, tmp_path):
 
     path, why = write_html(fixed, tmp_path / "check.html")
     assert (path is None and "not available yet" in why) or path.exists()
+
+
+SPECS = REPO_ROOT / "loadtests" / "check" / "specs"
+
+
+@pytest.mark.parametrize(
+    ("target", "failed"),
+    [
+        ("examples.half_fix_secret_per_worker:app", True),  # a key made at import
+        ("examples.preload_secret_until_restart:create_app", False),  # from the environment
+    ],
+)
+def test_the_secret_key_example_is_caught_by_a_restart(target, failed):
+    result = check_app(target, SPECS / "secret_key.toml", chdir=REPO_ROOT, shapes=["restart"])
+    cell = result.cell("me", "restart")
+    assert cell.failed == failed, cell.text()
+    if failed:
+        assert "identities_lost" in cell.verdict.counts
+
+
+def test_the_admin_change_example_diverges_and_its_fix_does_not(tmp_path):
+    spec = SPECS / "admin_change.toml"
+    broken = check_app("examples.admin_change_reaches_one_worker:app", spec, chdir=REPO_ROOT,
+                       shapes=["gthread"])  # fmt: skip
+    assert broken.cell("counter", "gthread").verdict.counts.get("divergence")
+    with EmbeddedValkey(tmp_path / "valkey") as valkey:
+        shared = tmp_path / "admin_change.toml"
+        shared.write_text(f'[app]\nenv = {{ REDIS_URL = "{valkey.url}" }}\n' + spec.read_text())
+        fixed = check_app("examples.admin_change_reaches_one_worker:create_shared_app", shared,
+                          chdir=REPO_ROOT, shapes=["gthread"])  # fmt: skip
+    assert fixed.ok, fixed.report()

@@ -142,7 +142,9 @@ class User:
             connection.close()
 
 
-def first_check(model: Model, key: str, event: Event, answer: Any, path: str | None) -> None:
+def first_check(
+    model: Model, key: str, event: Event, answer: Any, path: str | None, path_key: str = ""
+) -> None:
     """At a model's first request: a 404, or no value at the spec's path, is the spec's fault."""
     route = model.routes[key]
     if event.status == 404:
@@ -160,10 +162,8 @@ def first_check(model: Model, key: str, event: Event, answer: Any, path: str | N
         )
     if path is not None and event.ok and at_path(answer, path) is MISSING:
         shown = json.dumps(answer)[:200] if not isinstance(answer, str) else answer[:200]
-        raise model.error(
-            "value" if "value" in model.keys else "items",
-            f"{path!r} is not in the answer to {route}: {shown}",
-        )
+        path_key = path_key or ("value" if "value" in model.keys else "items")
+        raise model.error(path_key, f"{path!r} is not in the answer to {route}: {shown}")
 
 
 def together(users: list[User], work: Callable[[int, User], None]) -> None:

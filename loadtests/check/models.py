@@ -43,7 +43,7 @@ class Driver:
         return range(self.ops) if self.in_time() else range(0)
 
     def send(self, user: User, key: str, op: str, token: str | None = None, path: str | None = None,
-             first: bool = False) -> Event:  # fmt: skip
+             first: bool = False, path_key: str = "") -> Event:  # fmt: skip
         route = self.model.routes[key]
         body = self.model.body if route.method != "GET" else None
 
@@ -55,7 +55,7 @@ class Driver:
 
         event, answer = user.send(op, route, token, body, pick)
         if first:
-            first_check(self.model, key, event, answer, path)
+            first_check(self.model, key, event, answer, path, path_key)
         return event
 
     def first(self) -> None:
@@ -73,15 +73,21 @@ class Driver:
 
 
 class Counter(Driver):
+    def read(self, user: User, op: str = "read", first: bool = False) -> Event:
+        path_key = "read_value" if "read_value" in self.model.keys else "value"
+        path = self.model.keys[path_key]
+        return self.send(user, "read", op, path=path, first=first, path_key=path_key)
+
     def first(self) -> None:
         value = self.model.keys["value"]
         head = self.users[0]
-        if "reset" in self.model.routes:
-            self.send(head, "reset", "reset", path=value, first=True)
+        if "reset" in self.model.routes:  # its answer may or may not hold the value
+            reset = self.send(head, "reset", "reset", path=value)
+            first_check(self.model, "reset", reset, reset.value, None)
         else:  # the start value, read first: the count's start, as a reset's answer is
-            self.send(head, "read", "reset", path=value, first=True)
+            self.read(head, "reset", first=True)
         for user in self.users:
-            self.send(user, "read", "read", path=value, first=True)
+            self.read(user, first=True)
         self.send(head, "increment", "increment", path=value, first=True)
 
     def burst(self) -> None:
@@ -90,8 +96,7 @@ class Counter(Driver):
                                            for _ in self.repeat()])  # fmt: skip
 
     def last(self) -> None:
-        value = self.model.keys["value"]
-        together(self.users, lambda i, u: self.send(u, "read", "read", path=value))
+        together(self.users, lambda i, u: self.read(u))
 
 
 class PerUserList(Driver):

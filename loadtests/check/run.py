@@ -69,6 +69,12 @@ class Result:
     def exit_code(self) -> int:
         return 1 if self.failed else 0
 
+    def report(self) -> str:
+        """The table and the witnesses, as the command line prints them."""
+        from loadtests.check.output import report  # output.py reads this module's Result
+
+        return report(self)
+
     def cell(self, model: str, shape: str) -> Cell:
         return next(c for c in self.cells if c.model == model and c.shape == shape)
 

@@ -22,7 +22,8 @@ TOKEN = "{token}"
 
 # Each model's keys: those it needs, then those it may have.
 MODELS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "counter": (("name", "increment", "read", "value"), ("reset", "body")),
+    # read_value: where the read's answer holds the number, when not at `value`
+    "counter": (("name", "increment", "read", "value"), ("reset", "body", "read_value")),
     "per_user_list": (("name", "add", "list", "items"), ("body",)),
     "per_request": (("name", "request", "expect"), ("body",)),
     "shared_value": (("name", "set", "get", "value"), ("body",)),
@@ -30,6 +31,7 @@ MODELS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 ROUTE_KEYS = {"increment", "read", "reset", "add", "list", "request", "set", "get", "login"}
 ROUTE_KEYS.add("whoami")
+STRING_KEYS = ("value", "items", "expect", "name", "read_value")
 APP_KEYS = ("target", "env", "setup", "gunicorn")
 
 
@@ -210,7 +212,9 @@ def parse_model(
     for key in table:
         if key in ROUTE_KEYS:
             model.routes[key] = parse_route(model, key, table[key])
-        elif key in ("value", "items", "expect", "name") and not isinstance(table[key], str):
+        elif key in ("value", "items", "expect", "name", "read_value") and not isinstance(
+            table[key], str
+        ):
             raise model.error(key, f"must be a string, got {table[key]!r}")
     if "body" in table and not isinstance(table["body"], dict):
         raise model.error("body", 'must be a table, the JSON body: body = { item = "{token}" }')

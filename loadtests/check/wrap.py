@@ -26,7 +26,7 @@ WORKER_PATH = "/__check__/worker"
 
 
 def worker_id() -> str:
-    return f"{os.getpid()}-{threading.get_ident()}"
+    return f"{os.getpid()}-{threading.get_native_id()}"
 
 
 def load(target: str) -> Callable:
