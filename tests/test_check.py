@@ -134,7 +134,12 @@ def test_the_fixed_shop_passes(fixed, model, shape):
 
 def test_shop_as_a_users_own_test_would_check_it():
     """The example of docs/check-your-own-app.md: a user's pytest calls the check."""
-    result = check_app("shop:create_app", SPEC, chdir=SHOP / "fixed", shapes=["gthread"])
+    result = check_app(
+        "shop:create_app",
+        REPO_ROOT / "examples/shop/shop.toml",
+        chdir=REPO_ROOT / "examples/shop/fixed",
+        shapes=["gthread"],
+    )
     assert result.ok, result.report()
 
 
