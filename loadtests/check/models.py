@@ -88,7 +88,10 @@ class Counter(Driver):
             self.read(head, "reset", first=True)
         for user in self.users:
             self.read(user, first=True)
-        self.send(head, "increment", "increment", path=value, first=True)
+        first = self.send(head, "increment", "increment", path=value, first=True)
+        if first.ok and (isinstance(first.value, bool) or not isinstance(first.value, int)):
+            raise self.model.error("value", f"the increment answered {first.value!r} there, "
+                                   "not a whole number")  # fmt: skip
 
     def burst(self) -> None:
         value = self.model.keys["value"]
