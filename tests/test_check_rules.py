@@ -4,7 +4,9 @@ the smallest that shows the anomaly, next to the same history made right."""
 
 from loadtests.check.drive import Tokens
 from loadtests.check.judge import judge
+from loadtests.check.spec import load_spec
 from loadtests.history import Event
+from plumbing.config import REPO_ROOT
 
 TOKENS = Tokens()
 A, B, C = TOKENS.new(), TOKENS.new(), TOKENS.new()
@@ -79,3 +81,18 @@ def test_a_5xx_is_a_failed_request_and_a_501_is_not_served():
     history = [event("increment", "u1", None, 0, 1, None, status=501)]
     not_served = judge("counter", history, TOKENS)
     assert not not_served.counts and not_served.not_served
+
+
+FORMAT = REPO_ROOT / "loadtests" / "check" / "specs" / "format.toml"
+
+
+def test_the_issues_spec_parses_with_every_keys_line():
+    spec = load_spec(FORMAT)
+    assert spec.app.gunicorn == ["--preload", "--max-requests", "500"]
+    assert spec.app.setup == ["python", "-m", "shop", "init-db"]
+    lines = FORMAT.read_text().splitlines()
+    for model in spec.models:
+        assert lines[model.lines[""] - 1].startswith(f"[[{model.kind}]]")
+        for key, route in model.routes.items():
+            assert lines[route.line - 1].startswith(f"{key} = "), (model.name, key)
+    assert [m.name for m in spec.models] == ["hits", "cart", "hello", "banner", "me"]

@@ -92,6 +92,20 @@ class Spec:
     models: list[Model]
 
 
+def without_comment(line: str) -> str:
+    """The line up to a # that is not inside a string."""
+    quote = ""
+    for at, char in enumerate(line):
+        if quote:
+            if char == quote and line[at - 1] != "\\":
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == "#":
+            return line[:at]
+    return line
+
+
 def line_map(text: str) -> dict[tuple[str, int, str], int]:
     """(table, index, key) -> line: the line of each table's header (key "")
     and of each top-level key in it; index counts the tables of that name,
@@ -100,7 +114,7 @@ def line_map(text: str) -> dict[tuple[str, int, str], int]:
     seen: dict[str, int] = {}
     table, index, depth = "", 0, 0
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip() if '"' not in raw else raw.strip()
+        line = without_comment(raw).strip()
         if depth == 0 and (header := re.match(r"^\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?", line)):
             table = header[1]
             index = seen.get(table, -1) + 1
