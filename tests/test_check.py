@@ -188,8 +188,9 @@ def test_the_contract_spec_finds_in_broken_global_what_the_demo_finds():
     result = check_app(
         "broken_global.app:create_app", CONTRACT, chdir=REPO_ROOT, shapes=["gthread"]
     )
-    assert result.cell("counter", "gthread").verdict.counts.get("lost_updates")
-    assert result.cell("visits", "gthread").failed
+    counter = result.cell("counter", "gthread").verdict.counts
+    assert {"lost_updates", "divergence", "final_reads_wrong"} <= set(counter)
+    assert {"visits_lost", "visits_leaked"} <= set(result.cell("visits", "gthread").verdict.counts)
     assert result.cell("greet", "gthread").verdict.counts.get("request_leaks")
 
 
