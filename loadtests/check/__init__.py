@@ -5,7 +5,7 @@
 or from a test (docs/check-your-own-app.md has the example):
 
     from loadtests.check import check_app
-    result = check_app("app:create_app", "shop.toml", chdir="examples/shop/fixed",
+    result = check_app("shop:create_app", "examples/shop/shop.toml", chdir="examples/shop/fixed",
                        shapes=["gthread"])
     assert result.ok, result.report()
 
