@@ -43,7 +43,7 @@ LOCK_COMMAND := $(BIN)/uv pip compile pyproject.toml --extra dev --universal \
   --python-version 3.11 --generate-hashes --custom-compile-command "make lock" --quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock demo compare matrix bench faults race scale-out run run-broken run-fixed test examples lint format clean
+.PHONY: help venv lock check-app demo compare matrix bench faults race scale-out run run-broken run-fixed test examples lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -173,30 +173,4 @@ docs-results: $(STAMP) ## Run compare, matrix and bench for real, then regenerat
 
 docs-screenshots: $(STAMP) ## Screenshot Locust's web UI during real runs (headless Chromium)
 	$(BIN)/python -m docs.tools.screenshots
-	$(BIN)/python -m docs.tools.blocks
-
-docs-witnesses: $(STAMP) ## Picture the canonical witnesses: timelines of real runs (headless Chromium)
-	$(BIN)/python -m docs.tools.witnesses
-	$(BIN)/python -m docs.tools.blocks
-
-# Exercises (exercises/): fix a small broken app yourself, graded by the
-# own-app check under the shapes its spec names. EX= a number or a name
-# (default: the next not solved); RESET=1 clears the progress in var/practice.json.
-EX    ?=
-RESET ?=
-.PHONY: practice grade watch hint solution
-
-practice: $(STAMP) ## The exercises, solved or not, and the next to try (RESET=1 clears progress)
-	@$(BIN)/python -m exercises practice $(if $(RESET),--reset)
-
-grade: $(STAMP) ## Grade an exercise under its server shapes: make grade EX=3
-	@$(BIN)/python -m exercises grade $(EX)
-
-watch: $(STAMP) ## Grade an exercise again on every save: make watch EX=3
-	@$(BIN)/python -m exercises watch $(EX)
-
-hint: $(STAMP) ## The next hint for what the last grade found: make hint EX=3
-	@$(BIN)/python -m exercises hint $(EX)
-
-solution: $(STAMP) ## The reference fix as a diff (make -s solution EX=3 | git apply)
-	@$(BIN)/python -m exercises solution $(EX)
+.PHONY: help venv lock check-app demo compare matrix bench faults race scale-out run run-broken run-fixed test examples lint format clean

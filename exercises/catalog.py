@@ -19,7 +19,7 @@ SOLUTIONS_DIR = EXERCISES_DIR / "solutions"
 # The exercises' shapes, in the order they are shown, and the name the
 # check's --shapes gives each one. The one place to change at a rename.
 CHECK_SHAPES = {
-    "threads": "flask-run",  # one process, a thread per request
+    "threads": "flask",  # one process, a thread per request (flask run)
     "gevent": "gevent",  # one process, many greenlets
     "processes": "sync",  # two worker processes, one request at a time each
     "restart": "restart",  # the server stopped and started again mid-run

@@ -363,7 +363,7 @@ def test_a_learners_error_is_one_paragraph_with_its_line_and_no_traceback(stage,
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="loadtests.check" tests="4">
-<testcase classname="check" name="hits [flask-run]">
+<testcase classname="check" name="hits [flask]">
 <failure message="lost update: worker 7 returned 3 twice">
 lost update: worker 7 returned 3 twice
   +0.1441s..+0.1503s  u26  increment -> 3  (7-8)

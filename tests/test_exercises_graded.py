@@ -13,11 +13,7 @@ from pathlib import Path
 import pytest
 
 from exercises.catalog import resolve
-from exercises.grading import check_is_present, grade, precheck
-
-# Lifted once the check is in the repository: from then on a missing check
-# fails these tests (grade() says it is absent), never skips them.
-needs_check = pytest.mark.skipif(not check_is_present(), reason="loadtests.check not present")
+from exercises.grading import grade, precheck
 
 # What each starting app's grade must find: the pattern its exercise teaches.
 TAUGHT = {
@@ -32,7 +28,6 @@ TAUGHT = {
 }
 
 
-@needs_check
 @pytest.mark.gunicorn
 @pytest.mark.parametrize("number", sorted(TAUGHT))
 def test_every_starting_app_fails_for_the_reason_it_teaches(number):
@@ -43,7 +38,6 @@ def test_every_starting_app_fails_for_the_reason_it_teaches(number):
     assert graded.seconds < 20  # a learner's check on 2 cores
 
 
-@needs_check
 @pytest.mark.gunicorn
 @pytest.mark.parametrize("number", sorted(TAUGHT))
 def test_every_reference_fix_passes_under_every_shape_it_names(number):
@@ -197,7 +191,6 @@ def test_each_half_fix_applies_to_its_exercise_and_imports(name, tmp_path):
     assert precheck(resolve(str(number)), half_fix(tmp_path, number, *edits)) == ""
 
 
-@needs_check
 @pytest.mark.gunicorn
 @pytest.mark.parametrize("name", HALF_FIXES)
 def test_each_half_fix_applied_to_an_exercise_gets_its_own_hint(name, tmp_path):

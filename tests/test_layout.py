@@ -22,20 +22,21 @@ PROCESS_OR_NETWORK = {"os", "subprocess", "multiprocessing", "concurrent", "pty"
 PROCESS_OR_NETWORK |= {"socket", "http", "urllib", "selectors", "asyncio"}
 # What each folder of the harness may import, besides the standard library
 # and third-party libraries (loadtests/README.md, the floor plan).
-HARNESS = ("judge", "clients", "runs", "faults", "swarm", "timeline")
+HARNESS = ("judge", "clients", "runs", "faults", "swarm", "timeline", "check")
 MAY_IMPORT = {
     "judge": {"loadtests.judge"},
     "timeline": {"loadtests.judge", "loadtests.timeline"},
+    "check": {"loadtests.judge", "loadtests.clients", "loadtests.runs.report", "loadtests.check"},
     "clients": {"loadtests.judge", "loadtests.clients"},
     "runs": {"loadtests.judge", "loadtests.clients", "loadtests.runs", "serve", "registry"},
     "faults": {"loadtests.judge", "loadtests.clients", "loadtests.runs.report", "loadtests.faults"},
     "swarm": {"loadtests.judge", "loadtests.clients", "loadtests.runs.report", "loadtests.swarm"},
 }
-for folder in ("runs", "faults", "swarm"):
+for folder in ("runs", "faults", "swarm", "check"):
     MAY_IMPORT[folder] |= {"loadtests.timeline"}  # drawing a history starts nothing
-for folder in ("faults", "swarm"):
+for folder in ("faults", "swarm", "check"):
     MAY_IMPORT[folder] |= {"serve", "registry"}
-for folder in ("runs", "faults", "swarm"):
+for folder in ("runs", "faults", "swarm", "check"):
     MAY_IMPORT[folder] |= {"plumbing.config"}  # var/ and the repository's root
 
 
