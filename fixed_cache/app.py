@@ -17,6 +17,7 @@ from plumbing import (
     create_base_app,
     current_user_id,
     do_some_work,
+    idempotent,
     name_from_query,
     visits_page,
 )
@@ -28,6 +29,7 @@ bp.get("/")(visits_page)  # the page for people, the same in every app (plumbing
 
 
 @bp.post("/counter/increment")
+@idempotent
 def increment_counter():
     # Read and write in one command, on a server that runs one at a time.
     return store.write(("INCR", "counter"), answer={"value": store.REPLY})
@@ -39,11 +41,13 @@ def read_counter():
 
 
 @bp.post("/counter/reset")
+@idempotent
 def reset_counter():
     return store.write(("SET", "counter", 0), answer={"value": 0})
 
 
 @bp.post("/visits")
+@idempotent
 def add_visit():
     article = article_from_body()
     do_some_work()

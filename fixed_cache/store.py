@@ -71,7 +71,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import pybreaker
-from flask import Flask, current_app
+from flask import Flask, Response, current_app, g
 from redis import ConnectionPool, Redis, RedisError
 from redis.backoff import NoBackoff
 from redis.client import Pipeline
@@ -86,26 +86,22 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from plumbing import current_user_id, setting, unavailable_when
+from plumbing import setting, unavailable_when
 from plumbing.breaker import circuit_breaker, guarded
 from plumbing.idempotency import (
+    TTL_SECONDS,
+    KeyedWrite,
     NotApplied,
     OutcomeUnknown,
     StoreFull,
-    idempotency_key,
-    scoped_key,
+    replayed,
 )
+from plumbing.users import known_user_id
 
 TIMEOUT_SECONDS = 0.25
 BREAKER_FAIL_MAX = 3
 BREAKER_RESET_SECONDS = 0.5
-# How long a key is remembered: the IETF draft leaves it to the server, and
-# payment APIs keep keys for 24 hours. A client retries within seconds to
-# hours (an outage, a phone offline overnight); after a day the key is
-# forgotten and its record's memory freed.
-IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60
 RECORD_PREFIX = "idempotency:"
-REPLAYED_HEADER = "Idempotent-Replayed"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -130,7 +126,8 @@ RECORD_SCRIPT = """
 -- KEYS[1]: the key's record.
 -- ARGV: the record's lifetime in seconds; the answer's status; the body's JSON
 -- before and after the last reply; "1" if the reply goes between them; the
--- number of commands; then each command as its number of words, then its words.
+-- request's fingerprint (hex); the number of commands; then each command as
+-- its number of words, then its words.
 local recorded = redis.call('GET', KEYS[1])
 if recorded then
   return {1, recorded}
@@ -154,8 +151,8 @@ local function json(reply)
 end
 
 local reply
-local at = 7
-for _ = 1, tonumber(ARGV[6]) do
+local at = 8
+for _ = 1, tonumber(ARGV[7]) do
   local words = tonumber(ARGV[at])
   reply = redis.call(unpack(ARGV, at + 1, at + words))
   at = at + 1 + words
@@ -164,7 +161,8 @@ local body = ARGV[3]
 if ARGV[5] == '1' then
   body = ARGV[3] .. json(reply) .. ARGV[4]
 end
-local answer = '{"status":' .. ARGV[2] .. ',"body":' .. body .. '}'
+local answer = '{"status":' .. ARGV[2] .. ',"fingerprint":"' .. ARGV[6] .. '"'
+answer = answer .. ',"body":' .. body .. '}'
 redis.call('SET', KEYS[1], answer, 'EX', ARGV[1])
 return {0, answer}
 """
@@ -281,11 +279,11 @@ class Store:
         commands: Sequence[Command],
         answer: Mapping[str, Any],
         status: int,
-        key: str | None,
+        keyed: KeyedWrite | None,
     ) -> tuple[Any, ...]:
         """What a view returns for write(*commands, answer=, status=) with this
         key (None: no Idempotency-Key); raises as write() does."""
-        if key is None:
+        if keyed is None:
             if len(commands) == 1:
                 [command] = commands
                 reply = self.sent_once(self.client, lambda c: c.execute_command(*command))
@@ -293,16 +291,17 @@ class Store:
                 reply = self.sent_once(self.transaction, lambda pipe: run(pipe, commands)[-1])
             return filled(answer, reply), status
 
-        record = RECORD_PREFIX + scoped_key(current_user_id(), key)
-        args = [IDEMPOTENCY_TTL_SECONDS, status, *answer_template(answer), len(commands)]
+        record = RECORD_PREFIX + keyed.scope
+        args = [TTL_SECONDS, status, *answer_template(answer), keyed.fingerprint, len(commands)]
         for command in commands:
             args += [len(command), *command]
-        replayed, recorded = self.sent_once(
+        found, recorded = self.sent_once(
             self.client, lambda c: self.record_script([record], args, client=c)
         )
         saved = json.loads(recorded)
-        if replayed:
-            return saved["body"], saved["status"], {REPLAYED_HEADER: "true"}
+        if found:  # written by an earlier request: nothing was run now
+            body = current_app.json.response(saved["body"]).get_data(as_text=True)
+            raise Replay(saved["status"], body, saved.get("fingerprint", ""))
         return saved["body"], saved["status"]
 
     def read(self, command: Command) -> Any:
@@ -354,6 +353,30 @@ def answer_template(answer: Mapping[str, Any]) -> tuple[str, str, str]:
     return before, after, "1" if slot else "0"
 
 
+class Replay(Exception):
+    """The key was already used: what was recorded with it (status, body, fingerprint)."""
+
+
+class KeyedScripts:
+    """fixed_cache's KeyStore (plumbing.idempotency): with a key, write()
+    sends the view's commands in RECORD_SCRIPT, which looks the key up, runs
+    them and records the answer in one step of the server's."""
+
+    @staticmethod
+    def identity() -> str | None:
+        return known_user_id()
+
+    @staticmethod
+    def write_once(view: Callable[[], Response], keyed: KeyedWrite | None) -> Response:
+        g.keyed_write = keyed
+        try:
+            return view()
+        except Replay as replay:
+            return replayed(*replay.args)
+        finally:
+            del g.keyed_write
+
+
 def store() -> Store:
     """The app's store, set up for this process."""
     found = current_app.extensions["fixed_cache"]
@@ -366,15 +389,16 @@ def write(*commands: Command, answer: Mapping[str, Any], status: int = 200) -> t
     REPLY in answer replaced by the last command's reply. A view returns it.
 
     Without an Idempotency-Key: one command, or several in MULTI/EXEC. With
-    one, a Lua script that also records the answer under the key for
-    IDEMPOTENCY_TTL_SECONDS (24 hours); the key again answers the same, with
-    the header Idempotent-Replayed: true, and writes nothing. Never sent twice.
+    one (in a view under @idempotent), a Lua script that also records the
+    answer under the key for TTL_SECONDS; the key again answers the same,
+    with the header Idempotent-Replayed: true, and writes nothing. Never sent
+    twice.
 
-    Raises BadRequest (400) for an invalid key; NotApplied (503) when nothing
+    Raises NotApplied (503) when nothing
     was sent or the breaker is open; OutcomeUnknown (503) when the server
     stopped answering after it was sent; StoreFull (507) when the server
     refused it for lack of memory (its OOM error)."""
-    return store().write(commands, answer, status, idempotency_key())
+    return store().write(commands, answer, status, g.get("keyed_write"))
 
 
 def read(*command: str | int) -> Any:
@@ -394,5 +418,6 @@ def init_app(app: Flask) -> None:
             "REDIS_URL=redis://127.0.0.1:6379/0"
         )
     app.extensions["fixed_cache"] = Store(url)
+    app.extensions["idempotency"] = KeyedScripts()
     # Any other error the server answers with (a ResponseError) is a 503 too.
     unavailable_when(app, (RedisError,), "the Redis server is unavailable; retry")

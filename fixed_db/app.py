@@ -18,6 +18,7 @@ from plumbing import (
     create_base_app,
     current_user_id,
     do_some_work,
+    idempotent,
     name_from_query,
     visits_page,
 )
@@ -27,7 +28,7 @@ bp.get("/")(visits_page)  # the page for people, the same in every app (plumbing
 
 
 @bp.post("/counter/increment")
-@store.idempotent
+@idempotent
 def increment_counter():
     # Read and write in one statement, under the database's write lock.
     [(new_value,)] = store.query(
@@ -43,14 +44,14 @@ def read_counter():
 
 
 @bp.post("/counter/reset")
-@store.idempotent
+@idempotent
 def reset_counter():
     store.query("UPDATE counter SET value = 0 WHERE id = 1")
     return {"value": 0}
 
 
 @bp.post("/visits")
-@store.idempotent
+@idempotent
 def add_visit():
     article = article_from_body()
     do_some_work()

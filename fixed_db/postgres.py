@@ -173,9 +173,12 @@ SCHEMA = (
         scoped_key TEXT PRIMARY KEY,
         status INTEGER NOT NULL,
         body TEXT NOT NULL,
-        created BIGINT NOT NULL
+        created BIGINT NOT NULL,
+        fingerprint TEXT NOT NULL DEFAULT ''
     )""",
     "CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created)",
+    # A database made before keys had a fingerprint.
+    "ALTER TABLE idempotency ADD COLUMN IF NOT EXISTS fingerprint TEXT NOT NULL DEFAULT ''",
 )
 
 log = logging.getLogger(__name__)

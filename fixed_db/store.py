@@ -17,12 +17,12 @@ one transaction: `UPDATE ... RETURNING` reads and writes under the write lock
 with nothing in between. Rows are always fetched to the end, because SQLite
 holds its write lock until a statement has been stepped to completion.
 
-Write routes are wrapped in @store.idempotent. Without an Idempotency-Key
+Write routes are wrapped in @idempotent (plumbing). Without an Idempotency-Key
 header that changes nothing: the same statements, each its own transaction.
 With one, the route's statements, the lookup of the key and the record of
 the answer are one `BEGIN IMMEDIATE` transaction (see idempotent()), in the
 `idempotency` table: the key scoped to the route and the user, the status,
-the JSON body and when, in unix seconds; kept IDEMPOTENCY_TTL_SECONDS.
+the JSON body and when, in unix seconds; kept TTL_SECONDS.
 
 SQLite settings, and why:
 - WAL journal: readers never block the writer, nor the writer the readers.
@@ -41,7 +41,6 @@ together; if the server is not up yet, by the first request that needs it:
 fixed_db/postgres.py).
 """
 
-import functools
 import itertools
 import logging
 import queue
@@ -55,21 +54,22 @@ from typing import TYPE_CHECKING, TypeAlias
 from flask import Flask, Response, current_app, g
 from werkzeug.exceptions import HTTPException
 
-from plumbing import current_user_id, setting, unavailable_when
+from plumbing import setting, unavailable_when
 from plumbing.idempotency import (
     HEADER,
+    TTL_SECONDS,
+    KeyedWrite,
     NotApplied,
     OutcomeUnknown,
     StoreFull,
-    idempotency_key,
-    scoped_key,
+    replayed,
 )
+from plumbing.users import known_user_id
 
 if TYPE_CHECKING:
     from fixed_db.postgres import PostgresConnection, PostgresDatabase
 
 BUSY_TIMEOUT_MS = 5000
-IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60  # a key older than this is forgotten
 EXPIRE_EVERY = 100  # keyed writes per worker process between two purges of old keys
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,12 @@ CREATE TABLE IF NOT EXISTS idempotency (
     scoped_key TEXT PRIMARY KEY,
     status INTEGER NOT NULL,
     body TEXT NOT NULL,
-    created INTEGER NOT NULL
+    created INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created);
 """
+ADD_FINGERPRINT = "ALTER TABLE idempotency ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''"
 
 
 class SQLiteDatabase:
@@ -136,6 +138,10 @@ class SQLiteDatabase:
         with closing(self.connect()) as conn:
             self.use_wal(conn)
             conn.executescript(SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(idempotency)")}
+            if "fingerprint" not in columns:  # a file made before keys had one
+                with suppress(sqlite3.OperationalError):  # another worker added it
+                    conn.execute(ADD_FINGERPRINT)
 
     def use_wal(self, conn: sqlite3.Connection) -> None:
         """Switch the file to write-ahead logging, retrying while it is locked.
@@ -266,7 +272,7 @@ def query(sql: str, params: tuple = ()) -> list[tuple]:
     transaction and looks the key up (begin_keyed_write()); the statements
     after it join that transaction. Raises the driver's Error as the
     database reports it (database().Error)."""
-    if "idempotency_key" in g and not get_db().in_transaction:
+    if "keyed_write" in g and not get_db().in_transaction:
         begin_keyed_write()
     return get_db().execute(sql, params).fetchall()
 
@@ -275,28 +281,19 @@ def query(sql: str, params: tuple = ()) -> list[tuple]:
 
 
 class Replay(Exception):
-    """The key was already used: the answer recorded with it, to send again."""
-
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(status)
-        self.status, self.body = status, body
-
-    def response(self) -> Response:
-        response = current_app.response_class(self.body, self.status, mimetype="application/json")
-        response.headers["Idempotent-Replayed"] = "true"
-        return response
+    """The key was already used: what was recorded with it (status, body, fingerprint)."""
 
 
 def begin_keyed_write() -> None:
     """Open the write's transaction, then look the request's key up.
 
-    Raises Replay if a write with this key committed less than
-    IDEMPOTENCY_TTL_SECONDS ago, and what begin_write() raises."""
+    Raises Replay if a write with this key committed less than TTL_SECONDS
+    ago, and what begin_write() raises."""
     conn = get_db()
-    database().begin_write(conn, g.idempotency_key)
+    database().begin_write(conn, g.keyed_write.scope)
     rows = conn.execute(
-        "SELECT status, body FROM idempotency WHERE scoped_key = ? AND created >= ?",
-        (g.idempotency_key, int(time.time()) - IDEMPOTENCY_TTL_SECONDS),
+        "SELECT status, body, fingerprint FROM idempotency WHERE scoped_key = ? AND created >= ?",
+        (g.keyed_write.scope, int(time.time()) - TTL_SECONDS),
     ).fetchall()
     if rows:
         raise Replay(*rows[0])
@@ -307,54 +304,56 @@ def record_answer(response: Response) -> None:
     delete the keys past their time (the index on created finds them)."""
     now = int(time.time())
     get_db().execute(
-        "INSERT INTO idempotency (scoped_key, status, body, created) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (scoped_key) DO UPDATE"  # an expired key used again
-        " SET status = excluded.status, body = excluded.body, created = excluded.created",
-        (g.idempotency_key, response.status_code, response.get_data(as_text=True), now),
+        "INSERT INTO idempotency (scoped_key, status, body, created, fingerprint)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (scoped_key) DO UPDATE"  # an expired key used again
+        " SET status = excluded.status, body = excluded.body, created = excluded.created,"
+        " fingerprint = excluded.fingerprint",
+        (
+            g.keyed_write.scope,
+            response.status_code,
+            response.get_data(as_text=True),
+            now,
+            g.keyed_write.fingerprint,
+        ),
     )
     if next(database().keyed_writes) % EXPIRE_EVERY == 0:
-        get_db().execute(
-            "DELETE FROM idempotency WHERE created < ?", (now - IDEMPOTENCY_TTL_SECONDS,)
-        )
+        get_db().execute("DELETE FROM idempotency WHERE created < ?", (now - TTL_SECONDS,))
 
 
-def idempotent(view: Callable) -> Callable:
-    """Make a write route answer once per Idempotency-Key.
+class KeyedTransactions:
+    """fixed_db's KeyStore (plumbing.idempotency): the key's look-up, the
+    view's statements and the key's record are one transaction, opened by the
+    view's first statement (query()), so validation and the view's other
+    work run before the write lock is taken. A request that fails records
+    nothing, so a retry with the same key runs the write."""
 
-    Without the header the view runs as it did: each statement its own
-    transaction, nothing added. With it, one transaction, opened by the view's
-    first statement with BEGIN IMMEDIATE, so validation and the view's other
-    work run before the write lock is taken: look the key (scoped to the route
-    and the user) up and send its recorded answer again, with
-    `Idempotent-Replayed: true`; else run the write, record the key with the
-    answer (status and JSON body), COMMIT. A request that fails records
-    nothing, so a retry with the same key runs the write.
+    @staticmethod
+    def identity() -> str | None:
+        return known_user_id()
 
-    Raises BadRequest (400) for a malformed key, and NotApplied (503),
-    StoreFull (507) or OutcomeUnknown (503) when SQLite fails (outcome_of())."""
-
-    @functools.wraps(view)
-    def write(*args, **kwargs):
-        key = idempotency_key()
+    @staticmethod
+    def write_once(view: Callable[[], Response], keyed: KeyedWrite | None) -> Response:
+        """Raises NotApplied (503), StoreFull (507) or OutcomeUnknown (503)
+        when the database fails (outcome_of())."""
         conn = get_db()
         outcome_of, driver_error = database().outcome_of, database().Error
-        if key is None:
+        if keyed is None:  # each statement its own transaction
             changes = conn.total_changes
             try:
-                return view(*args, **kwargs)
+                return view()
             except driver_error as error:
                 if conn.total_changes != changes:  # an earlier statement wrote, and committed
                     raise failed(error, wrote_before(error)) from error
                 raise failed(error, outcome_of(error, committing=True)) from error
-        g.idempotency_key = scoped_key(current_user_id(), key)
+        g.keyed_write = keyed
         try:
-            response = current_app.make_response(view(*args, **kwargs))
+            response = view()
             if not conn.in_transaction:  # the view ran no statement
                 begin_keyed_write()
             record_answer(response)
         except Replay as replay:
             rollback(conn)
-            return replay.response()
+            return replayed(*replay.args)
         except driver_error as error:
             rollback(conn)
             raise failed(error, outcome_of(error, committing=False)) from error
@@ -362,15 +361,13 @@ def idempotent(view: Callable) -> Callable:
             rollback(conn)
             raise
         finally:
-            del g.idempotency_key
+            del g.keyed_write
         try:
             conn.commit()
         except driver_error as error:
             rollback(conn)  # SQLITE_BUSY leaves the transaction open
             raise failed(error, outcome_of(error, committing=True)) from error
         return response
-
-    return write
 
 
 def rollback(conn: Connection) -> None:
@@ -437,5 +434,6 @@ def init_app(app: Flask) -> None:
     database = database_from_settings(app)
     database.prepare()  # the schema; PostgreSQL's later if the server is not up yet
     app.extensions["fixed_db"] = database
+    app.extensions["idempotency"] = KeyedTransactions()
     app.teardown_appcontext(release_db)
     unavailable_when(app, database.unavailable, "the database is busy or unavailable; retry")

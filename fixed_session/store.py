@@ -11,7 +11,7 @@ Idempotency. The user is the session, so a write's Idempotency-Key is kept
 in the session itself: @idempotent records the key and the answer in
 session["replies"], and Flask-Session saves them in the same whole-session
 write as the append. The last REPLIES_KEPT keys, each for
-IDEMPOTENCY_TTL_SECONDS, are kept.
+TTL_SECONDS, are kept.
 
 Writing. cachelib writes each new version of a session to a temporary file
 and renames it over the old one. On ext4, Linux's most common file system,
@@ -70,7 +70,6 @@ second save writes nothing.
 """
 
 import fcntl
-import functools
 import itertools
 import logging
 import os
@@ -83,7 +82,7 @@ from datetime import timedelta
 from typing import Any
 
 from cachelib.file import FileSystemCache
-from flask import Flask, Request, Response, current_app, session
+from flask import Flask, Request, Response, session
 from flask_session.base import ServerSideSession
 from flask_session.cachelib import CacheLibSessionInterface
 from flask_session.defaults import Defaults
@@ -94,18 +93,19 @@ from redis.retry import Retry
 
 from plumbing import setting, unavailable_when
 from plumbing.idempotency import (
+    TTL_SECONDS,
+    KeyedWrite,
     NotApplied,
     OutcomeUnknown,
     StoreFull,
-    idempotency_key,
-    scoped_key,
+    replayed,
 )
+from plumbing.users import known_user_id
 
 EXPIRY = struct.Struct("I")  # cachelib's header: when the entry expires, 0 for never
 SESSION_FILE_LIMIT = 10_000  # beyond it, the least recently written sessions go
 REDIS_TIMEOUT_SECONDS = 1.0  # to connect, and to wait for each reply
 REPLIES_KEPT = 20  # Idempotency-Keys remembered per session, with their answers
-IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60  # a key older than this is forgotten
 UNAVAILABLE = "the session store is unavailable; retry"
 log = logging.getLogger(__name__)
 
@@ -246,44 +246,39 @@ class RedisSessions(SavedAtMostOnce, RedisSessionInterface):
             pool.release(conn)
 
 
-def idempotent(view: Callable) -> Callable:
-    """Make a write route answer once per Idempotency-Key, kept in the session.
+class SessionKeys:
+    """fixed_session's KeyStore (plumbing.idempotency): the user is the
+    session, so a key is kept in it, in session["replies"], assigned a new
+    dict (never changed in place) so that the key is saved in the same
+    whole-session write as the view's change, under the file's lock or as
+    one Redis SET. Keeps the last REPLIES_KEPT keys, each for TTL_SECONDS."""
 
-    Without the header the view runs as it is. With it: a key (scoped to the
-    route and the session) found in session["replies"] sends its recorded
-    answer again, with `Idempotent-Replayed: true`, and changes nothing; else
-    the view runs, and its answer (status and JSON body) is recorded under the
-    key. session["replies"] is assigned a new dict, never changed in place,
-    so the key is saved in the same whole-session write as the view's change.
-    A view that fails records no key, so a retry with it runs the write. Keeps
-    the last REPLIES_KEPT keys, each for IDEMPOTENCY_TTL_SECONDS (24 hours).
+    @staticmethod
+    def identity() -> str | None:
+        """The user cookie GET / sets; else the session, if the request's
+        cookie named one the store holds (a new one is empty until the view
+        writes to it). Either way a key is found only by requests that hold
+        the session it was recorded in."""
+        return known_user_id() or (session.sid if session else None)
 
-    Raises BadRequest (400) for a malformed key."""
-
-    @functools.wraps(view)
-    def write(*args, **kwargs):
-        key = idempotency_key()
-        if key is None:
-            return view(*args, **kwargs)
-        key = scoped_key(session.sid, key)
+    @staticmethod
+    def write_once(view: Callable[[], Response], keyed: KeyedWrite | None) -> Response:
+        if keyed is None:
+            return view()
         now = int(time.time())
         replies = {
             k: reply
             for k, reply in session.get("replies", {}).items()
-            if reply[2] >= now - IDEMPOTENCY_TTL_SECONDS
+            if reply[2] >= now - TTL_SECONDS
         }
-        if key in replies:
-            status, body, _created = replies[key]
-            response = current_app.response_class(body, status, mimetype="application/json")
-            response.headers["Idempotent-Replayed"] = "true"
-            return response
-        response = current_app.make_response(view(*args, **kwargs))
+        if keyed.scope in replies:
+            status, body, _created, *recorded = replies[keyed.scope]
+            return replayed(status, body, recorded[0] if recorded else "")
+        response = view()
         kept = list(replies.items())[-(REPLIES_KEPT - 1) :]
-        answer = [response.status_code, response.get_data(as_text=True), now]
-        session["replies"] = {**dict(kept), key: answer}
+        answer = [response.status_code, response.get_data(as_text=True), now, keyed.fingerprint]
+        session["replies"] = {**dict(kept), keyed.scope: answer}
         return response
-
-    return write
 
 
 def session_settings(app: Flask) -> dict[str, Any]:
@@ -315,5 +310,6 @@ def init_app(app: Flask) -> None:
         files = BoundedFileStore(f"{app.config['VAR_DIR']}/sessions", limit)
         app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=files)
         app.session_interface = FileSessions(app, client=files, **session_settings(app))
+    app.extensions["idempotency"] = SessionKeys()
     # Any other failure of the store (a RedisError or OSError not mapped above): a 503.
     unavailable_when(app, (RedisError, OSError), UNAVAILABLE)

@@ -176,6 +176,7 @@ class Client:
         key = ""
         if op in WRITES:
             if self.keys:
+                self._first_contact()
                 key = str(uuid.uuid4())
                 kwargs["headers"] = {KEY_HEADER: key}
             else:
@@ -189,6 +190,18 @@ class Client:
             event = self._send(op, arg, key, event.attempt + 1, kwargs)
         self.record(event)
         return event
+
+    def _first_contact(self) -> None:
+        """Before a user's first keyed write, GET / for its cookie: a key is
+        looked up only for a user the app already knows (no cookie: a 428).
+        The page touches no store, so it is not part of the history."""
+        for attempt in range(5):
+            if self.http.cookies:
+                return
+            try:
+                self.http.request("GET", self.base_urls[0] + "/", timeout=self.timeout)
+            except TRANSPORT_ERRORS:  # the write itself will then say what is wrong
+                time.sleep(0.05 * 2**attempt)
 
     def _send(self, op: str, arg: str | None, key: str, attempt: int, kwargs: dict) -> Event:
         """One try: an Event, whatever happened."""
