@@ -2,8 +2,8 @@
 
 The shared counter is one atomic INCR, each user's visits are a list appended
 in one MULTI/EXEC, and each request's name to greet lives on flask.g.
-store.py sends them, once, and answers for a failure or a replayed
-Idempotency-Key; README.md explains what happens when the server stalls.
+store.py sends them, once, and answers for a failure; @idempotent applies
+each keyed write once. README.md explains what happens when the server stalls.
 """
 
 from collections.abc import Mapping
@@ -31,6 +31,7 @@ bp.get("/")(visits_page)  # the page for people, the same in every app (plumbing
 @bp.post("/counter/increment")
 @idempotent
 def increment_counter():
+    do_some_work()  # the same work; what changed is that read and write are one step
     # Read and write in one command, on a server that runs one at a time.
     return store.write(("INCR", "counter"), answer={"value": store.REPLY})
 

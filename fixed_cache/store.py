@@ -1,65 +1,19 @@
 """The Redis-protocol server behind fixed_cache: how a write reaches it once,
 and what a request answers when it does not.
 
-init_app(app) takes the server's address from REDIS_URL (any Redis or
-Valkey; `python -m serve` and the tests start an embedded one and set it, see
-serve/valkey.py). Routes call write(*commands, answer=...) and
-read(*command). Each worker process makes its connection pool and its circuit
-breaker on first use, after gunicorn forks, never at import; each of its
-threads then keeps one connection of its own for as long as it lives: a
-command skips the pool's lock and its check that the connection is idle,
-which cost the workers 40 to 80 us of CPU per increment under load on 2 cores
-(the "app us" column of `python -m loadtests.bench fixed_cache`, run by hand
-with either version on 2026-11-21; the per-command check-out is not kept to
-be measured again). A thread
-that ends (`flask run` starts one per connection) gives it back to the pool.
-
-A write is never sent twice. INCR and RPUSH are not idempotent: a client that
-re-sends one after a timeout applies it twice if the server was only slow.
-This store used to let redis-py retry once; with the server paused (SIGSTOP)
-for 0.6 s while an INCR was in flight, it re-sent the INCR at its 0.45 s
-timeout, answered 2 and left the counter at 2 (tests/test_cache_faults.py now
-checks it is applied once). Only what provably never left may be tried again:
-a connection that failed to open, or a kept connection found closed BEFORE a
-command is sent on it (after a server restart its socket reads as closed; see
-fresh()). EVALSHA is sent again only after the server answered NOSCRIPT,
-having run nothing (redis-py's Script). Reads, which change nothing, are asked
-once more when their connection is lost. Every other failure ends the request
-with one of plumbing/idempotency.py's answers:
-
-    could not connect, or the breaker is open    503 NotApplied
-    timeout or connection lost after sending     503 OutcomeUnknown
-    the server's OOM error (maxmemory reached)   507 StoreFull
-
-An Idempotency-Key header makes a write safe to retry: with one, the commands
-run inside one Lua script (EVALSHA, RECORD_SCRIPT) that first looks the key up
-and, in the same atomic step as the write, records the answer (status and
-body) under it. The same key again returns the recorded answer with
-`Idempotent-Replayed: true` and changes nothing. Keys are scoped to the route
-and the user (plumbing.idempotency.scoped_key). Without a key a write is one
-command, or MULTI/EXEC, as before.
-
-A stalled server must not hold every thread for a full timeout per request.
-Each worker has a circuit breaker (pybreaker, through plumbing/breaker.py,
-which fixed_db uses for PostgreSQL too): after BREAKER_FAIL_MAX consecutive
-failures it opens and requests fail at once with NotApplied, nothing sent;
-after BREAKER_RESET_SECONDS one trial request goes through, and a server
-that answers it closes the breaker. The numbers, for 2 workers x 4
-threads and a paused server:
-- TIMEOUT_SECONDS, 0.25 s: the longest a command waits on the server. Under
-  load on 2 cores the bench's slowest increments took 20 to 50 ms (p99 of
-  `python -m loadtests.bench fixed_cache`, 2026-11-29), so a server counts as
-  failed only when it is five to ten times slower than that.
-- BREAKER_FAIL_MAX, 3: a stall makes all 4 threads of a worker fail within one
-  timeout, so 3 opens the breaker after that first wave, and the requests
-  queued behind it fail fast; one slow command alone never opens it.
-- BREAKER_RESET_SECONDS, 0.5 s: a server that comes back is used again within
-  about half a second; meanwhile a trial holds one thread of four for at most
-  one timeout, every 0.75 s.
-With them, `python -m loadtests.stall` (64 connections, the server paused for
-5 s; 2026-11-29, 2 cores shared with other work) measured a p99 time to a 503
-of 0.12 to 0.5 s in eight runs, the slowest answer 0.5 to 0.76 s; before, with
-no breaker, a 0.45 s timeout and one retry, the p99 was 8.2 s.
+init_app(app) takes the server from REDIS_URL (any Redis or Valkey; the
+launchers start an embedded one, serve/valkey.py). Routes call
+write(*commands, answer=...) and read(*command). Each worker makes its pool
+and circuit breaker on first use, after gunicorn forks; each thread keeps a
+connection of its own, which skips the pool's lock and idle check on every
+command. A write is never sent twice: only what provably never left is tried
+again (a connection that failed to open, a kept one found closed before
+sending: fresh()), and every other failure ends as NotApplied, OutcomeUnknown
+or StoreFull (plumbing/idempotency.py). Under @idempotent with a key, the
+commands run inside RECORD_SCRIPT, which looks the key up, runs them and
+records the answer in one step of the server's (KeyedScripts). A stalled
+server fails fast behind the breaker. README.md says why each number
+(TIMEOUT_SECONDS, BREAKER_FAIL_MAX, BREAKER_RESET_SECONDS) is what it is.
 """
 
 import json

@@ -1,27 +1,21 @@
-"""Idempotency keys, and answers for writes whose outcome is unknown.
+"""The Idempotency-Key protocol, once for every fixed app, and the answers
+for writes whose outcome is unknown.
 
 A client that gets no answer to a write cannot tell "never applied" from
-"applied, and the answer was lost". Re-sending it blindly may apply it twice.
-The fixed apps therefore accept an `Idempotency-Key` request header on every
-write route (the name of the IETF httpapi draft, "The Idempotency-Key HTTP
-Header Field", and of the payment APIs that use it): the store records the
-key and the answer in the same atomic step as the write, so the same key
-sent again gets the first answer back and changes nothing.
-
-A key is never a credential. A keyed write needs an identity the client
-already holds (the user cookie, which a first GET / gives, or fixed_session's
-session cookie): without one it is refused with IdentityRequired
-(428) and nothing is written. The key is looked up only within that
-identity and the route, a replay carries no cookie, and a key sent again
-with another method, path or body is refused with KeyReused (422).
-
-The store's failures end as one of three answers (plumbing.http turns them
-into JSON with an "outcome" field the harness reads):
+"applied, and the answer was lost"; re-sending it blindly may apply it
+twice. So every fixed app's write routes carry @idempotent: the header of
+the IETF httpapi draft, recorded with the answer in the same atomic step as
+the write (each store's KeyStore), so the same key again gets the first
+answer back and changes nothing. A key is never a credential: a keyed write
+needs an identity the client already holds (IdentityRequired, 428, without
+one), the key is looked up only within that identity and the route, a
+replay carries no cookie, and the same key with another request is a 422
+(KeyReused). A store's failure ends as one answer, JSON with an "outcome":
 
     NotApplied      503  the write provably never reached the store: retry
     OutcomeUnknown  503  it may have been applied: retry with the same key
-    StoreFull       507  the store refused it for lack of space: nothing was
-                         applied, and a retry will fail too until space is freed
+    StoreFull       507  refused for lack of space: nothing was applied, and
+                         a retry fails too until space is freed
 """
 
 import functools
