@@ -12,7 +12,8 @@ history; the checker reads nothing else. Against broken_global on its port
 
 A write's `key` names its logical request: here a request id of the
 client's own ("<process tag>-<n>"). A client made with keys=True sends an
-Idempotency-Key header instead, a fresh uuid4 per request, and with a Retry
+Idempotency-Key header instead, a fresh uuid4 per request (after a first
+GET / for its cookie: a key needs one), and with a Retry
 it tries again after no answer or a 503, handing every try to `record`
 (`make run APP=fixed_db`):
 
