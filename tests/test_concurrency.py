@@ -19,7 +19,7 @@ import pytest
 import redis
 import requests
 
-from fixed_db.store import SQLiteDatabase
+from fixed_db.sqlite import SQLiteDatabase
 from loadtests.clients.client import Client
 from loadtests.judge.checker import check
 from loadtests.runs.hammer import run_scenarios

@@ -22,6 +22,8 @@ from typing import Any
 from docs.tools import DOCS_DIR, REPO_ROOT, results
 
 KEPT_DIR = DOCS_DIR / "results" / "kept"
+SHOP_CHECK = ["python", "-m", "loadtests.check", "--spec", "examples/shop/shop.toml"]
+SHOP_CHECK += ["--shapes", "gthread,sync,gevent,uwsgi,flask", "--chdir"]  # then the shop's folder
 # NAME: (environment settings, command), the command as a reader would type it.
 RUNS: dict[str, tuple[dict[str, str], list[str]]] = {
     "faults-postgres": ({"FIXED_DB_BACKEND": "postgres"}, ["python", "-m", "loadtests.faults.run"]),
@@ -29,7 +31,12 @@ RUNS: dict[str, tuple[dict[str, str], list[str]]] = {
     "stall-postgres": ({}, ["python", "-m", "loadtests.faults.stall", "fixed_db"]),
     "durability": ({}, ["python", "-m", "pytest", "-s", "-q", "tests/test_durability.py"]),
     "examples": ({}, ["python", "-m", "examples"]),
+    "check-shop-broken": ({}, [*SHOP_CHECK, "examples/shop/broken"]),
+    "check-shop-fixed": ({}, [*SHOP_CHECK, "examples/shop/fixed"]),
 }
+# A run that met its expectations exits 0, but for a check that must find
+# anomalies (exit 1: the broken shop fails its check).
+EXPECTED_EXIT = {"check-shop-broken": 1}
 # The lines a page shows, where not the whole output (pytest's own lines go).
 SHOWN = {"durability": re.compile(r" acknowledged, \d+ lost$|^\d+ passed")}
 

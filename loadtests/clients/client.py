@@ -9,7 +9,8 @@ history; the judge reads nothing else:
     #       key='179867-2', attempt=1, outcome='', replayed=False)
 
 A write's `key` names its logical request: a request id of the client's own,
-or with keys=True an Idempotency-Key header, a fresh uuid4 per request. With
+or with keys=True an Idempotency-Key header, a fresh uuid4 per request
+(after a first GET / for its cookie: a key needs one). With
 a Retry it tries again after no answer or a 503, handing every try to
 `record`. A Client drives a requests.Session by default, or a session it is
 given: the hammer's KeepAliveSession, or Locust's HttpSession, where a
@@ -162,6 +163,7 @@ class Client:
         key = ""
         if op in WRITES:
             if self.keys:
+                self._first_contact()
                 key = str(uuid.uuid4())
                 kwargs["headers"] = {KEY_HEADER: key}
             else:
@@ -175,6 +177,18 @@ class Client:
             event = self._send(op, arg, key, event.attempt + 1, kwargs)
         self.record(event)
         return event
+
+    def _first_contact(self) -> None:
+        """Before a user's first keyed write, GET / for its cookie: a key is
+        looked up only for a user the app already knows (no cookie: a 428).
+        The page touches no store, so it is not part of the history."""
+        for attempt in range(5):
+            if self.http.cookies:
+                return
+            try:
+                self.http.request("GET", self.base_urls[0] + "/", timeout=self.timeout)
+            except TRANSPORT_ERRORS:  # the write itself will then say what is wrong
+                time.sleep(0.05 * 2**attempt)
 
     def _send(self, op: str, arg: str | None, key: str, attempt: int, kwargs: dict) -> Event:
         """One try: an Event, whatever happened."""
