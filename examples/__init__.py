@@ -36,6 +36,8 @@ EXAMPLES = (
     "gevent_greenlets_share_globals",
     "uwsgi_loads_before_fork",
     "hosts_behind_a_balancer",
+    "memoize_per_worker",
+    "rate_limit_per_worker",
 )
 
 

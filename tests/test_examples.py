@@ -34,7 +34,9 @@ from examples import (
     half_fix_session_defaults,
     half_fix_sqlite_read_then_write,
     hosts_behind_a_balancer,
+    memoize_per_worker,
     preload_secret_until_restart,
+    rate_limit_per_worker,
     schema_race_at_startup,
     seed_app_context_per_request,
     seed_articles_visited,
@@ -404,4 +406,43 @@ def test_sticky_sessions_hide_per_host_state_until_a_restart():
     assert fixed.round_robin == [1, 2, 3, 4, 5, 6]
     assert fixed.sticky == [1, 2, 3, 4, 5] and fixed.after_restart == 6
     assert finding.shared_key == ["ann"] * 4
+    assert finding.holds
+
+
+@pytest.mark.gunicorn
+def test_a_cache_kept_in_the_worker_misses_on_the_others_and_a_clear_reaches_one():
+    finding = memoize_per_worker.prove()
+    for steps in (finding.lru, finding.simple):
+        a, b = steps.workers
+        assert steps.first_on_a.built_now and steps.first_on_a.answered_by == a
+        assert not steps.again_on_a.built_now  # one process: it does cache
+        assert steps.on_b.built_now and steps.on_b.answered_by == b  # B builds its own
+        assert steps.on_b.built.startswith(f"{b}-")
+        stale = steps.on_a_after_clear_on_b
+        assert not stale.built_now and stale.built == steps.first_on_a.built  # A kept its copy
+        assert steps.after_restart.built_now
+    null = finding.null
+    assert null.first_on_a.built_now and null.again_on_a.built_now  # NullCache: never a hit
+    shared = finding.redis
+    a, b = shared.workers
+    assert shared.on_b.answered_by == b and not shared.on_b.built_now
+    assert shared.on_b.built == shared.first_on_a.built  # B served what A built
+    assert shared.on_a_after_clear_on_b.built_now  # the clear on B reached A
+    assert shared.after_restart.built == shared.on_a_after_clear_on_b.built
+    assert finding.holds
+
+
+@pytest.mark.gunicorn
+def test_a_rate_limit_in_memory_counts_per_worker_and_resets_on_restart():
+    finding = rate_limit_per_worker.prove()
+    broken, fixed = finding.in_memory, finding.in_valkey
+    for run in (broken, fixed):
+        assert run.alternated and len(run.answers) == rate_limit_per_worker.REQUESTS
+    assert [a.remaining for a in broken.accepted] == [2, 2, 1, 1, 0, 0]  # up and down
+    assert {a.worker for a in broken.accepted} == set(broken.workers)
+    assert [a.status for a in broken.answers[6:]] == [429] * 6
+    assert broken.accepted_after_restart == rate_limit_per_worker.ALLOWED  # a fresh count
+    assert [a.remaining for a in fixed.accepted] == [2, 1, 0]  # one count for both
+    assert [a.status for a in fixed.answers[3:]] == [429] * 9
+    assert fixed.accepted_after_restart == 0  # the count outlived the restart
     assert finding.holds
