@@ -38,6 +38,7 @@ EXAMPLES = (
     "hosts_behind_a_balancer",
     "memoize_per_worker",
     "rate_limit_per_worker",
+    "live_update_reaches_one_worker",
 )
 
 

@@ -34,6 +34,7 @@ from examples import (
     half_fix_session_defaults,
     half_fix_sqlite_read_then_write,
     hosts_behind_a_balancer,
+    live_update_reaches_one_worker,
     memoize_per_worker,
     preload_secret_until_restart,
     rate_limit_per_worker,
@@ -445,4 +446,22 @@ def test_a_rate_limit_in_memory_counts_per_worker_and_resets_on_restart():
     assert [a.remaining for a in fixed.accepted] == [2, 1, 0]  # one count for both
     assert [a.status for a in fixed.answers[3:]] == [429] * 9
     assert fixed.accepted_after_restart == 0  # the count outlived the restart
+    assert finding.holds
+
+
+@pytest.mark.gunicorn
+def test_an_announcer_list_reaches_the_browsers_of_one_worker_and_pub_sub_reaches_all():
+    finding = live_update_reaches_one_worker.prove()
+    message = live_update_reaches_one_worker.MESSAGE
+    broken, fixed = finding.announcer, finding.pubsub
+    for run in (broken, fixed):
+        a, b = run.workers
+        assert a != b
+        assert run.browsers_on == (a, b)  # one browser's stream on each worker
+        assert run.published_by == a
+    assert broken.listeners_counted == 1  # A knows only its own browser
+    assert broken.on_a == [message]
+    assert broken.on_b == []  # answered 200, never delivered
+    assert fixed.listeners_counted == 2
+    assert fixed.on_a == fixed.on_b == [message]
     assert finding.holds
