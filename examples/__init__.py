@@ -39,6 +39,7 @@ EXAMPLES = (
     "memoize_per_worker",
     "rate_limit_per_worker",
     "live_update_reaches_one_worker",
+    "background_job_per_worker",
 )
 
 

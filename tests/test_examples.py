@@ -20,6 +20,7 @@ import pytest
 from examples import (
     EXAMPLES,
     admin_change_reaches_one_worker,
+    background_job_per_worker,
     connection_before_fork,
     flask_version,
     g_shared_by_test_clients,
@@ -464,4 +465,24 @@ def test_an_announcer_list_reaches_the_browsers_of_one_worker_and_pub_sub_reache
     assert broken.on_b == []  # answered 200, never delivered
     assert fixed.listeners_counted == 2
     assert fixed.on_a == fixed.on_b == [message]
+    assert finding.holds
+
+
+@pytest.mark.gunicorn
+def test_a_job_in_a_workers_thread_is_unknown_elsewhere_and_dies_with_it():
+    finding = background_job_per_worker.prove()
+    broken, fixed = finding.in_worker, finding.queued
+    assert broken.on_a["status"] == "finished"
+    assert broken.on_b[0] == 404  # the other worker never heard of it
+    assert broken.recycled.known_on_a  # A knew the long job while it lived
+    assert broken.recycled.retired and broken.recycled.killed_by_timeout
+    assert broken.recycled.last[0] == 404  # gone with A
+    assert not broken.recycled.report_written  # and its work never done
+    assert fixed.on_b == (200, fixed.on_a)  # one status, in the store
+    assert fixed.recycled.retired and not fixed.recycled.killed_by_timeout
+    assert fixed.recycled.last == (
+        200,
+        {"status": "finished", "result": background_job_per_worker.WEEKLY_RESULT},
+    )
+    assert fixed.recycled.report_written  # done by the RQ worker, not by A
     assert finding.holds
