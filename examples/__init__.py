@@ -40,6 +40,7 @@ EXAMPLES = (
     "rate_limit_per_worker",
     "live_update_reaches_one_worker",
     "background_job_per_worker",
+    "object_made_once_carries_state",
 )
 
 

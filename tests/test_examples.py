@@ -37,6 +37,7 @@ from examples import (
     hosts_behind_a_balancer,
     live_update_reaches_one_worker,
     memoize_per_worker,
+    object_made_once_carries_state,
     preload_secret_until_restart,
     rate_limit_per_worker,
     schema_race_at_startup,
@@ -485,4 +486,24 @@ def test_a_job_in_a_workers_thread_is_unknown_elsewhere_and_dies_with_it():
         {"status": "finished", "result": background_job_per_worker.WEEKLY_RESULT},
     )
     assert fixed.recycled.report_written  # done by the RQ worker, not by A
+    assert finding.holds
+
+
+@pytest.mark.gunicorn
+def test_a_client_connection_or_thread_local_made_once_carries_one_requests_state_to_another():
+    finding = object_made_once_carries_state.prove()
+    broken, fixed = finding.made_once, finding.per_request
+    assert broken.partner_accounts == {"ann": "ann", "bob": "ann"}  # ann's cookie, sent for bob
+    assert fixed.partner_accounts == {"ann": "ann", "bob": "bob"}
+    for run in (broken, fixed):
+        assert run.declined == 402
+    assert broken.placed_first  # the other order committed while the declined one was held...
+    assert sorted(broken.orders) == ["declined-tv", "tea"]  # ...and committed it too
+    assert not fixed.placed_first  # its own connection waited for the held one's lock
+    assert fixed.orders == ["tea"]
+    assert broken.on_ann_threads and set(broken.on_ann_threads) == {"Hello, ann!"}
+    assert fixed.on_ann_threads and set(fixed.on_ann_threads) == {"Hello, guest!"}
+    # A thread that never served ann greets the visitor as a guest, even when broken.
+    others = [greeting for thread, greeting in broken.guests if thread not in broken.ann_threads]
+    assert set(others) <= {"Hello, guest!"}
     assert finding.holds
