@@ -25,6 +25,7 @@ from examples import (
     flask_version,
     g_shared_by_test_clients,
     gevent_greenlets_share_globals,
+    gevent_worker_timeout,
     gil_bare_increment,
     half_fix_app_context_push,
     half_fix_cookie_session,
@@ -38,6 +39,7 @@ from examples import (
     live_update_reaches_one_worker,
     memoize_per_worker,
     object_made_once_carries_state,
+    outside_app_context,
     preload_secret_until_restart,
     rate_limit_per_worker,
     schema_race_at_startup,
@@ -506,4 +508,30 @@ def test_a_client_connection_or_thread_local_made_once_carries_one_requests_stat
     # A thread that never served ann greets the visitor as a guest, even when broken.
     others = [greeting for thread, greeting in broken.guests if thread not in broken.ann_threads]
     assert set(others) <= {"Hello, guest!"}
+    assert finding.holds
+
+
+@pytest.mark.gunicorn
+def test_current_app_outside_a_context_stops_the_boot_and_fails_in_a_thread():
+    finding = outside_app_context.prove()
+    assert not finding.without_context.booted
+    assert "Working outside of application context" in finding.without_context.log
+    assert "Reason: Worker failed to boot." in finding.without_context.log
+    assert finding.with_context.booted
+    assert finding.threads["send"] == "RuntimeError: Working outside of application context."
+    assert finding.threads["send-in-context"] == outside_app_context.SENT_IN_CONTEXT
+    assert finding.holds
+
+
+@pytest.mark.gunicorn
+def test_a_wait_in_c_under_gevent_is_killed_by_worker_timeout_and_the_thread_pool_is_not():
+    finding = gevent_worker_timeout.prove()
+    broken, fixed = finding.in_c, finding.in_threadpool
+    assert broken.timed_out  # "[CRITICAL] WORKER TIMEOUT (pid:...)" in gunicorn's log
+    assert broken.report.startswith("failed")  # the request it held died with it
+    assert broken.health_worker != broken.worker  # the health check waited for a new worker
+    assert broken.health_seconds > float(gevent_worker_timeout.WORKER_TIMEOUT)
+    assert not fixed.timed_out
+    assert fixed.report == "answered 200"
+    assert fixed.health_worker == fixed.worker and fixed.health_seconds < 1.0
     assert finding.holds
