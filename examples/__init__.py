@@ -41,6 +41,7 @@ EXAMPLES = (
     "memoize_per_worker",
     "rate_limit_per_worker",
     "live_update_reaches_one_worker",
+    "socketio_without_message_queue",
     "background_job_per_worker",
     "object_made_once_carries_state",
 )

@@ -18,7 +18,9 @@ other worker with SIGSTOP), then publishes through A. A run:
     Valkey pub/sub:  2 listeners counted; both browsers got it
 
 The fix: publish through the store (here Valkey's PUBLISH/SUBSCRIBE, with
-redis-py): every stream subscribes, whichever worker holds it.
+redis-py): every stream subscribes, whichever worker holds it. Flask-SocketIO
+has the same trap and the same fix, its message queue
+(socketio_without_message_queue.py).
 """
 
 import contextlib

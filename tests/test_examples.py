@@ -48,6 +48,7 @@ from examples import (
     seed_dict_counter,
     seed_g_per_request,
     seed_thread_per_request,
+    socketio_without_message_queue,
     thread_started_at_import,
     uwsgi_loads_before_fork,
 )
@@ -534,4 +535,16 @@ def test_a_wait_in_c_under_gevent_is_killed_by_worker_timeout_and_the_thread_poo
     assert not fixed.timed_out
     assert fixed.report == "answered 200"
     assert fixed.health_worker == fixed.worker and fixed.health_seconds < 1.0
+    assert finding.holds
+
+
+@pytest.mark.gunicorn
+def test_flask_socketio_emits_to_one_process_without_a_message_queue_and_needs_sticky_routing():
+    finding = socketio_without_message_queue.prove()
+    message = socketio_without_message_queue.MESSAGE
+    assert finding.no_queue.on_first == [message]
+    assert finding.no_queue.on_second == []  # the other instance's browser never heard it
+    assert finding.queue.on_first == finding.queue.on_second == [message]
+    assert finding.unsticky == (200, 400)  # a session made on A is unknown to B...
+    assert finding.unsticky_with_queue == (200, 400)  # ...message queue or not
     assert finding.holds
