@@ -32,6 +32,7 @@ EXAMPLES = (
     "preload_secret_until_restart",
     "thread_started_at_import",
     "connection_before_fork",
+    "tls_connection_before_fork",
     "schema_race_at_startup",
     "gevent_greenlets_share_globals",
     "gevent_worker_timeout",

@@ -50,6 +50,7 @@ from examples import (
     seed_thread_per_request,
     socketio_without_message_queue,
     thread_started_at_import,
+    tls_connection_before_fork,
     uwsgi_loads_before_fork,
 )
 from examples.__main__ import main
@@ -547,4 +548,19 @@ def test_flask_socketio_emits_to_one_process_without_a_message_queue_and_needs_s
     assert finding.queue.on_first == finding.queue.on_second == [message]
     assert finding.unsticky == (200, 400)  # a session made on A is unknown to B...
     assert finding.unsticky_with_queue == (200, 400)  # ...message queue or not
+    assert finding.holds
+
+
+@pytest.mark.gunicorn
+def test_a_tls_connection_made_before_the_fork_fails_with_bad_record_mac_in_the_second_worker():
+    finding = tls_connection_before_fork.prove()
+    broken, fixed = finding.made_before_fork, finding.made_per_worker
+    bad_record = tls_connection_before_fork.BAD_RECORD
+    assert broken.connections == 1  # one TLS session for both workers
+    assert broken.on_a == {"answer": "pong 1"}
+    assert broken.on_b["error"] == "SSLError" and bad_record in broken.on_b["detail"]
+    assert any(bad_record in error for error in broken.server_errors)
+    assert fixed.connections == 2
+    assert (fixed.on_a, fixed.on_b) == ({"answer": "pong 1"}, {"answer": "pong 2"})
+    assert fixed.server_errors == []
     assert finding.holds
