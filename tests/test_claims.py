@@ -6,7 +6,9 @@ they were checked against.
   measured once).
 - The pages that state how Flask, Werkzeug, Flask-Session or gunicorn
   behave name the version they were checked against, and an upgrade of Flask
-  or Flask-Session fails here until those pages are reviewed."""
+  or Flask-Session fails here until those pages are reviewed; so does an
+  upgrade of a library the examples prove things about (Flask-Caching,
+  Flask-Limiter, Flask-SocketIO, RQ)."""
 
 import re
 from importlib.metadata import version
@@ -39,8 +41,9 @@ MEASURED_ONCE = re.compile(
 )
 FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 
-# Pages that state how Flask, Werkzeug, Flask-Session or gunicorn behave, and
-# the versions each must name. Review them when an upgrade fails below.
+# Pages that state how Flask, Werkzeug, Flask-Session, gunicorn or the libraries
+# of the examples behave, and the versions each must name. Review them when an
+# upgrade fails below.
 CHECKED_AGAINST = {
     "docs/flask.md": ("Flask 3.1", "Flask-Session 0.8"),
     "docs/why.md": ("Flask 3.1",),
@@ -48,8 +51,21 @@ CHECKED_AGAINST = {
     "docs/choosing.md": ("Flask 3.1", "Flask-Session 0.8"),
     "docs/fix-per-user.md": ("Flask 3.1", "Flask-Session 0.8"),
     "fixed_session/README.md": ("Flask 3.1", "Flask-Session 0.8"),
+    "examples/README.md": (
+        "Flask-Caching 2.5",
+        "Flask-Limiter 4.1",
+        "Flask-SocketIO 5.7",
+        "RQ 2.12",
+    ),
 }
-REVIEWED = {"flask": (3, 1), "flask-session": (0, 8)}
+REVIEWED = {
+    "flask": (3, 1),
+    "flask-session": (0, 8),
+    "flask-caching": (2, 5),
+    "flask-limiter": (4, 1),
+    "flask-socketio": (5, 7),
+    "rq": (2, 12),
+}
 
 
 def paragraphs(page: Path) -> list[str]:

@@ -484,7 +484,7 @@ def test_a_job_in_a_workers_thread_is_unknown_elsewhere_and_dies_with_it():
     assert broken.recycled.last[0] == 404  # gone with A
     assert not broken.recycled.report_written  # and its work never done
     assert fixed.on_b == (200, fixed.on_a)  # one status, in the store
-    assert fixed.recycled.retired and not fixed.recycled.killed_by_timeout
+    assert fixed.recycled.retired
     assert fixed.recycled.last == (
         200,
         {"status": "finished", "result": background_job_per_worker.WEEKLY_RESULT},
