@@ -7,10 +7,11 @@ they were checked against.
   machine and command). A link into the harness (loadtests/) proves nothing by
   itself, nor do the words "measured once".
 - A paragraph that says a claim is "cited" links its source (an address).
-- The pages that state how Flask, Flask-Session, gunicorn or redis-py
-  behave name the version they were checked against, and a lock (or venv) with
-  another release line of one of them fails here until those pages are
-  reviewed."""
+- The pages that state how Flask, Flask-Session, gunicorn, redis-py or
+  the libraries the examples prove things about (Flask-Caching,
+  Flask-Limiter, Flask-SocketIO, RQ) behave name the version they were
+  checked against, and a lock (or venv) with another release line of one of
+  them fails here until those pages are reviewed."""
 
 import re
 from importlib.metadata import version
@@ -43,8 +44,9 @@ NOT_YET_TIED: dict[str, str] = {}
 INLINE_CODE = re.compile(r"`[^`]*`")
 FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 
-# Pages that state how Flask, Werkzeug, Flask-Session or gunicorn behave, and
-# the versions each must name. Review them when an upgrade fails below.
+# Pages that state how Flask, Werkzeug, Flask-Session, gunicorn or the libraries
+# of the examples behave, and the versions each must name. Review them when an
+# upgrade fails below.
 CHECKED_AGAINST = {
     "docs/flask.md": ("Flask 3.1", "Flask-Session 0.8"),
     "docs/why.md": ("Flask 3.1",),
@@ -53,10 +55,25 @@ CHECKED_AGAINST = {
     "docs/fix-per-user.md": ("Flask 3.1", "Flask-Session 0.8"),
     "fixed_session/README.md": ("Flask 3.1", "Flask-Session 0.8", "redis-py 8"),
     "README.md": ("gunicorn 27",),
+    "examples/README.md": (
+        "Flask-Caching 2.5",
+        "Flask-Limiter 4.1",
+        "Flask-SocketIO 5.7",
+        "RQ 2.12",
+    ),
 }
 # The release lines those pages were reviewed against: (major, minor), or
 # (major,) where the claims hold for a whole major release.
-REVIEWED = {"flask": (3, 1), "flask-session": (0, 8), "gunicorn": (27,), "redis": (8,)}
+REVIEWED = {
+    "flask": (3, 1),
+    "flask-session": (0, 8),
+    "gunicorn": (27,),
+    "redis": (8,),
+    "flask-caching": (2, 5),
+    "flask-limiter": (4, 1),
+    "flask-socketio": (5, 7),
+    "rq": (2, 12),
+}
 
 
 def paragraphs(page: Path) -> list[str]:
