@@ -145,7 +145,8 @@ def test_a_wait_in_c_under_gevent_is_killed_by_worker_timeout_and_the_thread_poo
     assert broken.health_seconds > float(gevent_worker_timeout.WORKER_TIMEOUT)
     assert not fixed.timed_out
     assert fixed.report == "answered 200"
-    assert fixed.health_worker == fixed.worker and fixed.health_seconds < 1.0
+    assert fixed.health_worker == fixed.worker  # the same worker, never killed
+    assert fixed.health_seconds < float(gevent_worker_timeout.WORKER_TIMEOUT)
     assert finding.holds
 
 
