@@ -47,6 +47,14 @@ from loadtests.clients.rawhttp import (
     set_cookie,
 )
 from loadtests.runs import report
+from loadtests.runs.bench_table import (
+    COLUMNS,
+    LEGEND,
+    rounded,
+    shares_of,
+    shown,
+    where_the_rest_went,
+)
 from loadtests.runs.cpu import CpuSeconds, cpu_per_request, cpu_spent, cpu_used, server_processes
 from loadtests.runs.floor import Floor, floor_slice, floor_store
 from loadtests.runs.hammer import measure_ceiling
@@ -276,11 +284,15 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
                 "best_case_req_s": rounded(best),
                 "vs_best_case": round(result.rate / best, 2) if best else None,
                 "kernel_cpu_us": rounded(kernel),
+                "cores_busy": round(busy, 2) if (busy := cores_busy(result)) else None,
                 **shares_of(profiles[op]),
             }
         )
     print(report.format_table([shown(r) for r in rows], COLUMNS), flush=True)
     print(LEGEND)
+    for row in rows[1:]:
+        if row["vs_best_case"] and row["cores_busy"] and rows[0]["cores_busy"]:
+            print(where_the_rest_went(rows[0], row))
     if store:
         print(f"floor: {store.operation}, {workers} x {server.setting('GUNICORN_THREADS', '1')}")
     if wrk:
@@ -301,52 +313,10 @@ def server_cpu_per_request(result: Result) -> float | None:
     return (spent["app"] + spent.get("store", 0.0)) / result.completed * 1e6
 
 
-def shares_of(profile: dict[str, float] | None) -> dict[str, float | None]:
-    return {f"{part}_cpu_share": round(profile[part], 3) if profile else None for part in PARTS}
-
-
-PARTS = ("web", "store_client", "project")
-LEGEND = (
-    "app us, store us, kernel us: CPU time per request, in the app's processes, its store's,\n"
-    "and the kernel's part of the app's; floor: the store's own write from its client, as\n"
-    "many threads as the app; best: the model in bench.py; web, client, project: shares of\n"
-    "the app's request CPU in a separate profiled pass (approximate)"
-)
-
-
-# (key in a row, column title) of the table the bench prints.
-COLUMNS = (
-    ("route", "route"),
-    ("req_per_s", "req/s"),
-    ("p50_ms", "p50 ms"),
-    ("p99_ms", "p99 ms"),
-    ("failed", "failed"),
-    ("vs_healthz", "vs /healthz"),
-    ("app_cpu_us", "app us"),
-    ("store_cpu_us", "store us"),
-    ("kernel_cpu_us", "kernel us"),
-    ("floor_req_s", "floor"),
-    ("best_case_req_s", "best"),
-    ("vs_best_case", "vs best"),
-    ("web_cpu_share", "web"),
-    ("store_client_cpu_share", "client"),
-    ("project_cpu_share", "project"),
-)
-
-
-def shown(row: dict) -> dict[str, str]:
-    """A row as the table prints it: milliseconds to 0.01, the ratio with an x,
-    and nothing where a CPU time is unknown."""
-    return {
-        **{key: "" if row[key] is None else str(row[key]) for key, _ in COLUMNS},
-        "p50_ms": f"{row['p50_ms']:.2f}",
-        "p99_ms": f"{row['p99_ms']:.2f}",
-        "vs_healthz": f"{row['vs_healthz']:.2f}x",
-    }
-
-
-def rounded(value: float | None) -> int | None:
-    return None if value is None else round(value)
+def cores_busy(result: Result) -> float | None:
+    """Cores the app and its store kept busy: their CPU seconds per second."""
+    cpu = server_cpu_per_request(result)
+    return cpu * result.rate / 1e6 if cpu else None
 
 
 @launcher  # a server that did not start: an error, exit code 2
