@@ -16,11 +16,14 @@ import fcntl
 import multiprocessing
 import os
 import resource
+import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.pool import Pool
 from pathlib import Path
 
 from loadtests.runs.cpu import Groups, cpu_spent, cpu_used
@@ -137,12 +140,33 @@ def _run_process_args(args: tuple) -> Floor:
     return run_process(*args)
 
 
+@contextmanager
+def client_pool(processes: int) -> Iterator[Pool]:
+    """Client processes, forked: spawn would leave its resource tracker running
+    until this process ends. A forked child inherits the launcher's SIGTERM
+    handler (serve/processes.py launcher(), which raises KeyboardInterrupt),
+    and one that stopped that way holding the pool's queue lock would leave
+    the others waiting on it for ever: they take SIGTERM's default back, and
+    end by the pool's own sentinel when all went well."""
+    pool = multiprocessing.get_context("fork").Pool(
+        processes, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL)
+    )
+    try:
+        yield pool
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
+
+
 def measure_floor(store: Store, processes: int, threads: int, seconds: float) -> Floor:
     """The operation from `processes` x `threads` clients at once."""
     if store.kind == "session-files":
         Path(store.where).mkdir(parents=True, exist_ok=True)
-    # fork, not spawn: spawn leaves a resource tracker running until this process ends.
-    with multiprocessing.get_context("fork").Pool(processes) as pool:
+    with client_pool(processes) as pool:
         parts = pool.map(_run_process_args, [(store, threads, seconds)] * processes)
     # The processes ran side by side: their counts add up over one span.
     return Floor(

@@ -24,7 +24,6 @@ rows' sum equal to the increments the clients counted.
 """
 
 import argparse
-import multiprocessing
 import statistics
 import sys
 import threading
@@ -35,6 +34,7 @@ from multiprocessing.pool import Pool
 import psycopg
 
 from loadtests.runs import report
+from loadtests.runs.floor import client_pool
 from serve.postgres import EmbeddedPostgres
 from serve.processes import launcher, run_folder
 
@@ -174,9 +174,7 @@ def run(connections: list[int], seconds: float, rounds: int) -> list[Cell]:
         with psycopg.connect(server.url, autocommit=True) as conn:
             for statement in SCHEMA:
                 conn.execute(statement)
-        # fork, not spawn: spawn leaves a resource tracker running until this process ends.
-        context = multiprocessing.get_context("fork")
-        with context.Pool(min(CLIENT_PROCESSES, max(connections))) as pool:
+        with client_pool(min(CLIENT_PROCESSES, max(connections))) as pool:
             for _ in range(rounds):
                 for cell in cells:
                     measure(server.url, cell, seconds / rounds, pool)
