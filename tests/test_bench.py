@@ -61,6 +61,7 @@ def check_floor_and_best_case(rows: dict[str, dict[str, str]], write: str) -> No
         assert all(0 <= s <= 1 for s in shares) and sum(shares) == pytest.approx(1, abs=0.005)
         assert float(r["web_cpu_share"]) > 0
         assert float(r["cores_busy"]) > 0
+        assert float(r["switches_per_req"]) > 0  # a request wakes a thread at least
     # The write runs this project's code and its store's client; /healthz hardly any.
     assert float(row["project_cpu_share"]) > float(healthz["project_cpu_share"])
     assert float(row["store_client_cpu_share"]) > 0

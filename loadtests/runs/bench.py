@@ -285,6 +285,9 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
                 "vs_best_case": round(result.rate / best, 2) if best else None,
                 "kernel_cpu_us": rounded(kernel),
                 "cores_busy": round(busy, 2) if (busy := cores_busy(result)) else None,
+                "switches_per_req": round(spent["app_switches"] / done, 1)
+                if spent and done
+                else None,
                 **shares_of(profiles[op]),
             }
         )

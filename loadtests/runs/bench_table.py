@@ -28,6 +28,7 @@ def shares_of(profile: dict[str, float] | None) -> dict[str, float | None]:
 LEGEND = (
     "app us, store us, kernel us: CPU time per request, in the app's processes, its store's,\n"
     "and the kernel's part of the app's; cores: CPU seconds per second of app and store;\n"
+    "switches: context switches per request in the app's threads;\n"
     "floor: the store's own write from its client, as many threads as the app; best: the\n"
     "model in bench.py; web, client, project: shares of the app's request CPU in a separate\n"
     "profiled pass (approximate)"
@@ -49,6 +50,7 @@ COLUMNS = (
     ("best_case_req_s", "best"),
     ("vs_best_case", "vs best"),
     ("cores_busy", "cores"),
+    ("switches_per_req", "switches"),
     ("web_cpu_share", "web"),
     ("store_client_cpu_share", "client"),
     ("project_cpu_share", "project"),

@@ -7,6 +7,7 @@ which process spent it. Linux only: elsewhere every function answers None.
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from serve.pids import cpu_seconds, proc_stat
 from serve.processes import AppServer
@@ -20,7 +21,11 @@ def server_processes(server: AppServer) -> Groups:
     it. A store of several processes that come and go (PostgreSQL's backends)
     counts its own CPU time (EmbeddedPostgres.cpu_seconds)."""
     app = sorted({server.process.pid, *server.worker_pids})  # flask run: one
-    groups: Groups = {"app": app, "app_kernel": lambda: kernel_seconds(app)}
+    groups: Groups = {
+        "app": app,
+        "app_kernel": lambda: kernel_seconds(app),
+        "app_switches": lambda: context_switches(app),
+    }
     if server.backing:
         counted = getattr(server.backing, "cpu_seconds", None)
         groups["store"] = counted or [server.backing.process.pid]
@@ -36,8 +41,30 @@ def kernel_seconds(pids: list[int]) -> float | None:
     return sum(int(f[12]) for f in fields) / os.sysconf("SC_CLK_TCK")
 
 
+def context_switches(pids: list[int]) -> float | None:
+    """Times these processes' threads gave up a core, waiting (voluntary) or
+    preempted, so far, from /proc/<pid>/task/*/status (a process's own status
+    counts its first thread only); None if a process is gone."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return None
+        for task in tasks:
+            try:
+                status = Path(f"/proc/{pid}/task/{task}/status").read_text()
+            except OSError:
+                continue  # a thread that ended
+            total += sum(
+                int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line
+            )
+    return total
+
+
 def cpu_used(groups: Groups) -> CpuSeconds | None:
-    """CPU seconds used so far by each group; None if any is unknown (no /proc)."""
+    """CPU seconds used so far by each group (or its own count, such as
+    context switches); None if any is unknown (no /proc)."""
     used = {}
     for group, pids in groups.items():
         times = [pids()] if callable(pids) else [cpu_seconds(pid) for pid in pids]
