@@ -1,6 +1,7 @@
 """`make bench` on a reduced size: /healthz and the main write measured, nothing
 failed, written, with the CPU time each request cost the app's processes and its
-store's."""
+store's, the store's own floor, the best case the model gives, and the split of
+the app's CPU between web stack, store client and this project's code."""
 
 import csv
 import sys
@@ -9,12 +10,19 @@ import pytest
 
 from loadtests.runs import bench
 
+SHORT = ["--seconds", "0.6", "--rounds", "2", "--profile-seconds", "0.6"]
+SHARES = ("web_cpu_share", "store_client_cpu_share", "project_cpu_share")
+
+
+def run_bench(app: str, out) -> dict[str, dict[str, str]]:
+    assert bench.main([app, *SHORT, "--out", str(out)]) == 0
+    with (out / "bench.csv").open() as f:
+        return {r["route"]: r for r in csv.DictReader(f)}
+
 
 @pytest.mark.parametrize("app", ["fixed_db", "fixed_cache"])
 def test_bench_measures_the_main_write_against_the_ceiling(app, isolated_var_dir, tmp_path):
-    assert bench.main([app, "--seconds", "0.6", "--rounds", "2", "--out", str(tmp_path)]) == 0
-    with (tmp_path / "bench.csv").open() as f:
-        rows = {r["route"]: r for r in csv.DictReader(f)}
+    rows = run_bench(app, tmp_path)
     assert list(rows) == ["GET /healthz", "POST /counter/increment"]
     assert rows["GET /healthz"]["vs_healthz"] == "1.0"
     for row in rows.values():
@@ -28,3 +36,32 @@ def test_bench_measures_the_main_write_against_the_ceiling(app, isolated_var_dir
         assert (increment["store_cpu_us"] != "") == (app == "fixed_cache")
         if app == "fixed_cache":
             assert int(increment["store_cpu_us"]) > 0
+        check_floor_and_best_case(rows, "POST /counter/increment")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="CPU time comes from /proc")
+def test_the_session_store_has_a_floor_too(isolated_var_dir, tmp_path):
+    check_floor_and_best_case(run_bench("fixed_session", tmp_path), "POST /visits")
+
+
+def check_floor_and_best_case(rows: dict[str, dict[str, str]], write: str) -> None:
+    """The floor, the best case and the split, on the write's row only; the
+    best case is the model bench.py names, recomputed from the row's figures."""
+    healthz, row = rows["GET /healthz"], rows[write]
+    assert healthz["floor_req_s"] == healthz["best_case_req_s"] == healthz["vs_best_case"] == ""
+    floor, best = int(row["floor_req_s"]), int(row["best_case_req_s"])
+    assert floor > 0 and int(row["floor_cpu_us"]) > 0
+    healthz_cpu = int(healthz["app_cpu_us"]) + int(healthz["store_cpu_us"] or 0)
+    model = int(healthz["req_per_s"]) * healthz_cpu / (healthz_cpu + int(row["floor_cpu_us"]))
+    assert best == pytest.approx(min(model, floor), rel=0.03)  # the CSV's figures are rounded
+    assert float(row["vs_best_case"]) == pytest.approx(int(row["req_per_s"]) / best, abs=0.011)
+    for r in (healthz, row):
+        assert 0 < int(r["kernel_cpu_us"]) < int(r["app_cpu_us"])
+        shares = [float(r[name]) for name in SHARES]
+        assert all(0 <= s <= 1 for s in shares) and sum(shares) == pytest.approx(1, abs=0.005)
+        assert float(r["web_cpu_share"]) > 0
+        assert float(r["cores_busy"]) > 0
+        assert float(r["switches_per_req"]) > 0  # a request wakes a thread at least
+    # The write runs this project's code and its store's client; /healthz hardly any.
+    assert float(row["project_cpu_share"]) > float(healthz["project_cpu_share"])
+    assert float(row["store_client_cpu_share"]) > 0

@@ -31,6 +31,12 @@ RUNS: dict[str, tuple[dict[str, str], list[str]]] = {
     "stall-postgres": ({}, ["python", "-m", "loadtests.faults.stall", "fixed_db"]),
     "durability": ({}, ["python", "-m", "pytest", "-s", "-q", "tests/test_durability.py"]),
     "examples": ({}, ["python", "-m", "examples"]),
+    "bench": ({}, ["python", "-m", "loadtests.runs.bench", "--wrk"]),
+    "bench-postgres": (
+        {"FIXED_DB_BACKEND": "postgres"},
+        ["python", "-m", "loadtests.runs.bench", "fixed_db", "--wrk"],
+    ),
+    "hot-row": ({}, ["python", "-m", "loadtests.runs.hot_row"]),
     "check-shop-broken": ({}, [*SHOP_CHECK, "examples/shop/broken"]),
     "check-shop-fixed": ({}, [*SHOP_CHECK, "examples/shop/fixed"]),
 }

@@ -381,10 +381,13 @@ def render_matrix_table(app: str | None = None) -> str:
 
 def render_bench_table() -> str:
     rows = read_csv("bench.csv")
+    # A run that measured each write's floor and best case (bench.py) shows them too.
+    extra = [c for c in BENCH_EXTRA if rows and c[0] in rows[0]]
     body = table(
         [
             *["app", "route", "req/s", "p50 ms", "p99 ms", "failed", "vs /healthz"],
             *["app CPU µs/req", "store CPU µs/req"],
+            *(title for _, title, _ in extra),
         ],
         [
             [
@@ -397,6 +400,7 @@ def render_bench_table() -> str:
                 f"{float(r['vs_healthz']):.2f}x",
                 number(r.get("app_cpu_us") or ""),
                 number(r.get("store_cpu_us") or ""),
+                *(show(r[key]) for key, _, show in extra),
             ]
             for r in rows
             if "(" not in r["route"]  # wrk's and the hammer's own rows are below
@@ -421,6 +425,23 @@ def render_bench_table() -> str:
     if setups:
         body += "\n\nSetups, as the bench printed them:\n\n" + "\n".join(f"- {s}" for s in setups)
     return body
+
+
+def ratio(value: str) -> str:
+    return f"{float(value):.2f}x" if value else ""
+
+
+def share(value: str) -> str:
+    return f"{float(value):.2f}" if value else ""
+
+
+# bench.csv's columns since the floor and the best case: (key, title, shown as).
+BENCH_EXTRA = (
+    ("floor_req_s", "store's floor, ops/s", number),
+    ("best_case_req_s", "best case req/s", number),
+    ("vs_best_case", "vs best case", ratio),
+    ("project_cpu_share", "project's share of app CPU", share),
+)
 
 
 def render_tabs(run: dict[str, Any]) -> str:

@@ -7,9 +7,22 @@ A benchmark needs a client that is not the bottleneck: this one keeps
 CONNECTIONS sockets alive in one selectors loop per client process, with
 raw HTTP (loadtests/clients/rawhttp.py). The routes take turns in ROUNDS
 short slices, so a machine whose speed drifts slows them alike: compare the
-ratio, not the absolute numbers. The CPU time each request cost the app's
-and its store's processes (cpu.py) says where the time went. Measured
-figures are in docs/results/.
+ratio, not the absolute numbers. The store's floor (floor.py: the same write
+straight from its client, as many client threads as the app has) takes its
+turn with them. The CPU time each request cost the app's and its store's
+processes (cpu.py) says where the time went, and gives the best case, a
+model: a write that costs exactly a /healthz plus its store operation's own
+CPU (client and server, from the floor), run at /healthz's core usage:
+
+    best_case_req_s = min(healthz_req_s * healthz_cpu / (healthz_cpu + floor_cpu),
+                          floor_req_s)
+
+with healthz_cpu the app's and store's CPU per /healthz and floor_cpu the
+floor's client and server CPU per operation: the CPU /healthz kept busy per
+second, spent on requests that each cost that much more, and never faster
+than the store alone. A short profiled pass
+(profiled.py) splits the app's CPU between web stack, store client and this
+project's code. Measured figures are in docs/results/.
 """
 
 import argparse
@@ -34,16 +47,27 @@ from loadtests.clients.rawhttp import (
     set_cookie,
 )
 from loadtests.runs import report
+from loadtests.runs.bench_table import (
+    COLUMNS,
+    LEGEND,
+    rounded,
+    shares_of,
+    shown,
+    where_the_rest_went,
+)
 from loadtests.runs.cpu import CpuSeconds, cpu_per_request, cpu_spent, cpu_used, server_processes
+from loadtests.runs.floor import Floor, floor_slice, floor_store
 from loadtests.runs.hammer import measure_ceiling
+from loadtests.runs.profiled import ProfiledServer, split
 from plumbing.config import var_dir
 from registry import APPS
-from serve.processes import AppServer, available_apps, free_port, launcher
+from serve.processes import AppServer, available_apps, free_port, launcher, run_folder
 
 DEFAULT_CONNECTIONS = 16
 DEFAULT_SECONDS = 6.0
 DEFAULT_ROUNDS = 6
 DEFAULT_PROCESSES = 1
+DEFAULT_PROFILE_SECONDS = 2.0
 
 
 APPENDS_PER_USER = 50  # POST /visits: each connection is a new user this often
@@ -180,8 +204,22 @@ def wrk_rate(url: str, connections: int, seconds: float) -> float | None:
     return max(rates, default=None)
 
 
+def profile_shares(app: str, op: str, args: argparse.Namespace) -> dict[str, float] | None:
+    """The profiled pass (profiled.py): each part's share of a request's CPU."""
+    if args.profile_seconds <= 0:
+        return None
+    with run_folder("bench-profile") as folder:
+        env = {"WORK_MS": "0"}
+        with ProfiledServer(app, free_port(), folder, env=env, own_folder="bench") as server:
+            if server.setting("GUNICORN_WORKER_CLASS") != "gthread":
+                return None
+            measure(server.port, op, args.connections, args.profile_seconds, 1, server.workers())
+        return split(folder)
+
+
 def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
-    """Each route of one app, in interleaved turns, against GET /healthz."""
+    """Each route of one app, in interleaved turns, against GET /healthz and
+    its store's floor."""
     # WORK_MS=0: measure what the state costs, not the stand-in for a query.
     with AppServer(app, free_port(), env={"WORK_MS": "0"}, own_folder="bench") as server:
         print(
@@ -192,25 +230,41 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
         )
         workers = server.workers()
         groups = server_processes(server)  # whose CPU time each request costs
+        store = floor_store(server) if args.floor else None
         slices: dict[str, list[Result]] = {op: [] for op in ["healthz", *ops]}
+        floors: list[Floor] = []
+        share = args.seconds / args.rounds
         for _ in range(args.rounds):
             for op in slices:
-                share = args.seconds / args.rounds
                 before = cpu_used(groups)
                 result = measure(server.port, op, args.connections, share, args.processes, workers)
                 result.cpu_seconds = cpu_spent(before, cpu_used(groups))
                 slices[op].append(result)
+            if store:
+                floors.append(floor_slice(store, server, groups, share))
         wrk = hammer = None
         if args.wrk and (wrk := wrk_rate(server.url + "/healthz", args.connections, args.seconds)):
             # The hammer's own client (threads, one kept-alive connection each) on
             # the same route with as many connections: it must not limit a run.
             hammer = measure_ceiling(server.url, args.connections, 400, workers)
+    profiles = {op: profile_shares(app, op, args) for op in slices}
 
-    rows, ceiling = [], combine(slices["healthz"]).rate
+    healthz = combine(slices["healthz"])
+    ceiling = healthz.rate
+    floor = Floor(*(sum(getattr(f, k) for f in floors) for k in ("completed", "seconds")), 0.0)
+    floor.client_cpu_seconds = sum(f.client_cpu_seconds for f in floors)
+    healthz_cpu = server_cpu_per_request(healthz)
+    rows = []
     for op, parts in slices.items():
         result = combine(parts)
         method, path, _ = ROUTES[op]
         spent, done = result.cpu_seconds, result.completed
+        best = None
+        if op != "healthz" and floor.completed and healthz_cpu:
+            floor_cpu = floor.client_cpu_seconds / floor.completed * 1e6
+            # Nor can it go faster than its store alone.
+            best = min(ceiling * healthz_cpu / (healthz_cpu + floor_cpu), floor.rate)
+        kernel = cpu_per_request(spent, "app_kernel", done)
         rows.append(
             {
                 "app": app,
@@ -223,11 +277,27 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
                 "vs_healthz": round(result.rate / ceiling, 2),
                 "app_cpu_us": rounded(cpu_per_request(spent, "app", done)),
                 "store_cpu_us": rounded(cpu_per_request(spent, "store", done)),
+                "floor_req_s": rounded(floor.rate) if op != "healthz" and floor.completed else None,
+                "floor_cpu_us": rounded(floor.client_cpu_seconds / floor.completed * 1e6)
+                if op != "healthz" and floor.completed
+                else None,
+                "best_case_req_s": rounded(best),
+                "vs_best_case": round(result.rate / best, 2) if best else None,
+                "kernel_cpu_us": rounded(kernel),
+                "cores_busy": round(busy, 2) if (busy := cores_busy(result)) else None,
+                "switches_per_req": round(spent["app_switches"] / done, 1)
+                if spent and done
+                else None,
+                **shares_of(profiles[op]),
             }
         )
     print(report.format_table([shown(r) for r in rows], COLUMNS), flush=True)
-    if any(r["app_cpu_us"] is not None for r in rows):
-        print("app us, store us: CPU time per request, in the app's processes and its store's")
+    print(LEGEND)
+    for row in rows[1:]:
+        if row["vs_best_case"] and row["cores_busy"] and rows[0]["cores_busy"]:
+            print(where_the_rest_went(rows[0], row))
+    if store:
+        print(f"floor: {store.operation}, {workers} x {server.setting('GUNICORN_THREADS', '1')}")
     if wrk:
         print(f"{'GET /healthz, wrk':<26}{wrk:>8.0f}   this bench: {ceiling / wrk:.2f}x of wrk")
         print(
@@ -238,32 +308,18 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-# (key in a row, column title) of the table the bench prints.
-COLUMNS = (
-    ("route", "route"),
-    ("req_per_s", "req/s"),
-    ("p50_ms", "p50 ms"),
-    ("p99_ms", "p99 ms"),
-    ("failed", "failed"),
-    ("vs_healthz", "vs /healthz"),
-    ("app_cpu_us", "app us"),
-    ("store_cpu_us", "store us"),
-)
+def server_cpu_per_request(result: Result) -> float | None:
+    """The app's and its store's CPU per request, in microseconds."""
+    spent = result.cpu_seconds
+    if not spent or not result.completed:
+        return None
+    return (spent["app"] + spent.get("store", 0.0)) / result.completed * 1e6
 
 
-def shown(row: dict) -> dict[str, str]:
-    """A row as the table prints it: milliseconds to 0.01, the ratio with an x,
-    and nothing where a CPU time is unknown."""
-    return {
-        **{key: "" if row[key] is None else str(row[key]) for key, _ in COLUMNS},
-        "p50_ms": f"{row['p50_ms']:.2f}",
-        "p99_ms": f"{row['p99_ms']:.2f}",
-        "vs_healthz": f"{row['vs_healthz']:.2f}x",
-    }
-
-
-def rounded(value: float | None) -> int | None:
-    return None if value is None else round(value)
+def cores_busy(result: Result) -> float | None:
+    """Cores the app and its store kept busy: their CPU seconds per second."""
+    cpu = server_cpu_per_request(result)
+    return cpu * result.rate / 1e6 if cpu else None
 
 
 @launcher  # a server that did not start: an error, exit code 2
@@ -280,6 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="turns per route")
     parser.add_argument("--processes", type=int, default=DEFAULT_PROCESSES)
     parser.add_argument("--wrk", action="store_true", help="also run wrk on /healthz, if installed")
+    parser.add_argument(
+        "--no-floor", dest="floor", action="store_false", help="skip the store's floor"
+    )
+    parser.add_argument(
+        "--profile-seconds",
+        type=float,
+        default=DEFAULT_PROFILE_SECONDS,
+        help="the profiled pass per route (0: none)",
+    )
     parser.add_argument("--out", type=Path, default=var_dir() / "results", help="folder")
     args = parser.parse_args(argv)
     apps = args.apps or available_apps()
