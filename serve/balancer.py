@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from serve.pids import Service, free_port, spawn, stop_process
+from serve.pids import Service, free_port, signals_held, spawn, stop_process
 
 POLICIES = ("round_robin", "cookie")
 STICKY_COOKIE = "lb"  # the cookie Caddy sets to pin a browser to one instance
@@ -101,7 +101,7 @@ class Balancer(Service):
         # Caddy keeps state under the XDG folders: ours, never the user's home.
         env = {"XDG_DATA_HOME": str(self.directory), "XDG_CONFIG_HOME": str(self.directory)}
         try:
-            with self.log_path.open("ab") as log:
+            with self.log_path.open("ab") as log, signals_held():
                 self.process = spawn(
                     [str(caddy_binary()), "run", "--config", str(config)],
                     env=env,

@@ -75,8 +75,6 @@ by the tests' check for processes mentioning their temporary folder.
 """
 
 import contextlib
-import ctypes
-import ctypes.util
 import fcntl
 import functools
 import hashlib
@@ -86,8 +84,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from importlib.util import find_spec
@@ -98,7 +94,14 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-from serve.pids import PR_SET_PDEATHSIG, STOP_TIMEOUT_SECONDS, Service, free_port
+from serve.pids import (
+    LIBC,
+    STOP_TIMEOUT_SECONDS,
+    Service,
+    free_port,
+    signals_held,
+    spawn,
+)
 
 MAX_UNIX_SOCKET_PATH = 100  # sun_path holds 104 (macOS) or 108 (Linux) bytes
 SOCKET_NAME = ".s.PGSQL.5432"  # what PostgreSQL calls its socket on port 5432
@@ -324,18 +327,16 @@ class EmbeddedPostgres(Service):
             if self.account
             else {}
         )
-        if LIBC is not None:
-            popen["preexec_fn"] = fast_shutdown_with_parent
         with signals_held(), contextlib.ExitStack() as files:
             output = files.enter_context(self.log_path().open("ab")) if log else subprocess.DEVNULL
-            self.process = subprocess.Popen(
+            self.process = spawn(
                 command,
+                death_signal=signal.SIGINT,  # set after the switch of account: kept
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 env=self._environment(),
                 cwd="/",
-                start_new_session=True,
                 **popen,
             )
         return self.process
@@ -527,7 +528,6 @@ class EmbeddedPostgres(Service):
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
 IPC_RMID = 0  # shmctl(2)
 
 
@@ -548,31 +548,6 @@ def free_shared_memory(lock_file: Path) -> None:
         fields = line.split()  # key shmid perms size cpid lpid nattch ...
         if int(fields[0]) == key and int(fields[1]) == shmid and int(fields[6]) == 0:
             LIBC.shmctl(shmid, IPC_RMID, None)
-
-
-def fast_shutdown_with_parent() -> None:  # runs in the child, between fork and exec
-    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGINT)  # after the switch of account: kept
-
-
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back for a moment, then act on them: between
-    the fork of a child and the line that records it, a KeyboardInterrupt
-    would leave a child nobody stops. Only the main thread has signal
-    handlers; elsewhere this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, lambda n, _: caught.append(n)) for signum in held}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-        for signum in caught[:1]:
-            signal.raise_signal(signum)  # handled now, as it would have been
 
 
 def has_exited(process: subprocess.Popen) -> bool:

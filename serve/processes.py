@@ -39,6 +39,7 @@ from serve.pids import (
     pids_mentioning,
     port_in_use_message,
     port_is_free,
+    signals_held,
     spawn,
     stop_process,
 )
@@ -345,13 +346,14 @@ class AppServer(Service):
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 output = self.log_path.open("ab")
                 self.log_start = output.tell()  # what an earlier run wrote is not this one's
-            self.process = spawn(  # signals reach it from us only, by PID
-                self.command(),
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT if output else None,
-            )
+            with signals_held():  # recorded for stopping, or not started
+                self.process = spawn(  # signals reach it from us only, by PID
+                    self.command(),
+                    cwd=REPO_ROOT,
+                    env=env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT if output else None,
+                )
             self.wait_until_healthy()
         except BaseException:
             self.stop()  # the server and the backing one: nothing left behind

