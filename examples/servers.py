@@ -35,9 +35,8 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from plumbing.config import REPO_ROOT
 from plumbing.http import worker_id
 from serve import uwsgi
-from serve.pids import Service, free_port, signals_held, spawn, stop_process
+from serve.pids import START_TIMEOUT_SECONDS, Service, free_port, signals_held, spawn, stop_process
 
-START_TIMEOUT_SECONDS = 20.0
 T = TypeVar("T")
 
 

@@ -120,7 +120,7 @@ client sent COMMIT and before the server answers it. So:
   the same before COMMIT: the transaction can no longer commit. NotApplied.
 - no answer within the deadline: the same as a lost connection. During a
   COMMIT or an autocommit write, OutcomeUnknown: the statement was sent,
-  and a frozen server runs it once resumed (tests/test_postgres.py shows it
+  and a frozen server runs it once resumed (tests/test_fixed_db_postgres.py shows it
   does); before COMMIT, NotApplied: the connection is closed, so the
   transaction never commits. A read is a 503 either way.
 Nothing is ever sent twice: psycopg does not retry, and neither does this.
@@ -229,7 +229,7 @@ class DeadlineConnection(psycopg.Connection):
     closed connection, the first error kept.
 
     errors._WaitTimeout, which wait() raises, is private to psycopg (checked
-    against 3.3.9; tests/test_postgres.py fails if it goes)."""
+    against 3.3.9; tests/test_fixed_db_postgres.py fails if it goes)."""
 
     deadline_seconds = DEADLINE_SECONDS
 

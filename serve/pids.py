@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any, Self
 
 STOP_TIMEOUT_SECONDS = 10.0
+# How long a server may take to answer once started (PostgreSQL's own is longer:
+# initdb, then crash recovery; serve/postgres.py).
+START_TIMEOUT_SECONDS = 20.0
 
 
 def free_port() -> int:

@@ -7,23 +7,17 @@ the block follows it up to the closing comment:
     ...written by this module...
     <!-- end generated -->
 
-Kinds:
+Kinds: `source PATH NAME...` (named definitions of a Python file), `diff OLD
+NEW` (module docstrings left out), `results KEY` (docs/tools/results_render.py),
+`screenshots KEY` (docs/tools/screenshots.py), `settings` (plumbing/config.py).
 
-    source PATH NAME...    the named definitions of a Python file (functions,
-                           classes, "Class.method", assigned names)
-    diff OLD NEW           `diff -u OLD NEW`, module docstrings left out
-    results KEY            a table, chart or summary of the last results run
-                           (docs/tools/results.py)
-    screenshots KEY        the Locust web UI screenshots (docs/tools/screenshots.py)
-
-The blocks are written into the Markdown, so the pages read the same on a
-code host as on the site, and they are written only by this module:
+Written into the Markdown (the pages read the same on a code host), only by:
 
     python -m docs.tools.blocks            # rewrite every stale block
     python -m docs.tools.blocks --check    # list stale pages; exit 1 if any
 
-tests/test_docs.py fails when a block no longer matches what it is made from,
-and the site's build renders every block afresh (docs/tools/hooks.py).
+tests/test_docs.py fails on a stale block; the site's build renders every
+block afresh (docs/tools/hooks.py).
 """
 
 import posixpath
@@ -32,6 +26,7 @@ import sys
 from pathlib import Path
 
 from docs.tools import DOCS_DIR, REPO_ROOT, results, screenshots, sources
+from plumbing import config
 
 BLOCK = re.compile(
     r"(?P<open><!-- generated: (?P<spec>[^\n]*?) -->\n)"
@@ -71,6 +66,8 @@ def render(spec: str, page: str) -> str:
         return results.render(args[0], page)
     if kind == "screenshots" and len(args) == 1:
         return screenshots.render(args[0], page)
+    if kind == "settings" and not args:
+        return config.settings_table()
     raise ValueError(f"unknown generated block {spec!r} in {page}")
 
 
