@@ -32,10 +32,19 @@ EXAMPLES = (
     "preload_secret_until_restart",
     "thread_started_at_import",
     "connection_before_fork",
+    "tls_connection_before_fork",
     "schema_race_at_startup",
     "gevent_greenlets_share_globals",
+    "gevent_worker_timeout",
     "uwsgi_loads_before_fork",
     "hosts_behind_a_balancer",
+    "outside_app_context",
+    "memoize_per_worker",
+    "rate_limit_per_worker",
+    "live_update_reaches_one_worker",
+    "socketio_without_message_queue",
+    "background_job_per_worker",
+    "object_made_once_carries_state",
 )
 
 

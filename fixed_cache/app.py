@@ -2,8 +2,8 @@
 
 The shared counter is one atomic INCR, each user's visits are a list appended
 in one MULTI/EXEC, and each request's name to greet lives on flask.g.
-store.py sends them, once, and answers for a failure or a replayed
-Idempotency-Key; README.md explains what happens when the server stalls.
+store.py sends them, once, and answers for a failure; @idempotent applies
+each keyed write once. README.md explains what happens when the server stalls.
 """
 
 from collections.abc import Mapping
@@ -17,6 +17,7 @@ from plumbing import (
     create_base_app,
     current_user_id,
     do_some_work,
+    idempotent,
     name_from_query,
     visits_page,
 )
@@ -28,7 +29,9 @@ bp.get("/")(visits_page)  # the page for people, the same in every app (plumbing
 
 
 @bp.post("/counter/increment")
+@idempotent
 def increment_counter():
+    do_some_work()  # the same work; what changed is that read and write are one step
     # Read and write in one command, on a server that runs one at a time.
     return store.write(("INCR", "counter"), answer={"value": store.REPLY})
 
@@ -39,11 +42,13 @@ def read_counter():
 
 
 @bp.post("/counter/reset")
+@idempotent
 def reset_counter():
     return store.write(("SET", "counter", 0), answer={"value": 0})
 
 
 @bp.post("/visits")
+@idempotent
 def add_visit():
     article = article_from_body()
     do_some_work()

@@ -1,65 +1,19 @@
 """The Redis-protocol server behind fixed_cache: how a write reaches it once,
 and what a request answers when it does not.
 
-init_app(app) takes the server's address from REDIS_URL (any Redis or
-Valkey; `python -m serve` and the tests start an embedded one and set it, see
-serve/valkey.py). Routes call write(*commands, answer=...) and
-read(*command). Each worker process makes its connection pool and its circuit
-breaker on first use, after gunicorn forks, never at import; each of its
-threads then keeps one connection of its own for as long as it lives: a
-command skips the pool's lock and its check that the connection is idle,
-which cost the workers 40 to 80 us of CPU per increment under load on 2 cores
-(the "app us" column of `python -m loadtests.bench fixed_cache`, run by hand
-with either version on 2026-11-21; the per-command check-out is not kept to
-be measured again). A thread
-that ends (`flask run` starts one per connection) gives it back to the pool.
-
-A write is never sent twice. INCR and RPUSH are not idempotent: a client that
-re-sends one after a timeout applies it twice if the server was only slow.
-This store used to let redis-py retry once; with the server paused (SIGSTOP)
-for 0.6 s while an INCR was in flight, it re-sent the INCR at its 0.45 s
-timeout, answered 2 and left the counter at 2 (tests/test_cache_faults.py now
-checks it is applied once). Only what provably never left may be tried again:
-a connection that failed to open, or a kept connection found closed BEFORE a
-command is sent on it (after a server restart its socket reads as closed; see
-fresh()). EVALSHA is sent again only after the server answered NOSCRIPT,
-having run nothing (redis-py's Script). Reads, which change nothing, are asked
-once more when their connection is lost. Every other failure ends the request
-with one of plumbing/idempotency.py's answers:
-
-    could not connect, or the breaker is open    503 NotApplied
-    timeout or connection lost after sending     503 OutcomeUnknown
-    the server's OOM error (maxmemory reached)   507 StoreFull
-
-An Idempotency-Key header makes a write safe to retry: with one, the commands
-run inside one Lua script (EVALSHA, RECORD_SCRIPT) that first looks the key up
-and, in the same atomic step as the write, records the answer (status and
-body) under it. The same key again returns the recorded answer with
-`Idempotent-Replayed: true` and changes nothing. Keys are scoped to the route
-and the user (plumbing.idempotency.scoped_key). Without a key a write is one
-command, or MULTI/EXEC, as before.
-
-A stalled server must not hold every thread for a full timeout per request.
-Each worker has a circuit breaker (pybreaker, through plumbing/breaker.py,
-which fixed_db uses for PostgreSQL too): after BREAKER_FAIL_MAX consecutive
-failures it opens and requests fail at once with NotApplied, nothing sent;
-after BREAKER_RESET_SECONDS one trial request goes through, and a server
-that answers it closes the breaker. The numbers, for 2 workers x 4
-threads and a paused server:
-- TIMEOUT_SECONDS, 0.25 s: the longest a command waits on the server. Under
-  load on 2 cores the bench's slowest increments took 20 to 50 ms (p99 of
-  `python -m loadtests.bench fixed_cache`, 2026-11-29), so a server counts as
-  failed only when it is five to ten times slower than that.
-- BREAKER_FAIL_MAX, 3: a stall makes all 4 threads of a worker fail within one
-  timeout, so 3 opens the breaker after that first wave, and the requests
-  queued behind it fail fast; one slow command alone never opens it.
-- BREAKER_RESET_SECONDS, 0.5 s: a server that comes back is used again within
-  about half a second; meanwhile a trial holds one thread of four for at most
-  one timeout, every 0.75 s.
-With them, `python -m loadtests.stall` (64 connections, the server paused for
-5 s; 2026-11-29, 2 cores shared with other work) measured a p99 time to a 503
-of 0.12 to 0.5 s in eight runs, the slowest answer 0.5 to 0.76 s; before, with
-no breaker, a 0.45 s timeout and one retry, the p99 was 8.2 s.
+init_app(app) takes the server from REDIS_URL (any Redis or Valkey; the
+launchers start an embedded one, serve/valkey.py). Routes call
+write(*commands, answer=...) and read(*command). Each worker makes its pool
+and circuit breaker on first use, after gunicorn forks; each thread keeps a
+connection of its own, which skips the pool's lock and idle check on every
+command. A write is never sent twice: only what provably never left is tried
+again (a connection that failed to open, a kept one found closed before
+sending: fresh()), and every other failure ends as NotApplied, OutcomeUnknown
+or StoreFull (plumbing/idempotency.py). Under @idempotent with a key, the
+commands run inside RECORD_SCRIPT, which looks the key up, runs them and
+records the answer in one step of the server's (KeyedScripts). A stalled
+server fails fast behind the breaker. README.md says why each number
+(TIMEOUT_SECONDS, BREAKER_FAIL_MAX, BREAKER_RESET_SECONDS) is what it is.
 """
 
 import json
@@ -71,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import pybreaker
-from flask import Flask, current_app
+from flask import Flask, Response, current_app, g
 from redis import ConnectionPool, Redis, RedisError
 from redis.backoff import NoBackoff
 from redis.client import Pipeline
@@ -86,26 +40,22 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from plumbing import current_user_id, setting, unavailable_when
+from plumbing import setting, unavailable_when
 from plumbing.breaker import circuit_breaker, guarded
 from plumbing.idempotency import (
+    TTL_SECONDS,
+    KeyedWrite,
     NotApplied,
     OutcomeUnknown,
     StoreFull,
-    idempotency_key,
-    scoped_key,
+    replayed,
 )
+from plumbing.users import known_user_id
 
 TIMEOUT_SECONDS = 0.25
 BREAKER_FAIL_MAX = 3
 BREAKER_RESET_SECONDS = 0.5
-# How long a key is remembered: the IETF draft leaves it to the server, and
-# payment APIs keep keys for 24 hours. A client retries within seconds to
-# hours (an outage, a phone offline overnight); after a day the key is
-# forgotten and its record's memory freed.
-IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60
 RECORD_PREFIX = "idempotency:"
-REPLAYED_HEADER = "Idempotent-Replayed"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -130,7 +80,8 @@ RECORD_SCRIPT = """
 -- KEYS[1]: the key's record.
 -- ARGV: the record's lifetime in seconds; the answer's status; the body's JSON
 -- before and after the last reply; "1" if the reply goes between them; the
--- number of commands; then each command as its number of words, then its words.
+-- request's fingerprint (hex); the number of commands; then each command as
+-- its number of words, then its words.
 local recorded = redis.call('GET', KEYS[1])
 if recorded then
   return {1, recorded}
@@ -154,8 +105,8 @@ local function json(reply)
 end
 
 local reply
-local at = 7
-for _ = 1, tonumber(ARGV[6]) do
+local at = 8
+for _ = 1, tonumber(ARGV[7]) do
   local words = tonumber(ARGV[at])
   reply = redis.call(unpack(ARGV, at + 1, at + words))
   at = at + 1 + words
@@ -164,7 +115,8 @@ local body = ARGV[3]
 if ARGV[5] == '1' then
   body = ARGV[3] .. json(reply) .. ARGV[4]
 end
-local answer = '{"status":' .. ARGV[2] .. ',"body":' .. body .. '}'
+local answer = '{"status":' .. ARGV[2] .. ',"fingerprint":"' .. ARGV[6] .. '"'
+answer = answer .. ',"body":' .. body .. '}'
 redis.call('SET', KEYS[1], answer, 'EX', ARGV[1])
 return {0, answer}
 """
@@ -176,7 +128,7 @@ def fresh(connection: AbstractConnection) -> None:
     Between commands nothing is due on a connection, so a socket that is
     readable has been closed by the server (a restart) or holds something
     unasked for: it is replaced before anything is sent on it, as
-    loadtests/transport.py does for HTTP. The check is a select() that does
+    loadtests/clients/transport.py does for HTTP. The check is a select() that does
     not wait. Raises redis' ConnectionError or TimeoutError when a new
     connection cannot be opened; nothing was sent on it."""
     sock = connection._sock  # redis-py's socket; None once disconnected
@@ -281,11 +233,11 @@ class Store:
         commands: Sequence[Command],
         answer: Mapping[str, Any],
         status: int,
-        key: str | None,
+        keyed: KeyedWrite | None,
     ) -> tuple[Any, ...]:
         """What a view returns for write(*commands, answer=, status=) with this
         key (None: no Idempotency-Key); raises as write() does."""
-        if key is None:
+        if keyed is None:
             if len(commands) == 1:
                 [command] = commands
                 reply = self.sent_once(self.client, lambda c: c.execute_command(*command))
@@ -293,16 +245,17 @@ class Store:
                 reply = self.sent_once(self.transaction, lambda pipe: run(pipe, commands)[-1])
             return filled(answer, reply), status
 
-        record = RECORD_PREFIX + scoped_key(current_user_id(), key)
-        args = [IDEMPOTENCY_TTL_SECONDS, status, *answer_template(answer), len(commands)]
+        record = RECORD_PREFIX + keyed.scope
+        args = [TTL_SECONDS, status, *answer_template(answer), keyed.fingerprint, len(commands)]
         for command in commands:
             args += [len(command), *command]
-        replayed, recorded = self.sent_once(
+        found, recorded = self.sent_once(
             self.client, lambda c: self.record_script([record], args, client=c)
         )
         saved = json.loads(recorded)
-        if replayed:
-            return saved["body"], saved["status"], {REPLAYED_HEADER: "true"}
+        if found:  # written by an earlier request: nothing was run now
+            body = current_app.json.response(saved["body"]).get_data(as_text=True)
+            raise Replay(saved["status"], body, saved.get("fingerprint", ""))
         return saved["body"], saved["status"]
 
     def read(self, command: Command) -> Any:
@@ -354,6 +307,30 @@ def answer_template(answer: Mapping[str, Any]) -> tuple[str, str, str]:
     return before, after, "1" if slot else "0"
 
 
+class Replay(Exception):
+    """The key was already used: what was recorded with it (status, body, fingerprint)."""
+
+
+class KeyedScripts:
+    """fixed_cache's KeyStore (plumbing.idempotency): with a key, write()
+    sends the view's commands in RECORD_SCRIPT, which looks the key up, runs
+    them and records the answer in one step of the server's."""
+
+    @staticmethod
+    def identity() -> str | None:
+        return known_user_id()
+
+    @staticmethod
+    def write_once(view: Callable[[], Response], keyed: KeyedWrite | None) -> Response:
+        g.keyed_write = keyed
+        try:
+            return view()
+        except Replay as replay:
+            return replayed(*replay.args)
+        finally:
+            del g.keyed_write
+
+
 def store() -> Store:
     """The app's store, set up for this process."""
     found = current_app.extensions["fixed_cache"]
@@ -366,15 +343,16 @@ def write(*commands: Command, answer: Mapping[str, Any], status: int = 200) -> t
     REPLY in answer replaced by the last command's reply. A view returns it.
 
     Without an Idempotency-Key: one command, or several in MULTI/EXEC. With
-    one, a Lua script that also records the answer under the key for
-    IDEMPOTENCY_TTL_SECONDS (24 hours); the key again answers the same, with
-    the header Idempotent-Replayed: true, and writes nothing. Never sent twice.
+    one (in a view under @idempotent), a Lua script that also records the
+    answer under the key for TTL_SECONDS; the key again answers the same,
+    with the header Idempotent-Replayed: true, and writes nothing. Never sent
+    twice.
 
-    Raises BadRequest (400) for an invalid key; NotApplied (503) when nothing
+    Raises NotApplied (503) when nothing
     was sent or the breaker is open; OutcomeUnknown (503) when the server
     stopped answering after it was sent; StoreFull (507) when the server
     refused it for lack of memory (its OOM error)."""
-    return store().write(commands, answer, status, idempotency_key())
+    return store().write(commands, answer, status, g.get("keyed_write"))
 
 
 def read(*command: str | int) -> Any:
@@ -394,5 +372,6 @@ def init_app(app: Flask) -> None:
             "REDIS_URL=redis://127.0.0.1:6379/0"
         )
     app.extensions["fixed_cache"] = Store(url)
+    app.extensions["idempotency"] = KeyedScripts()
     # Any other error the server answers with (a ResponseError) is a 503 too.
     unavailable_when(app, (RedisError,), "the Redis server is unavailable; retry")

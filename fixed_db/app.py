@@ -2,9 +2,8 @@
 
 The shared counter is one atomic UPDATE ... RETURNING, each user's visits are
 rows keyed by their user id, and each request's name to greet lives on
-flask.g. store.py holds the database (SQLite, or PostgreSQL through
-postgres.py), and records each write's Idempotency-Key with its answer;
-README.md explains both.
+flask.g. store.py runs the SQL on SQLite (sqlite.py) or PostgreSQL
+(postgres.py); @idempotent applies each keyed write once. README.md explains.
 """
 
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from plumbing import (
     create_base_app,
     current_user_id,
     do_some_work,
+    idempotent,
     name_from_query,
     visits_page,
 )
@@ -27,8 +27,9 @@ bp.get("/")(visits_page)  # the page for people, the same in every app (plumbing
 
 
 @bp.post("/counter/increment")
-@store.idempotent
+@idempotent
 def increment_counter():
+    do_some_work()  # the same work; what changed is that read and write are one step
     # Read and write in one statement, under the database's write lock.
     [(new_value,)] = store.query(
         "UPDATE counter SET value = value + 1 WHERE id = 1 RETURNING value"
@@ -43,14 +44,14 @@ def read_counter():
 
 
 @bp.post("/counter/reset")
-@store.idempotent
+@idempotent
 def reset_counter():
     store.query("UPDATE counter SET value = 0 WHERE id = 1")
     return {"value": 0}
 
 
 @bp.post("/visits")
-@store.idempotent
+@idempotent
 def add_visit():
     article = article_from_body()
     do_some_work()

@@ -1,129 +1,17 @@
 """fixed_db on PostgreSQL: a pool per worker process, atomic statements.
 
-`DATABASE_URL=postgresql://...` points fixed_db at any PostgreSQL server (11
-or later); serve/postgres.py runs an embedded one when none is given. The
-routes do not change: PostgresDatabase offers store.py what SQLiteDatabase
-does (acquire() a connection for a request, release() it, create_schema()),
-and a connection's execute(sql, params).fetchall() takes the same SQL with
-"?" placeholders, rewritten once to psycopg's "%s" (to_pyformat()). Each
-statement outside an explicit transaction is its own transaction
-(autocommit), so `UPDATE counter SET value = value + 1 ... RETURNING value`
-reads and writes under the row's lock with nothing in between, as on SQLite.
-
-The pool (psycopg_pool.ConnectionPool) is made by each worker process on
-first use, after gunicorn forks, never at import: a pool's sockets and
-threads do not survive a fork, so the owning PID is checked on every
-acquire(), as fixed_cache/store.py does. It holds POOL_SIZE connections,
-one per gunicorn thread, so a request never waits for another's; the server
-must accept workers x threads x instances of them (max_connections, 100 by
-default, less 3 reserved for superusers).
-
-Schema: created by each worker process as it starts (prepare(), on a
-connection of its own, not the pool's), or, if the server does not answer
-then, by its first request that gets a connection; either way idempotently.
-`CREATE TABLE IF NOT EXISTS` alone is not safe when several workers boot at
-once on an empty database: two sessions can both find the table missing and
-both insert it into the catalog, and the second fails. Measured with 8
-sessions at a barrier on fresh databases (PostgreSQL 18.6): 168 of 240 failed
-with `duplicate key value violates unique constraint
-"pg_type_typname_nsp_index"`, `type "counter" already exists` or `relation
-"counter" already exists`. So the schema is created in one transaction that
-first takes a transaction-scoped advisory lock, pg_advisory_xact_lock
-(www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS): the
-others wait, then find every table there. The lock is released at COMMIT.
-
-Idempotency keys: the same `idempotency` table as on SQLite, written in the
-write's own transaction. SQLite serialises keyed writes with BEGIN
-IMMEDIATE, its one write lock; PostgreSQL has row locks, so two requests
-with the same key would both find it missing and both apply the write.
-begin_write() therefore takes an advisory lock on the key's 64-bit hash
-(hashtextextended) after BEGIN: a request with the same key waits until the
-first commits, then finds its answer. Other keys do not wait (a hash
-collision only makes two keys wait for each other).
-
-Timeouts, so that a dead, restarting or frozen server is a 503 within about
-a second, and a worker never hangs on it:
-- POOL_TIMEOUT_SECONDS (1 s): the longest acquire() waits for a connection.
-  While the server is down the pool keeps reconnecting in the background,
-  and requests fail with NotApplied (nothing was sent); once it is back, they
-  get new connections without a restart of the app.
-- RECONNECT_TIMEOUT_SECONDS (1 s): how long the pool retries one connection
-  with its back-off (1, 2, 4 s...) before it gives up and lets the next
-  request start a new attempt at once. Measured with a server killed for
-  1.5 s under requests: connections again 0.02 s after it was back, against
-  up to 0.5 s with 5 s (the next step of the back-off).
-- CONNECT_TIMEOUT_SECONDS (2 s, libpq's minimum): one connection attempt.
-- STATEMENT_TIMEOUT_MS (0.5 s): the server cancels a statement that runs, or
-  waits for a lock, longer than that (57014;
-  www.postgresql.org/docs/current/runtime-config-client.html#GUC-STATEMENT-TIMEOUT).
-  The long legitimate waits are for the counter row's lock behind other
-  increments, and for a key's advisory lock behind a write with the same
-  key. The slowest statements, commit included, in the server's log
-  (log_min_duration_statement = 2ms) on 2 cores, measured once by hand on
-  2026-11-29: 3.7 ms under `python -m loadtests.hammer fixed_db` (32 users),
-  12 ms with `--instances 3`, 3.4 ms under `python -m loadtests.bench
-  fixed_db --connections 64`, 34 ms with 64 threads sending keyed
-  increments (loadtests.client.Client(keys=True); the row's lock is held
-  across a keyed write's INSERT and COMMIT). 0.5 s is over ten times that.
-  It was 5 s, as SQLite's busy timeout, but it must stay under the deadline:
-- DEADLINE_SECONDS (1 s): the longest the client waits for any answer
-  (DeadlineConnection). A frozen server (every process stopped: a paused
-  VM, a stalled disk, a network partition) never answers, cannot run its
-  statement_timeout, and its kernel still accepts what is sent, so without
-  a deadline of the client's own a statement waits forever, and soon every
-  thread with it. Twice the statement timeout, so that a server that is
-  only slow answers first, with its own cancel; the other 0.5 s is for what
-  statement_timeout does not count (the commit's flush, the round trip, a
-  busy client). Past it the connection is closed, its statement in flight:
-  never used again, nothing re-sent.
-- A circuit breaker per worker process (plumbing/breaker.py, as fixed_cache
-  has): BREAKER_FAIL_MAX (3) unanswered statements in a row (past the
-  deadline, a connection lost, none within the pool timeout) open it, and
-  requests fail at once with NotApplied, nothing sent, instead of each
-  waiting for the deadline; after BREAKER_RESET_SECONDS (0.5 s) one trial
-  statement goes through, and a server that answers it closes the breaker.
-  acquire() asks it before the pool: a frozen server's connections are
-  closed at their deadline and no new one can open, so each request would
-  otherwise wait out the pool timeout. A stall makes the 4 threads of a
-  worker fail within one deadline, so 3 opens it after that first wave.
-  A dead server's pool timeouts open it too: its requests then fail at once,
-  and once it is back a worker answers again up to 0.5 s after its pool can
-  connect (the next trial).
-  With them, `python -m loadtests.stall fixed_db` (64 connections, the
-  server frozen for 5 s, 2026-11-29, five runs) measured a p50 time to a
-  503 of 20 to 29 ms, a p99 of 1.01 to 1.15 s, the slowest 2.0 s (queued
-  behind a deadline, then a pool timeout), and 200s again 0.5 to 0.73 s
-  after SIGCONT; before, no answer at all until SIGCONT.
-- A pooled connection is checked before it is lent: between statements
-  nothing is due on it, so a readable socket means the server closed it (a
-  restart, or a fast shutdown's "terminating connection" notice). It is
-  discarded before anything is sent on it: a select() that does not wait,
-  not a round trip (the pool's own check would send a query every time).
-
-What a failed write answers (outcome_of()), from PostgreSQL's documentation:
-a transaction is all or nothing, and a transaction that has not committed
-is rolled back when its connection ends
-(www.postgresql.org/docs/current/tutorial-transactions.html); it is durable
-once its commit record is flushed to the WAL
-(www.postgresql.org/docs/current/wal-intro.html), which happens after the
-client sent COMMIT and before the server answers it. So:
-- no connection (refused, pool timeout), or the breaker is open: nothing was
-  sent. NotApplied;
-- disk_full (SQLSTATE 53100): the statement failed and was undone. StoreFull;
-- an error the server reports for a statement before COMMIT, or for an
-  autocommit statement (a constraint, a serialization failure or deadlock,
-  class 40): that statement's transaction was rolled back. NotApplied;
-- the connection lost, a statement_timeout cancel (57014) or the server
-  terminating the session (57P01-57P05), during a COMMIT or an autocommit
-  write: the commit record may have been flushed before the answer was lost
-  (a cancel or a termination can arrive after the flush). OutcomeUnknown;
-  the same before COMMIT: the transaction can no longer commit. NotApplied.
-- no answer within the deadline: the same as a lost connection. During a
-  COMMIT or an autocommit write, OutcomeUnknown: the statement was sent,
-  and a frozen server runs it once resumed (tests/test_fixed_db_postgres.py shows it
-  does); before COMMIT, NotApplied: the connection is closed, so the
-  transaction never commits. A read is a 503 either way.
-Nothing is ever sent twice: psycopg does not retry, and neither does this.
+PostgresDatabase is the sibling of sqlite.SQLiteDatabase behind
+store.Database: it lends a connection per request (PostgresConnection,
+whose execute() takes the routes' "?" SQL, rewritten once to psycopg's
+"%s"), creates the schema under an advisory lock (workers boot together),
+and opens a keyed write's transaction behind an advisory lock on the key,
+since PostgreSQL has no BEGIN IMMEDIATE. The pool is made in each worker
+after gunicorn forks, never at import. A dead, restarting or frozen server
+is a 503 within about a second, never a hang: a pool timeout, a statement
+timeout, a deadline of the client's own on every wait (DeadlineConnection),
+and a circuit breaker per worker (plumbing/breaker.py). outcome_of() says
+what became of a failed write; nothing is ever sent twice. README.md
+("PostgreSQL") says why each setting is what it is.
 """
 
 import functools
@@ -133,6 +21,7 @@ import os
 import select
 import threading
 from collections.abc import Sequence
+from contextlib import closing
 from typing import Any
 
 import psycopg
@@ -173,9 +62,12 @@ SCHEMA = (
         scoped_key TEXT PRIMARY KEY,
         status INTEGER NOT NULL,
         body TEXT NOT NULL,
-        created BIGINT NOT NULL
+        created BIGINT NOT NULL,
+        fingerprint TEXT NOT NULL DEFAULT ''
     )""",
     "CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created)",
+    # A database made before keys had a fingerprint.
+    "ALTER TABLE idempotency ADD COLUMN IF NOT EXISTS fingerprint TEXT NOT NULL DEFAULT ''",
 )
 
 log = logging.getLogger(__name__)
@@ -221,15 +113,9 @@ class DeadlineConnection(psycopg.Connection):
     never used again) and DeadlineExceeded is raised. It is not cancelled
     first: a cancel request is another connection to the same server, which
     a frozen server cannot answer either. A wait given its own timeout keeps
-    it (notifies(timeout=None), unused here, gets the deadline). Connecting
-    is not a wait() (libpq's connect_timeout bounds it), nor is psycopg's
-    handling of Ctrl-C, which cancels the query and waits up to 5 s by
-    itself, unchanged. Pipeline mode (unused here): a deadline inside it
-    closes the connection too, and leaving the pipeline then fails on a
-    closed connection, the first error kept.
+    it. Connecting is not a wait() (libpq's connect_timeout bounds it).
 
-    errors._WaitTimeout, which wait() raises, is private to psycopg (checked
-    against 3.3.9; tests/test_fixed_db_postgres.py fails if it goes)."""
+    errors._WaitTimeout is private to psycopg: tests/test_fixed_db_postgres.py fails if it goes."""
 
     deadline_seconds = DEADLINE_SECONDS
 
@@ -251,15 +137,12 @@ class NotSent(psycopg.OperationalError):
     NotConnected, no connection was lent)."""
 
 
-class Result:
-    """What execute() returns: every row, already fetched, as sqlite3's
-    cursor.fetchall() gives them; no rows for a statement that returns none."""
-
-    def __init__(self, rows: list[tuple]) -> None:
-        self.rows = rows
+class Result(list):
+    """What execute() returns: every row, already fetched; fetchall() gives
+    them as sqlite3's cursor does (none for a statement that returns none)."""
 
     def fetchall(self) -> list[tuple]:
-        return self.rows
+        return list(self)
 
 
 class PostgresConnection:
@@ -294,10 +177,8 @@ class PostgresConnection:
 
     @property
     def in_transaction(self) -> bool:
-        return self.conn.info.transaction_status in (
-            TransactionStatus.INTRANS,
-            TransactionStatus.INERROR,
-        )
+        status = self.conn.info.transaction_status
+        return status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
     def begin(self) -> None:
         self.sent("BEGIN")
@@ -356,23 +237,14 @@ class PostgresDatabase:
         self.pool_timeout = pool_timeout
         self.statement_timeout_ms = statement_timeout_ms
         self.deadline_seconds = deadline_seconds
-        # What the URL does not set; what it sets wins.
-        self.connect_kwargs = {
-            name: value
-            for name, value in {
-                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                "application_name": "fixed_db",
-            }.items()
-            if name not in given
-        }
+        defaults = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": "fixed_db"}
+        self.connect_kwargs = {k: v for k, v in defaults.items() if k not in given}  # URL wins
         self.keyed_writes = itertools.count()  # next() is atomic under the GIL
         self.lock = threading.Lock()
         self.pid: int | None = None
         self.pool: ConnectionPool | None = None
         self.breaker: pybreaker.CircuitBreaker | None = None
         self.schema_ready = False
-
-    # Connections.
 
     def configure(self, conn: DeadlineConnection) -> None:
         conn.deadline_seconds = self.deadline_seconds
@@ -418,11 +290,10 @@ class PostgresDatabase:
         """A connection fit to send on, from this process's pool, the schema
         created first if this process has not yet.
 
-        Raises NotConnected (a psycopg.OperationalError) at once while the
-        breaker is open (a frozen server's connections are closed at their
-        deadline, and the pool cannot open others: each request would wait
-        out the pool timeout), and when none is ready within the pool timeout
-        or the schema cannot be created: nothing of the request was sent."""
+        Raises NotConnected (a psycopg.OperationalError), nothing of the
+        request sent: at once while the breaker is open (else each request
+        would wait out the pool timeout on a frozen server), and when none is
+        ready within the pool timeout or the schema cannot be created."""
         pool = self.this_process()
         if refusing(self.breaker):
             raise NotConnected("PostgreSQL has not been answering (circuit breaker open)")
@@ -469,15 +340,10 @@ class PostgresDatabase:
             self.pool.close()
         self.pid = self.pool = None
 
-    # Schema.
-
     def create_schema(self) -> None:
         """Create the tables if they are missing, on a connection of its own."""
-        conn = self.connect()
-        try:
+        with closing(self.connect()) as conn:
             self.create_schema_on(conn.conn)
-        finally:
-            conn.close()
 
     def prepare(self) -> None:
         """At the app's start (in each gunicorn worker, after the fork): create
@@ -486,11 +352,8 @@ class PostgresDatabase:
         try:
             self.create_schema()
         except psycopg.Error as error:
-            log.warning(
-                "PostgreSQL is not reachable at start-up (%s); the schema will be "
-                "created by the first request that needs it",
-                error,
-            )
+            log.warning("PostgreSQL is not reachable at start-up (%s); the schema will "
+                        "be created by the first request that needs it", error)  # fmt: skip
 
     def create_schema_on(self, conn: psycopg.Connection) -> None:
         with conn.transaction():
@@ -508,15 +371,21 @@ class PostgresDatabase:
 
     @staticmethod
     def outcome_of(error: psycopg.Error, committing: bool) -> HTTPException:
-        """What became of a write that failed with `error` (see the module
-        docstring): NotApplied (503), StoreFull (507) or OutcomeUnknown (503).
-
-        committing: the failed statement was a COMMIT, or an autocommit
-        statement, which commits itself."""
         return outcome_of(error, committing)
 
 
 def outcome_of(error: psycopg.Error, committing: bool) -> HTTPException:
+    """What became of a write that failed with `error`: NotApplied (503),
+    StoreFull (507) or OutcomeUnknown (503). committing: the failed statement
+    was a COMMIT, or an autocommit statement, which commits itself.
+
+    A transaction is all or nothing, rolled back if its connection ends
+    before it commits (www.postgresql.org/docs/current/tutorial-transactions.html),
+    and durable once its commit record is flushed to the WAL, after the client
+    sent COMMIT and before the server answers (.../wal-intro.html). So a
+    failure before COMMIT applied nothing; a lost connection, a cancel or a
+    termination during a commit may have come after the flush; an error the
+    server reports for an autocommit statement undid it."""
     sqlstate = getattr(error, "sqlstate", None)
     if isinstance(error, NotSent):  # NotConnected too
         return NotApplied(f"nothing was sent to PostgreSQL ({error}): retry")

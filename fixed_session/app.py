@@ -3,7 +3,7 @@
 Each user's visits live in their session, which store.py keeps on the server
 for every worker to read; each request's name to greet lives on flask.g. The
 shared counter is state no session can hold: 501. A write's Idempotency-Key
-is kept in the session too (store.idempotent). README.md explains the three
+is kept in the session too (@idempotent). README.md explains the three
 details that decide whether it works.
 """
 
@@ -18,6 +18,7 @@ from plumbing import (
     article_from_body,
     create_base_app,
     do_some_work,
+    idempotent,
     name_from_query,
     visits_page,
 )
@@ -32,6 +33,7 @@ bp.get("/")(visits_page)  # the page for people, the same in every app (plumbing
 
 
 @bp.post("/counter/increment")
+@idempotent
 def increment_counter():
     raise exceptions.NotImplemented(NO_SHARED_STATE)
 
@@ -42,12 +44,13 @@ def read_counter():
 
 
 @bp.post("/counter/reset")
+@idempotent
 def reset_counter():
     raise exceptions.NotImplemented(NO_SHARED_STATE)
 
 
 @bp.post("/visits")
-@store.idempotent
+@idempotent
 def add_visit():
     article = article_from_body()
     do_some_work()

@@ -1,76 +1,20 @@
 """Where fixed_session's sessions live: cachelib's file store, rewritten in
-place under a lock, with a bound that holds when several worker processes
-write at once; or Redis.
+place under a lock and bounded under several worker processes; or Redis.
 
 init_app(app) sets up Flask-Session: Redis when SESSION_REDIS_URL is set,
-else the BoundedFileStore below, under VAR_DIR/sessions and holding about
-SESSION_FILE_LIMIT files. When the store fails (Redis down, a full disk), the
-app answers 503, saying what became of the write (see "Failures" below).
-
-Idempotency. The user is the session, so a write's Idempotency-Key is kept
-in the session itself: @idempotent records the key and the answer in
-session["replies"], and Flask-Session saves them in the same whole-session
-write as the append. The last REPLIES_KEPT keys, each for
-IDEMPOTENCY_TTL_SECONDS, are kept.
-
-Writing. cachelib writes each new version of a session to a temporary file
-and renames it over the old one. On ext4, Linux's most common file system,
-renaming over an existing file starts writing the new file's data to disk
-right away (the `auto_da_alloc` safeguard), so every saved session costs a
-disk write. Here a session file is overwritten in place while holding an
-exclusive lock (flock), and read while holding a shared one, so nobody reads
-half a version. In `python -m loadtests.bench fixed_session` on 2 cores, the
-workers' CPU time per `POST /visits` fell from about 860 us to about 520 us,
-and the route went from about 0.35x to about 0.6x of the app's /healthz. The
-format stays cachelib's (a 4-byte expiry time, then a pickle), so its other
-methods (has, delete, clear) still work.
-
-The price: a power cut in the middle of a write can leave that one file torn,
-its user's visits lost or partly old; a file that no longer reads counts as
-an empty session, never as an error. A full disk loses nothing: the space is
-reserved before any byte of the old version is overwritten. Sessions hold
-what a user can rebuild; what must survive a power cut belongs in fixed_db.
-
-Bounding. cachelib can cap its file store with `threshold`, but it keeps the
-file count in a file that each process reads, adds one to and writes back:
-the lost update this repository is about (cachelib/file.py,
-FileSystemCache._update_count). Under gunicorn the count drifts (one trial
-by hand, not kept: a threshold of 200 ended with 599 files), and once over
-the threshold every write reads every file to find what to delete (about 120
-requests/s in the same trial). Here there is no count to keep. Each process, at the first new
-session it creates and after every `sweep_every` more, lists the folder and
-deletes the least recently written files beyond `limit`. However fast the
-flood, and however often the app restarts, the folder holds at most
-limit + workers x sweep_every files.
-
-Failures. A session is read before the view and saved after it, so a
-failure there answers what became of the save (plumbing/idempotency.py):
-
-- Loading fails: nothing was written. NotApplied (503).
-- The file store fails before it overwrites a byte of the old version
-  (opening, locking, reserving space: a full disk fails here): NotApplied
-  (503). Not StoreFull, although the disk is full: the store itself is
-  bounded (SESSION_FILE_LIMIT), so a full disk is the machine's condition,
-  not this user's data outgrowing the store, and the old version is intact.
-- The file store fails while it overwrites (an I/O error): the file may hold
-  the new version, the old one or a torn one. OutcomeUnknown (503).
-- Redis: a connection that cannot be made, before the SET is sent:
-  NotApplied. The server refuses the SET (an error reply): NotApplied, or
-  StoreFull (507) when it is out of memory (maxmemory, noeviction). No reply
-  after the SET was sent (a timeout, a lost connection): the server may have
-  applied it, or may yet. OutcomeUnknown.
-
-And a save is sent at most once. The client is made with no retry (redis-py's
-Redis() retries a timed-out command up to 10 times; from_url() currently
-does not, and this does not depend on it). Flask itself, when save_session()
-raises, answers the error and then saves the session again
-(Flask.finalize_request() on the error response): the same SET, on another
-pooled connection. A failed save marks the session unmodified first, so that
-second save writes nothing.
+else BoundedFileStore under VAR_DIR/sessions, holding about
+SESSION_FILE_LIMIT files. A session file is overwritten in place under an
+exclusive flock and read under a shared one (cachelib's rename over the old
+file costs a disk write per save on ext4), with its space reserved first, so
+a full disk loses nothing. The bound keeps no shared count (cachelib's
+count file loses updates as broken_global does): each process sweeps the
+oldest files beyond the limit now and then. A failed load or save answers
+what became of the write (NotApplied, OutcomeUnknown, StoreFull), and a save
+is sent at most once. SessionKeys keeps a write's Idempotency-Key in the
+session itself, saved with the append. README.md says why, for each.
 """
 
 import fcntl
-import functools
 import itertools
 import logging
 import os
@@ -83,7 +27,7 @@ from datetime import timedelta
 from typing import Any
 
 from cachelib.file import FileSystemCache
-from flask import Flask, Request, Response, current_app, session
+from flask import Flask, Request, Response, session
 from flask_session.base import ServerSideSession
 from flask_session.cachelib import CacheLibSessionInterface
 from flask_session.defaults import Defaults
@@ -94,18 +38,19 @@ from redis.retry import Retry
 
 from plumbing import setting, unavailable_when
 from plumbing.idempotency import (
+    TTL_SECONDS,
+    KeyedWrite,
     NotApplied,
     OutcomeUnknown,
     StoreFull,
-    idempotency_key,
-    scoped_key,
+    replayed,
 )
+from plumbing.users import known_user_id
 
 EXPIRY = struct.Struct("I")  # cachelib's header: when the entry expires, 0 for never
 SESSION_FILE_LIMIT = 10_000  # beyond it, the least recently written sessions go
 REDIS_TIMEOUT_SECONDS = 1.0  # to connect, and to wait for each reply
 REPLIES_KEPT = 20  # Idempotency-Keys remembered per session, with their answers
-IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60  # a key older than this is forgotten
 UNAVAILABLE = "the session store is unavailable; retry"
 log = logging.getLogger(__name__)
 
@@ -246,44 +191,39 @@ class RedisSessions(SavedAtMostOnce, RedisSessionInterface):
             pool.release(conn)
 
 
-def idempotent(view: Callable) -> Callable:
-    """Make a write route answer once per Idempotency-Key, kept in the session.
+class SessionKeys:
+    """fixed_session's KeyStore (plumbing.idempotency): the user is the
+    session, so a key is kept in it, in session["replies"], assigned a new
+    dict (never changed in place) so that the key is saved in the same
+    whole-session write as the view's change, under the file's lock or as
+    one Redis SET. Keeps the last REPLIES_KEPT keys, each for TTL_SECONDS."""
 
-    Without the header the view runs as it is. With it: a key (scoped to the
-    route and the session) found in session["replies"] sends its recorded
-    answer again, with `Idempotent-Replayed: true`, and changes nothing; else
-    the view runs, and its answer (status and JSON body) is recorded under the
-    key. session["replies"] is assigned a new dict, never changed in place,
-    so the key is saved in the same whole-session write as the view's change.
-    A view that fails records no key, so a retry with it runs the write. Keeps
-    the last REPLIES_KEPT keys, each for IDEMPOTENCY_TTL_SECONDS (24 hours).
+    @staticmethod
+    def identity() -> str | None:
+        """The user cookie GET / sets; else the session, if the request's
+        cookie named one the store holds (a new one is empty until the view
+        writes to it). Either way a key is found only by requests that hold
+        the session it was recorded in."""
+        return known_user_id() or (session.sid if session else None)
 
-    Raises BadRequest (400) for a malformed key."""
-
-    @functools.wraps(view)
-    def write(*args, **kwargs):
-        key = idempotency_key()
-        if key is None:
-            return view(*args, **kwargs)
-        key = scoped_key(session.sid, key)
+    @staticmethod
+    def write_once(view: Callable[[], Response], keyed: KeyedWrite | None) -> Response:
+        if keyed is None:
+            return view()
         now = int(time.time())
         replies = {
             k: reply
             for k, reply in session.get("replies", {}).items()
-            if reply[2] >= now - IDEMPOTENCY_TTL_SECONDS
+            if reply[2] >= now - TTL_SECONDS
         }
-        if key in replies:
-            status, body, _created = replies[key]
-            response = current_app.response_class(body, status, mimetype="application/json")
-            response.headers["Idempotent-Replayed"] = "true"
-            return response
-        response = current_app.make_response(view(*args, **kwargs))
+        if keyed.scope in replies:
+            status, body, _created, *recorded = replies[keyed.scope]
+            return replayed(status, body, recorded[0] if recorded else "")
+        response = view()
         kept = list(replies.items())[-(REPLIES_KEPT - 1) :]
-        answer = [response.status_code, response.get_data(as_text=True), now]
-        session["replies"] = {**dict(kept), key: answer}
+        answer = [response.status_code, response.get_data(as_text=True), now, keyed.fingerprint]
+        session["replies"] = {**dict(kept), keyed.scope: answer}
         return response
-
-    return write
 
 
 def session_settings(app: Flask) -> dict[str, Any]:
@@ -315,5 +255,6 @@ def init_app(app: Flask) -> None:
         files = BoundedFileStore(f"{app.config['VAR_DIR']}/sessions", limit)
         app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=files)
         app.session_interface = FileSessions(app, client=files, **session_settings(app))
+    app.extensions["idempotency"] = SessionKeys()
     # Any other failure of the store (a RedisError or OSError not mapped above): a 503.
     unavailable_when(app, (RedisError, OSError), UNAVAILABLE)

@@ -24,6 +24,7 @@ from plumbing.config import (
     work_seconds,
 )
 from plumbing.http import article_from_body, install_http, name_from_query, unavailable_when
+from plumbing.idempotency import idempotent
 from plumbing.page import visits_page
 from plumbing.users import current_user_id, install_users
 
@@ -32,6 +33,7 @@ __all__ = [
     "create_base_app",
     "current_user_id",
     "do_some_work",
+    "idempotent",
     "name_from_query",
     "setting",
     "unavailable_when",

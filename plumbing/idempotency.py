@@ -1,31 +1,39 @@
-"""Idempotency keys, and answers for writes whose outcome is unknown.
+"""The Idempotency-Key protocol, once for every fixed app, and the answers
+for writes whose outcome is unknown.
 
 A client that gets no answer to a write cannot tell "never applied" from
-"applied, and the answer was lost". Re-sending it blindly may apply it twice.
-The fixed apps therefore accept an `Idempotency-Key` request header on every
-write route (the name of the IETF httpapi draft, "The Idempotency-Key HTTP
-Header Field", and of the payment APIs that use it): the store records the
-key and the answer in the same atomic step as the write, so the same key
-sent again gets the first answer back and changes nothing.
-
-Keys are scoped to the route and the user who sent them, so one user's key
-can never replay another user's answer.
-
-The store's failures end as one of three answers (plumbing.http turns them
-into JSON with an "outcome" field the harness reads):
+"applied, and the answer was lost"; re-sending it blindly may apply it
+twice. So every fixed app's write routes carry @idempotent: the header of
+the IETF httpapi draft, recorded with the answer in the same atomic step as
+the write (each store's KeyStore), so the same key again gets the first
+answer back and changes nothing. A key is never a credential: a keyed write
+needs an identity the client already holds (IdentityRequired, 428, without
+one), the key is looked up only within that identity and the route, a
+replay carries no cookie, and the same key with another request is a 422
+(KeyReused). A store's failure ends as one answer, JSON with an "outcome":
 
     NotApplied      503  the write provably never reached the store: retry
     OutcomeUnknown  503  it may have been applied: retry with the same key
-    StoreFull       507  the store refused it for lack of space: nothing was
-                         applied, and a retry will fail too until space is freed
+    StoreFull       507  refused for lack of space: nothing was applied, and
+                         a retry fails too until space is freed
 """
 
+import functools
+import hashlib
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from flask import request
+from flask import Response, current_app, request
 from werkzeug.exceptions import BadRequest, HTTPException, ServiceUnavailable
 
 HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+# How long a key is remembered: the IETF draft leaves it to the server, and
+# payment APIs keep keys for 24 hours. A client retries within seconds to
+# hours (an outage, a phone offline overnight); after a day it is forgotten.
+TTL_SECONDS = 24 * 60 * 60
 MAX_KEY_LENGTH = 128
 # Visible ASCII: a UUID, as the draft recommends, or any token a client makes.
 VALID_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_KEY_LENGTH}}}")
@@ -45,9 +53,55 @@ def idempotency_key() -> str | None:
     return raw
 
 
-def scoped_key(user_id: str, key: str) -> str:
-    """The key as the store records it: the route and the user, then the key."""
-    return f"{request.method} {request.path} {user_id} {key}"
+def scoped_key(identity: str | None, key: str) -> str:
+    """The key as the store records it: the route and the user, then the key.
+
+    identity: who the request's cookie names, from before this request; None
+    when it names nobody. Raises IdentityRequired (428) then."""
+    if identity is None:
+        raise IdentityRequired()
+    return f"{request.method} {request.path} {identity} {key}"
+
+
+def fingerprint() -> str:
+    """What the key was first sent with: method, path and body, hashed."""
+    digest = hashlib.sha256(f"{request.method} {request.path}\n".encode())
+    digest.update(request.get_data(cache=True))
+    return digest.hexdigest()
+
+
+def replayed(status: int, body: str, recorded_fingerprint: str) -> Response:
+    """The answer recorded with the key, sent again, with no cookie.
+
+    Raises KeyReused (422) if the key was first sent with another request."""
+    if recorded_fingerprint != fingerprint():
+        raise KeyReused()
+    response = current_app.response_class(body, status, mimetype="application/json")
+    response.headers[REPLAYED_HEADER] = "true"
+    return response
+
+
+class IdentityRequired(HTTPException):
+    """428: a precondition of the request is missing, and the request cannot
+    succeed until the client sends it (RFC 6585). Not 400: the key is well
+    formed; not 401: there is no authentication scheme to name."""
+
+    code = 428
+    name = "Precondition Required"
+    description = (
+        f"a write with an {HEADER} needs the cookie that names you, and this request "
+        "has none: make a first request without the key (GET /) to get your cookie, "
+        "then send the write with the cookie and the key. Nothing was written"
+    )
+
+
+class KeyReused(HTTPException):
+    code = 422
+    name = "Unprocessable Content"
+    description = (
+        f"this {HEADER} was first used with another request (method, path or body); "
+        "nothing was applied. A key names one request: make a new key for a new one"
+    )
 
 
 class NotApplied(ServiceUnavailable):
@@ -72,3 +126,48 @@ class StoreFull(HTTPException):
         "the store is full and refused the write; nothing was applied, and retrying will "
         "not help until space is freed"
     )
+
+
+@dataclass(frozen=True)
+class KeyedWrite:
+    """A write's key as a store records it: `scope` (route, identity, key) is
+    what it looks up; `fingerprint` is recorded with the answer."""
+
+    scope: str
+    fingerprint: str
+
+
+class KeyStore(Protocol):
+    """What a store supplies to @idempotent: only what must be atomic with its
+    own write. Set as app.extensions["idempotency"] by the store's init_app."""
+
+    def identity(self) -> str | None:
+        """Who the request's cookie names, from before this request; None if nobody."""
+
+    def write_once(self, view: Callable[[], Response], keyed: KeyedWrite | None) -> Response:
+        """Run the view. Without a key, as it is. With one, look keyed.scope up
+        and, if it is recorded, return replayed(status, body, fingerprint)
+        having written nothing; else run the view and record its answer
+        (status, JSON body, keyed.fingerprint) for TTL_SECONDS, in the same
+        atomic step as the view's write. A view that raises records nothing.
+        Raises NotApplied, OutcomeUnknown or StoreFull when the store fails."""
+
+
+def idempotent(view: Callable) -> Callable:
+    """Make a write route answer once per Idempotency-Key, in any fixed app.
+
+    Without the header the view runs as it is (its store still answers a
+    failure with NotApplied, OutcomeUnknown or StoreFull). With it: a key that
+    is malformed is a 400, one sent with no identity a 428 (before the view
+    runs), and the app's KeyStore runs the view once per (route, identity, key).
+    """
+
+    @functools.wraps(view)
+    def write(*args: Any, **kwargs: Any) -> Response:
+        store: KeyStore = current_app.extensions["idempotency"]
+        keyed = None
+        if (key := idempotency_key()) is not None:
+            keyed = KeyedWrite(scoped_key(store.identity(), key), fingerprint())
+        return store.write_once(lambda: current_app.make_response(view(*args, **kwargs)), keyed)
+
+    return write

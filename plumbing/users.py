@@ -2,27 +2,17 @@
 
 The cookie holds a random id, never the user's data, and is signed with the
 app's secret key so nobody can pick another user's id. A missing, tampered or
-unreadable cookie simply gets a fresh id.
+unreadable cookie simply gets a fresh id, always random.
 
-A new user's first write may carry an Idempotency-Key and get no answer: the
-cookie that named the user was lost with it, and the retry, with the same key
-and still no cookie, would be a new user whose key the store has never seen,
-so the write would be applied again. A new user who sends a key therefore
-gets an id derived from it (an HMAC under the secret key): the retry is the
-same user, finds its key, and gets the first answer and the cookie back. The
-key then works as a credential for the user that request created, which is
-why clients must keep keys as private as the cookie (a random UUID per write).
+known_user_id() is who the cookie names, or None: an Idempotency-Key is
+looked up only for a user who existed before the request
+(plumbing/idempotency.py), never for one the request would create.
 """
 
-import base64
-import hashlib
-import hmac
 import secrets
 
 from flask import Flask, current_app, g, request
 from itsdangerous import BadSignature, URLSafeSerializer
-
-from plumbing.idempotency import idempotency_key
 
 COOKIE_NAME = "uid"
 
@@ -33,21 +23,20 @@ def _serializer() -> URLSafeSerializer:
     return URLSafeSerializer(keys, salt="user-id")
 
 
-def new_user_id() -> str:
-    """A fresh id: random, or derived from the request's Idempotency-Key."""
-    if (key := idempotency_key()) is None:
-        return secrets.token_urlsafe(16)
-    secret = current_app.secret_key.encode()
-    digest = hmac.new(secret, b"new user, idempotency key " + key.encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(digest.digest()[:16]).decode().rstrip("=")
+def known_user_id() -> str | None:
+    """The id the request's cookie names, if it is valid; never a new one."""
+    try:
+        return _serializer().loads(request.cookies.get(COOKIE_NAME, ""))
+    except BadSignature:
+        return None
 
 
 def current_user_id() -> str:
+    """The caller's id; a new random one, sent as a cookie, if it has none."""
     if "user_id" not in g:
-        try:
-            g.user_id = _serializer().loads(request.cookies.get(COOKIE_NAME, ""))
-        except BadSignature:
-            g.user_id = new_user_id()
+        g.user_id = known_user_id()
+        if g.user_id is None:
+            g.user_id = secrets.token_urlsafe(16)
             g.new_user_id = True
     return g.user_id
 

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from serve.registry import APPS, SettingError
+from registry import APPS, SettingError
 
 # A launcher's known failures: a port taken, a store's folder in use, a server
 # that did not start (RuntimeError); a setting of a wrong value (SettingError).

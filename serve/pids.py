@@ -148,7 +148,7 @@ def parent_pid(pid: int) -> int | None:
 
 def is_launcher(command: str | None) -> bool:
     """Whether a command line is one of this project's launchers (`python -m
-    serve`, `-m loadtests.hammer`, ...): a server it started is served on
+    serve`, `-m loadtests.runs.hammer`, ...): a server it started is served on
     purpose, by a launcher that still runs."""
     words = (command or "").split()
     if "-m" not in words[:-1]:
@@ -252,6 +252,41 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_stat(pid: int | str) -> list[str] | None:
+    """/proc/<pid>/stat after the command's name: state, parent, group, ...
+    (Linux); None if there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def start_time(pid: int) -> str | None:
+    """When the process started (clock ticks since boot), or None once it has
+    exited: gone, or a zombie waiting to be reaped by PID 1 (which, in some
+    containers, never comes)."""
+    fields = proc_stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """Every process below pid, with its start time; none without /proc."""
+    if not Path("/proc").is_dir():
+        return []
+    children: dict[int, list[tuple[int, str]]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := proc_stat(entry.name)):
+            children.setdefault(int(fields[1]), []).append((int(entry.name), fields[19]))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child[0])
+    return found
 
 
 class Service:

@@ -38,19 +38,8 @@ from psycopg import sql
 
 from plumbing.config import default
 from serve import postgres_host as host
-from serve.pids import STOP_TIMEOUT_SECONDS, Service, free_port, signals_held, spawn
-from serve.postgres_host import (  # read from here by loadtests/inject_postgres.py and the tests
-    descendants as descendants,
-)
-from serve.postgres_host import (
-    has_exited as has_exited,
-)
-from serve.postgres_host import (
-    proc_stat as proc_stat,
-)
-from serve.postgres_host import (
-    start_time as start_time,
-)
+from serve.pids import STOP_TIMEOUT_SECONDS, Service, descendants, free_port, signals_held, spawn
+from serve.store import Paused
 
 MAX_UNIX_SOCKET_PATH = 100  # sun_path holds 104 (macOS) or 108 (Linux) bytes
 SOCKET_NAME = ".s.PGSQL.5432"  # what PostgreSQL calls its socket on port 5432
@@ -71,6 +60,8 @@ SETTINGS = {
 
 
 class EmbeddedPostgres(Service):
+    name = "postgres"  # serve/store.py StoreServer: what a fault calls it
+
     def __init__(
         self,
         directory: Path,
@@ -189,18 +180,13 @@ class EmbeddedPostgres(Service):
         bundled = host.bundled_binaries()
         if not self.account or self._executable_by_account(bundled / "bin" / "postgres"):
             return bundled / "bin"
-        return host.copied_binaries(bundled, self._version(bundled / "bin" / "postgres"))
+        return host.copied_binaries(bundled, host.version(bundled / "bin" / "postgres"))
 
     def _executable_by_account(self, program: Path) -> bool:
         try:
             return self._run([str(program), "--version"], log=False) == 0
         except PermissionError:  # exec failed: a parent folder is closed to the account
             return False
-
-    @staticmethod
-    def _version(program: Path) -> str:
-        output = subprocess.run([program, "--version"], capture_output=True, text=True, check=True)
-        return output.stdout.split()[-1]
 
     def _environment(self) -> dict[str, str]:
         return {
@@ -306,8 +292,8 @@ class EmbeddedPostgres(Service):
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if host.has_exited(self.process):
-                raise RuntimeError(f"postgres exited at start-up.{self._log_tail()}")
-            if not self._says_ready():
+                raise RuntimeError(f"postgres exited at start-up.{host.log_tail(self.log_path())}")
+            if not host.says_ready(self._lock_file(), self.process.pid):
                 time.sleep(0.02)
                 continue
             try:
@@ -317,18 +303,11 @@ class EmbeddedPostgres(Service):
                 time.sleep(0.02)
                 continue
             if self.running_postmaster() != self.process.pid:
-                raise RuntimeError(f"another server answered on the socket.{self._log_tail()}")
+                raise RuntimeError(
+                    f"another server answered on the socket.{host.log_tail(self.log_path())}"
+                )
             return
-        raise RuntimeError(f"postgres did not answer in time.{self._log_tail()}")
-
-    def _says_ready(self) -> bool:
-        """Our postmaster's lock file says it accepts connections, which is
-        what `pg_ctl start --wait` waits for: line 8 of postmaster.pid is
-        "ready" (src/include/utils/pidfile.h, PostgreSQL 10 and later).
-        Connecting before that only logs "FATAL: the database system is
-        starting up" for each try."""
-        lines = self._lock_file()
-        return len(lines) > 7 and lines[0] == str(self.process.pid) and lines[7].startswith("ready")
+        raise RuntimeError(f"postgres did not answer in time.{host.log_tail(self.log_path())}")
 
     def _lock_file(self) -> list[str]:
         """The lines of the cluster's postmaster.pid; none if there is none."""
@@ -352,12 +331,6 @@ class EmbeddedPostgres(Service):
         self._create_database(name)
         return self.url_for(name)
 
-    def _log_tail(self, lines: int = 15) -> str:
-        if not self.log_path().exists():
-            return ""
-        tail = self.log_path().read_text(errors="replace").splitlines()[-lines:]
-        return f" Last lines of {self.log_path()}:\n" + "\n".join(tail)
-
     # Stopping.
 
     def stop(self) -> None:
@@ -378,6 +351,36 @@ class EmbeddedPostgres(Service):
         (for the tests). The next start() runs crash recovery from the WAL."""
         if self.process is not None:
             host.kill_group(self.process)
+
+    def _running(self) -> subprocess.Popen:
+        if self.process is None or host.has_exited(self.process):
+            raise RuntimeError(f"no PostgreSQL server runs on {self.directory} to fault")
+        return self.process
+
+    def processes(self) -> list[int]:
+        """The postmaster, then its backends and helpers (serve/store.py StoreServer)."""
+        pid = self._running().pid
+        return [pid, *(below for below, _ in descendants(pid))]
+
+    def paused(self, below: bool = True) -> Paused:
+        """The postmaster and every process below it (below=False: the
+        postmaster alone, which then reaps no child, so the PID of one that
+        exits stays that child's)."""
+        return Paused(self.name, self._running().pid, below)
+
+    def crash(self) -> str:
+        """SIGKILL every process of the server at once, then start it again
+        on the same data folder, as its service manager would: crash recovery
+        from the WAL brings back every commit that was flushed. Call it from
+        the thread that started the server (see _spawn())."""
+        old = self._running().pid
+        processes = len(descendants(old))
+        self.kill()  # kill_group(): returns once every one is gone
+        self.start()
+        return (
+            f"SIGKILL postgres {old} and its {processes} processes; "
+            f"restarted as {self.process.pid} by the harness"
+        )
 
     def cpu_seconds(self) -> float | None:
         """CPU time the server has used so far, its backends' included (None without /proc)."""

@@ -15,7 +15,7 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-from serve.pids import LIBC, STOP_TIMEOUT_SECONDS
+from serve.pids import LIBC, STOP_TIMEOUT_SECONDS, descendants, proc_stat, start_time
 
 SERVER_ACCOUNT = "embedded_postgres"  # as root only
 ROOT_HOME = Path("/var/lib/flask-state-under-load")  # as root only
@@ -161,39 +161,27 @@ def kill_group(process: subprocess.Popen) -> None:
         time.sleep(0.01)
 
 
-def proc_stat(pid: int | str) -> list[str] | None:
-    """/proc/<pid>/stat after the command's name: state, parent, group, ...
-    (Linux); None if there is no such process."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
+def version(program: Path) -> str:
+    """The PostgreSQL version a binary says it is ("16.4")."""
+    output = subprocess.run([program, "--version"], capture_output=True, text=True, check=True)
+    return output.stdout.split()[-1]
 
 
-def start_time(pid: int) -> str | None:
-    """When the process started (clock ticks since boot), or None once it has
-    exited: gone, or a zombie waiting to be reaped by PID 1 (which, in some
-    containers, never comes)."""
-    fields = proc_stat(pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
+def says_ready(lock_file: list[str], pid: int) -> bool:
+    """A postmaster's lock file says it accepts connections, which is what
+    `pg_ctl start --wait` waits for: line 8 of postmaster.pid is "ready"
+    (src/include/utils/pidfile.h, PostgreSQL 10 and later). Connecting
+    before that only logs "FATAL: the database system is starting up" for
+    each try."""
+    return len(lock_file) > 7 and lock_file[0] == str(pid) and lock_file[7].startswith("ready")
 
 
-def descendants(pid: int) -> list[tuple[int, str]]:
-    """Every process below pid, with its start time; none without /proc."""
-    if not Path("/proc").is_dir():
-        return []
-    children: dict[int, list[tuple[int, str]]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (fields := proc_stat(entry.name)):
-            children.setdefault(int(fields[1]), []).append((int(entry.name), fields[19]))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child[0])
-    return found
+def log_tail(log: Path, lines: int = 15) -> str:
+    """The last lines of the server's log, for an error message; "" if none."""
+    if not log.exists():
+        return ""
+    tail = log.read_text(errors="replace").splitlines()[-lines:]
+    return f" Last lines of {log}:\n" + "\n".join(tail)
 
 
 def live_postmaster(lock_file: list[str]) -> int | None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Self
 
 from plumbing.config import REPO_ROOT, var_dir
+from registry import APPS, SettingError
 from serve.gunicorn_conf import DEFAULTS as GUNICORN_DEFAULTS
 from serve.launching import LAUNCH_ERRORS, check_settings, launch_failed, launcher
 from serve.pids import (
@@ -38,7 +39,6 @@ from serve.pids import (
     stop_process,
 )
 from serve.postgres import EmbeddedPostgres
-from serve.registry import APPS, SettingError
 from serve.runs import run_folder
 from serve.shapes import (
     DEFAULT_SHAPE,
@@ -138,7 +138,7 @@ class AppServer(Service):
         self.log_path = log_path or var_dir() / "logs" / f"{app}-{port}.log"
         self.process: subprocess.Popen | None = None
         # The app's own store server, if we start one: Valkey for fixed_cache,
-        # PostgreSQL for fixed_db with FIXED_DB_BACKEND=postgres (serve/registry.py).
+        # PostgreSQL for fixed_db with FIXED_DB_BACKEND=postgres (registry.py).
         self.backing: EmbeddedValkey | EmbeddedPostgres | None = None
         self.worker_pids: list[int] = []  # those that answered at start-up
         self.log_start: int | None = None  # where this start's output begins in log_path

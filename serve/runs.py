@@ -52,7 +52,7 @@ def abandoned(folder: Path) -> bool:
     """A run folder whose run was killed (its PID gone), its servers ended.
 
     A server of that run may still name the folder: one still shutting down,
-    or one the run had paused (SIGSTOP, loadtests/inject*.py, stall.py) when
+    or one the run had paused (SIGSTOP, loadtests/faults/) when
     it was killed, which stays stopped for good: the stop signal the kernel
     sent it when its parent died (serve/pids.py) waits until it runs again.
     They are the dead run's own, found by its folder's unique name: each gets

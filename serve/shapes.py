@@ -12,9 +12,9 @@ the environment, which environment() writes for it.
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from registry import SettingError
 from serve import uwsgi
 from serve.gunicorn_conf import DEFAULTS
-from serve.registry import SettingError
 from serve.uwsgi import UwsgiShape
 
 

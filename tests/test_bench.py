@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from loadtests import bench
+from loadtests.runs import bench
 
 
 @pytest.mark.parametrize("app", ["fixed_db", "fixed_cache"])

@@ -11,7 +11,7 @@ broken_global's globals meet (tests/test_concurrency.py shows the processes
 apart). WORK_MS=300, the work a handler does between reading and writing
 state, makes the two tabs' requests overlap for certain.
 
-Chromium and Selenium: see loadtests/browser.py. Without them the test is
+Chromium and Selenium: see loadtests/clients/browser.py. Without them the test is
 skipped and says how to get them; with CI=true it fails instead.
 """
 
@@ -19,7 +19,7 @@ import os
 
 import pytest
 
-from loadtests import browser
+from loadtests.clients import browser
 from serve.processes import AppServer, available_apps, free_port
 
 pytestmark = pytest.mark.gunicorn

@@ -1,7 +1,7 @@
 """The checker on hand-built histories, where the right verdict is known."""
 
-from loadtests.checker import check, unexpected
-from loadtests.history import Event
+from loadtests.judge.checker import check, unexpected
+from loadtests.judge.history import Event
 
 
 def event(op, user, start, end, value, worker="100-1", arg=None, status=200):
@@ -282,10 +282,12 @@ def test_a_fault_run_judges_exactly_once_not_availability():
     )
     verdict = check(history)
     assert verdict.errors == 2
-    assert unexpected("fixed_db", verdict) == ["fixed_db: 2 requests failed"]
-    assert unexpected("fixed_db", verdict, faults=True) == []
+    assert unexpected("fixed_db", verdict, frozenset()) == ["fixed_db: 2 requests failed"]
+    assert unexpected("fixed_db", verdict, frozenset(), faults=True) == []
     history.append(attempt("increment", "b", 4.0, None, "k2", 1, 500))  # not a fault's doing
-    assert unexpected("fixed_db", check(history), faults=True) == ["fixed_db: 1 requests failed"]
+    assert unexpected("fixed_db", check(history), frozenset(), faults=True) == [
+        "fixed_db: 1 requests failed"
+    ]
 
 
 def test_a_fault_run_with_nothing_acknowledged_proves_nothing():
@@ -295,7 +297,7 @@ def test_a_fault_run_with_nothing_acknowledged_proves_nothing():
         attempt("increment", "a", 2.0, None, "k1", 2, 503, "not applied"),
         final=0,
     )
-    assert unexpected("fixed_db", check(history), faults=True) == [
+    assert unexpected("fixed_db", check(history), frozenset(), faults=True) == [
         "fixed_db: no write was acknowledged, so the run proves nothing"
     ]
 
@@ -307,6 +309,7 @@ def test_a_double_apply_is_expected_only_where_the_run_says_so():
         final=2,
     )
     verdict = check(history)
-    assert unexpected("fixed_cache", verdict, faults=True)  # keys on: a failure
+    assert unexpected("fixed_cache", verdict, frozenset(), faults=True)  # keys on: a failure
     expected = frozenset({"applied_twice", "final_reads_wrong"})
-    assert unexpected("fixed_cache", verdict, faults=True, expected=expected) == []
+    assert unexpected("fixed_cache", verdict, expected, faults=True) == []
+    assert unexpected("broken_global", verdict, None, faults=True) == []  # the lesson

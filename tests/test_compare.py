@@ -3,7 +3,7 @@
 import csv
 import json
 
-from loadtests import hammer
+from loadtests.runs import hammer
 
 
 def test_compare_writes_its_table_and_charts(isolated_var_dir, tmp_path, capsys):

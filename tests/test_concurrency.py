@@ -17,8 +17,8 @@ import pytest
 import redis
 import requests
 
-from loadtests.checker import check
-from loadtests.hammer import run_scenarios
+from loadtests.judge.checker import check
+from loadtests.runs.hammer import run_scenarios
 from serve.pids import pid_alive
 from serve.processes import AppServer, free_port
 from tests.conftest import launch, serve

@@ -10,8 +10,8 @@ import re
 import pytest
 
 from plumbing.config import FIXED_DB_BACKENDS, REPO_ROOT, SETTINGS, default, settings_table
+from registry import APPS
 from serve.gunicorn_conf import DEFAULTS as GUNICORN_DEFAULTS
-from serve.registry import APPS
 
 READERS = ("broken_global", "fixed_db", "fixed_cache", "fixed_session", "plumbing", "serve")
 # A setting read by name: setting(app, "X"), os.environ.get("X"), env_flag("X"), setting("X").

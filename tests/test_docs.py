@@ -24,13 +24,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from docs.tools import DOCS_DIR, blocks, links, results, screenshots, sources
+from docs.tools import DOCS_DIR, blocks, kept, links, results, screenshots, sources, witnesses
 from examples import EXAMPLES
 from plumbing.config import REPO_ROOT
 from serve.pids import free_port, stop_process
 
 ENV = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-PAGES = blocks.pages()
+# The walkthrough and the top README (the folders' READMEs have generated
+# blocks too, but link as a code host reads them).
+PAGES = [page for page in blocks.pages() if page.parent in {REPO_ROOT, REPO_ROOT / "docs"}]
 
 
 def mkdocs(*args: str, config: Path = REPO_ROOT / "mkdocs.yml") -> subprocess.CompletedProcess:
@@ -194,6 +196,22 @@ def test_the_results_page_names_its_date_machine_and_command():
         assert (DOCS_DIR / chart).is_file(), chart
 
 
+@pytest.mark.parametrize("name", sorted(kept.RUNS))
+def test_every_kept_run_names_its_date_machine_and_command_and_is_shown(name):
+    found = kept.load(name)
+    assert found is not None, f"not kept: python -m docs.tools.kept {name}"
+    record, output = found
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", record["started"])
+    assert record["machine"]["cores"] > 0 and record["machine"]["python"]
+    assert record["command"] == kept.command_line(name)
+    assert record["exit_code"] == kept.EXPECTED_EXIT.get(name, 0), record  # met expectations
+    assert output.strip()
+    shown = [page for page in blocks.pages() if f"results kept-{name} -->" in page.read_text()]
+    assert shown, f"no page shows the kept run {name}"
+    rendered = kept.render(name)
+    assert record["started"][:10] in rendered and f"`{record['command']}`" in rendered
+
+
 def test_the_screenshots_are_dated_real_pictures_and_shown():
     manifest = json.loads(screenshots.MANIFEST.read_text())
     shown = (DOCS_DIR / "load-testing.md").read_text()
@@ -204,6 +222,20 @@ def test_the_screenshots_are_dated_real_pictures_and_shown():
         assert shot["taken"][:10] in shot["file"]  # the date it was taken, in its name
         assert f"(images/{shot['file']})" in shown
         assert f"taken {shot['taken'][:10]}" in shown
+
+
+def test_the_witness_pictures_are_dated_real_pictures_of_real_runs_and_shown():
+    manifest = json.loads(witnesses.MANIFEST.read_text())
+    assert [shot["key"] for shot in manifest["shots"]] == list(witnesses.PICTURES)
+    for shot in manifest["shots"]:
+        picture = witnesses.IMAGES_DIR / shot["file"]
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", shot["file"]
+        assert shot["taken"][:10] in shot["file"]  # the date it was taken, in its name
+        assert shot["run"].startswith("python -m loadtests."), shot  # which run made it
+        for page in witnesses.SHOWN_IN[shot["key"]]:
+            shown = (REPO_ROOT / page).read_text()
+            assert f"<!-- generated: witness {shot['key']} -->" in shown, page
+            assert shot["file"] in shown and f"`{shot['run']}`" in shown, page
 
 
 def test_make_docs_serves_the_site_on_loopback():

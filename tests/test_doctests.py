@@ -1,7 +1,7 @@
 """The `>>>` examples in module docstrings run, so none of them can go stale.
 
 Modules whose examples need a live server show them as plain text instead
-(loadtests/client.py, with the output of a real run)."""
+(loadtests/clients/client.py, with the output of a real run)."""
 
 import doctest
 import importlib

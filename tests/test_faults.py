@@ -9,7 +9,7 @@ Only once all eight have that answer is the store resumed: it runs the
 queued commands, so each write was applied though none was acknowledged.
 Then the clients retry. With an Idempotency-Key the retry must get the first
 answer back and change nothing; without one it applies the write again.
-(loadtests/inject.py, WritesInFlight.) On a loaded machine a write may reach
+(loadtests/faults/inject.py, WritesInFlight.) On a loaded machine a write may reach
 its worker after three others there timed out and opened its circuit
 breaker: it is refused, 503 "not applied" with nothing sent, and applied
 once by its retry. The breaker opens on three, so at least three of each
@@ -26,7 +26,7 @@ Each first try fails, by the app's deadline on a statement (a 503) or, where
 it has none, by the client's own timeout (no answer), and only then is the
 server resumed: it runs every statement sent to it, so each write sent
 without a key (one autocommit statement) was applied, none acknowledged
-(loadtests/inject_postgres.py, PostgresWritesInFlight). The keyed run also
+(loadtests/faults/inject_postgres.py, PostgresWritesInFlight). The keyed run also
 takes the rest of PostgreSQL's faults: a pause, a backend crashed (the
 postmaster ends every session and recovers) and the server killed and
 started again.
@@ -37,11 +37,10 @@ import subprocess
 
 import pytest
 
-from loadtests.client import Client, Retry
-from loadtests.faults import Run
-from loadtests.history import NOT_APPLIED, UNKNOWN, WRITES
-from loadtests.inject import WritesInFlight
-from loadtests.inject_postgres import PostgresWritesInFlight
+from loadtests.clients.client import Client, Retry
+from loadtests.faults.run import Run
+from loadtests.faults.schedules import WRITES_IN_FLIGHT, Planned
+from loadtests.judge.history import NOT_APPLIED, UNKNOWN, WRITES
 from serve.postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.gunicorn
@@ -86,8 +85,7 @@ def fixed_db_on_postgres(postgres_template, isolated_var_dir, monkeypatch):
     server.remove()  # the cluster, and as root its folder outside var/
 
 
-def in_flight_plan(kind: type[WritesInFlight]):
-    return [(0.3, lambda run, server: run.writes_in_flight(server, kind).run(server, run.origin))]
+IN_FLIGHT_PLAN = (Planned(0.3, WRITES_IN_FLIGHT),)
 
 
 def writes_since(run: Run, fault):
@@ -101,7 +99,7 @@ def writes_since(run: Run, fault):
 
 def run_with_writes_in_flight(keys: bool):
     run = Run("fixed_cache", keys, seconds=SECONDS, users=USERS)
-    verdict = run.go(in_flight_plan(WritesInFlight))
+    verdict = run.go(IN_FLIGHT_PLAN)
     [fault] = run.faults
     assert f"{THREADS} sent to stopped valkey" in fault.detail, fault
     assert f"{THREADS} answered before it resumed" in fault.detail, fault
@@ -194,7 +192,7 @@ def test_fixed_db_on_postgresql_applies_every_keyed_write_once_through_its_fault
 
 def test_naive_retries_on_postgresql_apply_the_writes_in_flight_twice(fixed_db_on_postgres):
     run = Run("fixed_db", keys=False, seconds=SECONDS, users=USERS)
-    verdict = run.go(in_flight_plan(PostgresWritesInFlight))
+    verdict = run.go(IN_FLIGHT_PLAN)
     [fault] = run.faults
     # Without a key a write is one autocommit statement, its own commit: the
     # server ran each one when it resumed, and each retry ran it again.

@@ -11,9 +11,9 @@ import time
 import pytest
 import requests
 
-from loadtests.checker import check
-from loadtests.client import Client
-from loadtests.hammer import run_scenarios
+from loadtests.clients.client import Client
+from loadtests.judge.checker import check
+from loadtests.runs.hammer import run_scenarios
 from serve.valkey import EmbeddedValkey
 from tests.conftest import serve
 

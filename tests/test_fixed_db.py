@@ -12,9 +12,9 @@ from contextlib import closing
 import pytest
 import requests
 
-from fixed_db.store import SQLiteDatabase
-from loadtests.checker import check
-from loadtests.hammer import run_scenarios
+from fixed_db.sqlite import SQLiteDatabase
+from loadtests.judge.checker import check
+from loadtests.runs.hammer import run_scenarios
 from tests.conftest import serve
 
 pytestmark = pytest.mark.gunicorn

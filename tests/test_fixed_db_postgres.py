@@ -25,7 +25,6 @@ from fixed_db.postgres import (
     PostgresDatabase,
     outcome_of,
 )
-from loadtests.inject_postgres import ServerStopped
 from tests import test_contract
 from tests.conftest import make_app, processes_mentioning
 from tests.postgres_fixtures import (
@@ -224,7 +223,7 @@ def test_the_psycopg_internals_the_deadline_relies_on_are_still_there():
 
 
 def test_a_frozen_server_is_a_deadline_and_what_was_sent_is_unknown(own_server):
-    """A statement on a frozen server (ServerStopped: the postmaster and every
+    """A statement on a frozen server (paused(): the postmaster and every
     process below it SIGSTOPped, as a paused VM, a stalled disk or a network
     partition looks: connections stay open and the kernel still takes what
     is sent, but nothing answers, and the server's own statement_timeout
@@ -239,7 +238,7 @@ def test_a_frozen_server_is_a_deadline_and_what_was_sent_is_unknown(own_server):
     assert conn.execute("SELECT value FROM counter").fetchall() == [(0,)]
     before = sessions(server.url)
     update = "UPDATE counter SET value = value + ? WHERE id = 1"
-    with ServerStopped(server), at_most(5, "a statement on the frozen server"):
+    with server.paused(), at_most(5, "a statement on the frozen server"):
         began = time.monotonic()
         with pytest.raises(DeadlineExceeded) as timed_out:
             conn.execute(update, (1,))
@@ -260,7 +259,7 @@ def test_a_frozen_server_is_a_deadline_and_what_was_sent_is_unknown(own_server):
     committing.begin()
     committing.execute(update, (10,))
     writing.begin()
-    with ServerStopped(server), at_most(5, "statements on the frozen server"):
+    with server.paused(), at_most(5, "statements on the frozen server"):
         with pytest.raises(DeadlineExceeded) as at_commit:
             committing.commit()
         with pytest.raises(DeadlineExceeded) as before_commit:
@@ -287,7 +286,7 @@ def test_on_a_frozen_server_the_breaker_opens_fails_fast_and_closes_once_it_answ
         database.pool.wait(timeout=10)  # every pooled connection open
         before = sessions(server.url)
         with (
-            ServerStopped(server),
+            server.paused(),
             at_most(BREAKER_FAIL_MAX * DEADLINE_SECONDS + 5, "the requests"),
         ):
             # Each sent on a pooled connection, which the deadline closes.
@@ -403,6 +402,7 @@ def test_the_backend_follows_the_url_and_a_mismatch_is_refused(database_url, mon
 
 def test_an_idempotency_key_applies_a_write_once(fixed_db_on_postgres):
     client = fixed_db_on_postgres.test_client()
+    client.get("/")  # the cookie a keyed write needs
     first = client.post("/counter/increment", headers={"Idempotency-Key": "k1"})
     again = client.post("/counter/increment", headers={"Idempotency-Key": "k1"})
     assert first.json == again.json == {"value": 1}
@@ -410,10 +410,30 @@ def test_an_idempotency_key_applies_a_write_once(fixed_db_on_postgres):
     assert client.get("/counter").json == {"value": 1}
 
 
+def test_a_key_is_never_a_credential_on_postgresql(fixed_db_on_postgres):
+    # tests/test_key_identity.py, on PostgreSQL: a stranger's same key hands out
+    # neither a cookie nor data, needs a cookie first, and another body is a 422.
+    alice, bob = (fixed_db_on_postgres.test_client() for _ in range(2))
+    key = {"Idempotency-Key": "9b1f6a0e-3c2d-4f7a-8e5b-0c4d2a1f6e3b"}
+    refused = alice.post("/visits", json={"article": "alice-secret"}, headers=key)
+    assert refused.status_code == 428 and refused.headers.getlist("Set-Cookie") == []
+    alice.get("/")
+    assert alice.post("/visits", json={"article": "alice-secret"}, headers=key).status_code == 201
+    theirs = bob.post("/visits", json={"article": "bob-own"}, headers=key)
+    assert theirs.status_code == 428 and "alice-secret" not in theirs.get_data(as_text=True)
+    bob.get("/")
+    theirs = bob.post("/visits", json={"article": "bob-own"}, headers=key)
+    assert theirs.json == {"visits": ["bob-own"]} and "Idempotent-Replayed" not in theirs.headers
+    reused = alice.post("/visits", json={"article": "other"}, headers=key)
+    assert reused.status_code == 422
+    assert alice.get("/visits").json == {"visits": ["alice-secret"]}
+
+
 def test_a_full_disk_is_a_507_that_applies_nothing(fixed_db_on_postgres, database_url):
     """PostgreSQL's own disk_full error (SQLSTATE 53100), raised by the server
     from a trigger on the counter (a full disk itself is not made here)."""
     client = fixed_db_on_postgres.test_client()
+    client.get("/")  # the cookie a keyed write needs
     client.post("/counter/increment")  # the schema exists
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(

@@ -16,13 +16,12 @@ import requests
 from fixed_db.postgres import (
     POOL_SIZE,
 )
-from loadtests.client import Client
-from loadtests.hammer import hammer_app
-from loadtests.history import NOT_APPLIED, UNKNOWN
-from loadtests.inject_postgres import ServerStopped
-from loadtests.transport import KeepAliveSession
+from loadtests.clients.client import Client
+from loadtests.clients.transport import KeepAliveSession
+from loadtests.judge.history import NOT_APPLIED, UNKNOWN
+from loadtests.runs.hammer import hammer_app
+from serve.pids import start_time
 from serve.postgres import EmbeddedPostgres
-from serve.postgres_host import start_time
 from serve.processes import AppServer, free_port
 from tests.conftest import launch, processes_mentioning
 from tests.postgres_fixtures import (
@@ -219,7 +218,7 @@ def test_a_frozen_postgresql_is_503s_within_seconds_then_200s_applying_nothing_t
         each(lambda client: history.append(client.increment()))  # every pool connected
         assert [e.status for e in history] == [200] * users
         before = sessions(postgres.url)
-        with ServerStopped(postgres):
+        with postgres.paused():
             froze = time.monotonic()
 
             def load(client: Client) -> None:

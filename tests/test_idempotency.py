@@ -31,9 +31,9 @@ import requests
 from flask import Flask, got_request_exception
 
 from fixed_cache import store as cache_store
-from fixed_db import store as db_store
 from fixed_session import store as session_store
-from loadtests.placement import Placement
+from loadtests.clients.placement import Placement
+from plumbing.idempotency import TTL_SECONDS
 from serve.processes import AppServer, free_port
 from serve.valkey import EmbeddedValkey
 from tests.conftest import SERVES_COUNTER, make_app
@@ -79,6 +79,14 @@ WRITES = [
 ]
 
 
+@pytest.fixture
+def client(app):
+    """A user who made a first request (GET /): a keyed write needs its cookie."""
+    client = app.test_client()
+    client.get("/")
+    return client
+
+
 # Where each app keeps its keys, for the tests that look or age them.
 
 
@@ -113,13 +121,12 @@ def age_keys(app: Flask, client, seconds: int) -> None:
     with client.session_transaction() as session:
         replies = session["replies"]
         session["replies"] = {
-            k: [s, b, created - seconds] for k, (s, b, created) in replies.items()
+            k: [s, b, created - seconds, *rest] for k, (s, b, created, *rest) in replies.items()
         }
 
 
 def ttl_of(app_name: str) -> int:
-    stores = {"fixed_db": db_store, "fixed_session": session_store, "fixed_cache": cache_store}
-    return stores[app_name].IDEMPOTENCY_TTL_SECONDS
+    return TTL_SECONDS  # one for every store
 
 
 # The contract, one request at a time (Flask test client).
@@ -215,16 +222,19 @@ def test_a_key_is_forgotten_after_its_time(app, app_name, client, write):
 def test_fixed_db_deletes_keys_past_their_time_through_an_index():
     app = make_app("fixed_db")
     client = app.test_client()
+    client.get("/")
     for key in ("old", "recent"):
         INCREMENT.send(client, key)
     path = app.extensions["fixed_db"].path
     with sqlite3.connect(path) as db:
         db.execute(
             "UPDATE idempotency SET created = created - ? WHERE scoped_key LIKE '% old'",
-            (db_store.IDEMPOTENCY_TTL_SECONDS + 1,),
+            (TTL_SECONDS + 1,),
         )
     # A new worker process deletes them at its first write with a key.
-    INCREMENT.send(make_app("fixed_db").test_client(), "new")
+    another_process = make_app("fixed_db").test_client()
+    another_process.get("/")
+    INCREMENT.send(another_process, "new")
     with sqlite3.connect(path) as db:
         keys = sorted(
             k.rsplit(" ", 1)[1] for (k,) in db.execute("SELECT scoped_key FROM idempotency")
@@ -237,6 +247,7 @@ def test_fixed_db_deletes_keys_past_their_time_through_an_index():
 def test_fixed_session_keeps_its_last_20_keys():
     app = make_app("fixed_session")
     client = app.test_client()
+    client.get("/")
     kept = session_store.REPLIES_KEPT
     for n in range(kept + 1):
         assert REPLAYED not in ADD_VISIT.send(client, f"k{n}").headers
@@ -248,8 +259,12 @@ def test_fixed_session_keeps_its_last_20_keys():
 
 @pytest.mark.parametrize("route", ["/counter/increment", "/counter/reset"])
 def test_a_key_on_fixed_sessions_501_routes_changes_nothing(route):
+    # The same @idempotent as the other apps' counter routes: no identity, a
+    # 428 first, as for any keyed write; with one, the route's own 501.
     app = make_app("fixed_session")
     client = app.test_client()
+    assert client.post(route, headers={KEY: "k1"}).status_code == 428
+    client.get("/")
     for _ in range(2):
         response = client.post(route, headers={KEY: "k1"})
         assert response.status_code == 501
@@ -339,6 +354,7 @@ def test_a_locked_database_answers_not_applied_and_writes_nothing(monkeypatch, w
     monkeypatch.setenv("SQLITE_BUSY_TIMEOUT_MS", "50")
     app = fixed_db(monkeypatch)
     client = app.test_client()
+    client.get("/")
     write.send_other(client)
     before = write.shown(client)
     with sqlite3.connect(app.extensions["fixed_db"].path, isolation_level=None) as other:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.client import Client
-from loadtests.transport import KeepAliveSession
+from loadtests.clients.client import Client
+from loadtests.clients.transport import KeepAliveSession
 from plumbing.config import REPO_ROOT
 from serve.pids import free_port, pid_alive, pids_mentioning
 from serve.processes import AppServer
@@ -55,14 +55,16 @@ def bump(server: AppServer, times: int) -> int:
 # fixed_cache: `make run`'s Valkey holds the lock of var/valkey, so a tool
 # that shares var/ with it cannot even start. OUT: the results folder.
 TOOLS = {
-    "demo": "loadtests.hammer fixed_cache --users 2 --ops 2 --out OUT",
-    "scale-out": "loadtests.hammer fixed_cache --users 2 --ops 2 --instances 2 --out OUT",
-    "matrix": "loadtests.matrix --apps fixed_cache --shapes sync-1 --users 2 --ops 2 --out OUT",
-    "bench": "loadtests.bench fixed_cache --seconds 0.3 --rounds 1 --out OUT",
-    "stall": "loadtests.stall fixed_cache --connections 2 --seconds 0.2",
-    "locust": "loadtests.locust_run fixed_cache --app-port 0 --headless --run-time 2s --users 2",
-    "slow_clients": "loadtests.slow_clients fixed_cache --sockets 1 --attempts 1",
-    "faults": "loadtests.faults fixed_cache --seconds 1 --users 2 --out OUT",
+    "demo": "loadtests.runs.hammer fixed_cache --users 2 --ops 2 --out OUT",
+    "scale-out": "loadtests.runs.hammer fixed_cache --users 2 --ops 2 --instances 2 --out OUT",
+    "matrix": "loadtests.runs.matrix --apps fixed_cache --shapes sync-1 --users 2 --ops 2"
+    " --out OUT",
+    "bench": "loadtests.runs.bench fixed_cache --seconds 0.3 --rounds 1 --out OUT",
+    "stall": "loadtests.faults.stall fixed_cache --connections 2 --seconds 0.2",
+    "locust": "loadtests.swarm.locust_run fixed_cache --app-port 0 --headless --run-time 2s"
+    " --users 2",
+    "slow_clients": "loadtests.runs.slow_clients fixed_cache --sockets 1 --attempts 1",
+    "faults": "loadtests.faults.run fixed_cache --seconds 1 --users 2 --out OUT",
 }
 
 
@@ -86,7 +88,7 @@ def test_the_demo_does_not_reset_the_served_counter(isolated_var_dir, tmp_path):
     # The bug: `make demo` beside `make run-fixed` reset fixed_db's counter (161 -> 800).
     with AppServer("fixed_db", free_port()) as served:
         assert bump(served, 5) == 5
-        done = run("loadtests.hammer", "fixed_db", "--users", "4", "--ops", "5")
+        done = run("loadtests.runs.hammer", "fixed_db", "--users", "4", "--ops", "5")
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
         assert counter(served) == 5
     assert (isolated_var_dir / "fixed_db.sqlite3").exists()  # the served one, still there
@@ -98,7 +100,7 @@ def test_two_harness_runs_at_once_keep_apart(isolated_var_dir, tmp_path):
     args = ("fixed_db", "--users", "8", "--ops", "60")
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "loadtests.hammer", *args, "--out", str(tmp_path / str(n))],
+            [sys.executable, "-m", "loadtests.runs.hammer", *args, "--out", str(tmp_path / str(n))],
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -173,13 +175,13 @@ def test_a_killed_runs_paused_server_is_ended_and_its_folder_swept(isolated_var_
 # Every entry point that starts servers, for one app each.
 ENTRY_POINTS = {
     "serve": "serve APP --port PORT",
-    "hammer": "loadtests.hammer APP --users 2 --ops 1 --out OUT",
-    "matrix": "loadtests.matrix --apps APP --shapes sync-1 --out OUT",
-    "bench": "loadtests.bench APP --seconds 0.2 --rounds 1 --out OUT",
-    "stall": "loadtests.stall fixed_cache",
-    "locust": "loadtests.locust_run APP --app-port 0 --headless",
-    "slow_clients": "loadtests.slow_clients APP",
-    "faults": "loadtests.faults APP --seconds 1 --users 2 --out OUT",
+    "hammer": "loadtests.runs.hammer APP --users 2 --ops 1 --out OUT",
+    "matrix": "loadtests.runs.matrix --apps APP --shapes sync-1 --out OUT",
+    "bench": "loadtests.runs.bench APP --seconds 0.2 --rounds 1 --out OUT",
+    "stall": "loadtests.faults.stall fixed_cache",
+    "locust": "loadtests.swarm.locust_run APP --app-port 0 --headless",
+    "slow_clients": "loadtests.runs.slow_clients APP",
+    "faults": "loadtests.faults.run APP --seconds 1 --users 2 --out OUT",
 }
 
 
@@ -251,7 +253,7 @@ def test_an_invalid_fixed_db_backend_is_an_error_with_exit_code_2(name, tmp_path
 
 
 def test_the_demo_checks_fixed_db_backend_before_it_starts_anything(tmp_path):
-    done = run("loadtests.hammer", "--out", str(tmp_path), env={"FIXED_DB_BACKEND": "mysql"})
+    done = run("loadtests.runs.hammer", "--out", str(tmp_path), env={"FIXED_DB_BACKEND": "mysql"})
     assert_one_paragraph_and_exit_2(done, "FIXED_DB_BACKEND")
     assert "hammering" not in done.stdout
 
@@ -280,7 +282,9 @@ def test_a_port_held_by_a_running_launcher_names_it_and_what_to_do(isolated_var_
         assert "-m serve fixed_session --port" in again.stderr  # both: who holds it...
         assert "left running" not in again.stderr  # ...and it is not a stray
         assert re.search(r"python -m serve fixed_session --port \d+", again.stderr)
-        locust = run("loadtests.locust_run", "fixed_session", "--app-port", port, "--headless")
+        locust = run(
+            "loadtests.swarm.locust_run", "fixed_session", "--app-port", port, "--headless"
+        )
         assert_one_paragraph_and_exit_2(locust, f"pid {first.pid}", "APP_PORT")
     finally:
         first.send_signal(signal.SIGTERM)
@@ -308,20 +312,22 @@ def test_two_launchers_starting_on_one_port_at_once_never_take_the_others_worker
 
 
 def test_which_database_fixed_db_ran_on_is_printed_and_recorded(isolated_var_dir, tmp_path):
-    done = run("loadtests.hammer", "fixed_db", "--users", "2", "--ops", "2", "--out", str(tmp_path))
+    done = run(
+        "loadtests.runs.hammer", "fixed_db", "--users", "2", "--ops", "2", "--out", str(tmp_path)
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "hammering fixed_db (SQLite)" in done.stdout
     summary = json.loads((tmp_path / "hammer.json").read_text())["apps"]["fixed_db"]["summary"]
     assert summary["backend"] == "sqlite"
 
-    done = run("loadtests.faults", "fixed_db", "--seconds", "1", "--out", str(tmp_path))
+    done = run("loadtests.faults.run", "fixed_db", "--seconds", "1", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "fixed_db (SQLite), keys on" in done.stdout
     runs = json.loads((tmp_path / "faults.json").read_text())["runs"]
     assert [r["summary"]["backend"] for r in runs] == ["sqlite", "sqlite"]
 
     matrix = ("--apps", "fixed_db", "broken_global", "--shapes", "sync-1", "--out", str(tmp_path))
-    done = run("loadtests.matrix", *matrix, "--users", "2", "--ops", "2")
+    done = run("loadtests.runs.matrix", *matrix, "--users", "2", "--ops", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "fixed_db (SQLite)" in done.stdout
     header, *rows = (tmp_path / "matrix.csv").read_text().splitlines()
@@ -330,7 +336,7 @@ def test_which_database_fixed_db_ran_on_is_printed_and_recorded(isolated_var_dir
 
     postgres = {"FIXED_DB_BACKEND": "postgres"}
     done = run(
-        "loadtests.hammer", "fixed_db", "--users", "2", "--ops", "2", "--out", str(tmp_path),
+        "loadtests.runs.hammer", "fixed_db", "--users", "2", "--ops", "2", "--out", str(tmp_path),
         env=postgres,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -359,7 +365,7 @@ def test_make_help_mentions_db_postgres_and_the_knobs():
 def test_a_tool_stopped_with_sigterm_stops_its_servers_and_deletes_its_folder(isolated_var_dir):
     # Python's default for SIGTERM is to exit at once, running no clean-up.
     tool = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.stall", "fixed_cache", "--seconds", "30"],
+        [sys.executable, "-m", "loadtests.faults.stall", "fixed_cache", "--seconds", "30"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

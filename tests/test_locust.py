@@ -23,18 +23,19 @@ from pathlib import Path
 import pytest
 import requests
 
-from loadtests import tally, tally_counter
-from loadtests.checker import KIND, KINDS, Verdict, check
-from loadtests.compact import compact, from_wire
-from loadtests.history import Event
-from loadtests.tally import Tally, gate
+from loadtests.judge import tally, tally_counter
+from loadtests.judge.checker import check
+from loadtests.judge.compact import compact, from_wire
+from loadtests.judge.history import Event
+from loadtests.judge.tally import Tally, gate
+from loadtests.judge.verdict import KIND, KINDS, Verdict
 from plumbing.config import REPO_ROOT
 from serve.pids import pid_alive
 from serve.processes import AppServer, free_port
 
 pytestmark = pytest.mark.gunicorn
 
-LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
+LOCUSTFILE = REPO_ROOT / "loadtests" / "swarm" / "locustfile.py"
 USERS = "12"  # four per scope
 RUN_TIME = "4s"
 TIMEOUT = 90  # seconds: far above a run's few, only there so a hang fails
@@ -115,7 +116,7 @@ def recorded_units(path: Path) -> list[tuple[str, list[Event]]]:
 
 def test_the_tally_gives_the_checkers_verdict_on_the_recorded_run(broken_run):
     """Judged as it arrived, unit by unit, in bounded memory, the run gets the
-    verdict loadtests.checker.check gives its whole history at once."""
+    verdict loadtests.judge.checker.check gives its whole history at once."""
     run, out = broken_run
     units = recorded_units(out / "history.jsonl")
     judged = Tally()
@@ -166,9 +167,9 @@ def test_fixed_db_is_clean_and_exits_0(isolated_var_dir):
 
 
 def launcher(app: str, log: Path, *args: str) -> subprocess.Popen:
-    """python -m loadtests.locust_run, its output (and its children's) in a file."""
+    """python -m loadtests.swarm.locust_run, its output (and its children's) in a file."""
     return subprocess.Popen(
-        [sys.executable, "-m", "loadtests.locust_run", app, "--app-port", "0", *args],
+        [sys.executable, "-m", "loadtests.swarm.locust_run", app, "--app-port", "0", *args],
         cwd=REPO_ROOT,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
@@ -258,6 +259,9 @@ def test_web_ui_tab_counts_live_resets_and_ctrl_c_stops_everything(isolated_var_
         assert "when the test stops" in rows["final read wrong"]["example"]
         live = requests.get(ui + "/correctness", timeout=10).json()
         assert (live["status"], live["rows"][0]["anomaly"]) == ("lesson", "verdict")
+        link = next(t["href"] for t in live["timelines"] if t["kind"] == "lost update")
+        drawn = requests.get(ui + link.partition("#")[0], timeout=10).text
+        assert '"kind":"lost update"' in drawn and "increment → " in drawn  # its witness, drawn
 
         chart = requests.get(ui + "/correctness/chart.svg", timeout=10)
         assert chart.headers["Content-Type"].startswith("image/svg+xml")
@@ -368,7 +372,7 @@ def test_the_tally_keeps_bounded_state_however_long_the_run():
 def test_requests_that_got_no_answer_fail_nothing():
     """Their outcome is unknown and the transport's doing; an error the app
     answered does fail a fixed app's run."""
-    assert gate("fixed_db", Verdict(operations=100, errors=3, no_answer=3)) == []
+    assert gate("fixed_db", Verdict(operations=100, errors=3, no_answer=3), frozenset()) == []
     failed = Verdict(operations=100, errors=4, no_answer=3)
-    assert gate("fixed_db", failed) == ["fixed_db: 1 requests failed"]
-    assert gate("fixed_db", Verdict()) == ["no operation was recorded"]
+    assert gate("fixed_db", failed, frozenset()) == ["fixed_db: 1 requests failed"]
+    assert gate("fixed_db", Verdict(), frozenset()) == ["no operation was recorded"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from loadtests import matrix
+from loadtests.runs import matrix
 from plumbing.config import REPO_ROOT
 from serve import uwsgi
 from serve.processes import MATRIX_SHAPES, AppServer, free_port

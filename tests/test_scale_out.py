@@ -5,7 +5,7 @@ instances each count on their own."""
 
 import pytest
 
-from loadtests.hammer import hammer_app
+from loadtests.runs.hammer import hammer_app
 from serve.processes import AppServer, free_port
 from tests.test_locust import headless, summary_counts
 

@@ -17,12 +17,12 @@ import psycopg
 import pytest
 
 from plumbing.config import REPO_ROOT
+from serve.pids import start_time
 from serve.postgres_host import (
     ROOT_HOME,
     SERVER_ACCOUNT,
     has_exited,
     running_as_root,
-    start_time,
 )
 from tests.conftest import processes_mentioning
 from tests.postgres_fixtures import (

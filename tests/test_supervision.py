@@ -23,8 +23,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from loadtests.client import Client
-from loadtests.transport import KeepAliveSession
+from loadtests.clients.client import Client
+from loadtests.clients.transport import KeepAliveSession
 from serve.pids import pid_alive
 from serve.processes import AppServer, free_port
 from serve.valkey import EmbeddedValkey

@@ -8,10 +8,12 @@ the block follows it up to the closing comment:
     <!-- end generated -->
 
 Kinds: `source PATH NAME...` (named definitions of a Python file), `diff OLD
-NEW` (module docstrings left out), `results KEY` (docs/tools/results_render.py),
-`screenshots KEY` (docs/tools/screenshots.py), `settings` (plumbing/config.py).
-
-Written into the Markdown (the pages read the same on a code host), only by:
+NEW` (module docstrings left out), `results KEY` (docs/tools/results_render.py;
+`results kept-NAME`, a kept run: docs/tools/kept.py), `screenshots KEY`
+(docs/tools/screenshots.py), `witness KEY` (a timeline: docs/tools/witnesses.py),
+`versions NAME...` (requirements.lock: docs/tools/lock.py), `settings`
+(plumbing/config.py). Written into the Markdown (the pages read the same on a
+code host), only by:
 
     python -m docs.tools.blocks            # rewrite every stale block
     python -m docs.tools.blocks --check    # list stale pages; exit 1 if any
@@ -25,7 +27,7 @@ import re
 import sys
 from pathlib import Path
 
-from docs.tools import DOCS_DIR, REPO_ROOT, results, screenshots, sources
+from docs.tools import DOCS_DIR, REPO_ROOT, kept, lock, results, screenshots, sources, witnesses
 from plumbing import config
 
 BLOCK = re.compile(
@@ -62,10 +64,16 @@ def render(spec: str, page: str) -> str:
             f"{code}\n\n<small>`diff -u` [`{old}`]({link_to(old, page)}) "
             f"[`{new}`]({link_to(new, page)}), module docstrings left out.</small>\n"
         )
+    if kind == "results" and len(args) == 1 and args[0].startswith("kept-"):
+        return kept.render(args[0].removeprefix("kept-"))
     if kind == "results" and len(args) == 1:
         return results.render(args[0], page)
     if kind == "screenshots" and len(args) == 1:
         return screenshots.render(args[0], page)
+    if kind == "witness" and len(args) == 1:
+        return witnesses.render(args[0], page)
+    if kind == "versions" and args:
+        return lock.render(args)
     if kind == "settings" and not args:
         return config.settings_table()
     raise ValueError(f"unknown generated block {spec!r} in {page}")
@@ -82,9 +90,11 @@ def refresh(markdown: str, page: str) -> str:
 
 
 def pages() -> list[Path]:
-    """The walkthrough's pages, and the README, whose sample run is generated too."""
+    """The walkthrough's pages, the README and each folder's README, whose
+    versions, sample runs and kept results are generated too."""
     walkthrough = (path for path in DOCS_DIR.rglob("*.md") if "tools" not in path.parts)
-    return [*sorted(walkthrough), REPO_ROOT / "README.md"]
+    folders = (path for path in REPO_ROOT.glob("*/README.md") if path.parent != DOCS_DIR)
+    return [*sorted(walkthrough), REPO_ROOT / "README.md", *sorted(folders)]
 
 
 def page_name(path: Path) -> str:

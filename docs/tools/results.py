@@ -1,7 +1,7 @@
 """The results pages' numbers: real runs of `make compare`, `make matrix` and
 `make bench`, kept under docs/results/ and rendered into the docs' blocks.
 
-    python -m docs.tools.results run       # `make docs-results`: run all three, then render
+    python -m docs.tools.results run       # `make docs-results`: run all three
     python -m docs.tools.results redraw    # the charts again, from the CSVs kept
     python -m docs.tools.results soak DIR  # keep a finished `make soak` (its --out DIR)
 
@@ -11,11 +11,12 @@ files under var/results/. Only if every file is newer than the start of the
 run does it copy them into docs/results/, so a stale result cannot slip in;
 otherwise the pages stay as they were. It then writes docs/results/run.json
 (when, on what machine, with which packages, each command with its duration
-and exit code, a non-zero one included) and rewrites the generated blocks of
-every page (docs/tools/blocks.py).
+and exit code, a non-zero one included). Rewriting the pages' blocks is
+docs/tools/blocks.py's job, which renders them with this module: `make
+docs-results` runs it next.
 
 The pages show only what docs/tools/results_render.py makes of those files.
-`redraw` draws the charts again from the kept CSVs with loadtests/report.py's
+`redraw` draws the charts again from the kept CSVs with loadtests/runs/report.py's
 current chart functions; a chart whose data was not kept stays as it was.
 """
 
@@ -50,7 +51,7 @@ from docs.tools.results_render import (
 from docs.tools.results_render import (
     render as render,
 )
-from loadtests import report
+from loadtests.runs import report
 
 SOURCE_DIR = REPO_ROOT / "var" / "results"
 MAKE_COMMAND = "make docs-results"
@@ -191,10 +192,7 @@ def run_all() -> int:
     }
     RUN_FILE.write_text(json.dumps(record, indent=2) + "\n")
 
-    from docs.tools import blocks  # blocks imports this module
-
-    written = blocks.write_all()
-    print(f"\nresults: {RESULTS_DIR.relative_to(REPO_ROOT)}/; pages rewritten: {written}")
+    print(f"\nresults: {RESULTS_DIR.relative_to(REPO_ROOT)}/")
     return 0 if all(c["exit_code"] == 0 for c in commands) else 1
 
 
@@ -223,9 +221,9 @@ def redraw() -> int:
 
 
 def keep_soak(folder: Path) -> int:
-    """A finished `make soak` (python -m loadtests.soak) into docs/results: its
+    """A finished `make soak` (python -m loadtests.runs.soak) into docs/results: its
     summary, its samples summed per app and role, and its chart."""
-    from loadtests import soak
+    from loadtests.runs import soak
 
     summary = json.loads((folder / "soak.json").read_text())
     with (folder / "soak.csv").open(newline="") as f:
@@ -243,7 +241,7 @@ def keep_soak(folder: Path) -> int:
         summary["finished"] = max(s[-1] for s in stamps).replace(" ", "T") + "+00:00"
         summary["cores"] = os.cpu_count()
         summary["command"] = (
-            f"python -m loadtests.soak {' '.join(summary['apps'])} "
+            f"python -m loadtests.runs.soak {' '.join(summary['apps'])} "
             f"--minutes {summary['minutes']:g} --users {summary['users']}"
         )
     totals: dict[tuple[str, str, str], int] = {}
@@ -256,11 +254,7 @@ def keep_soak(folder: Path) -> int:
         writer.writerows([*key, "all", kb] for key, kb in totals.items())
     soak.chart(RESULTS_DIR / "soak.csv", RESULTS_DIR / "soak.png", summary["minutes"] * 60)
     SOAK_FILE.write_text(json.dumps(summary, indent=2) + "\n")
-    from docs.tools import blocks
-
-    print(
-        f"kept: docs/results/soak.json, soak.csv, soak.png; pages rewritten: {blocks.write_all()}"
-    )
+    print("kept: docs/results/soak.json, soak.csv, soak.png; now: make docs-blocks")
     return 0
 
 

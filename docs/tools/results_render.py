@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from docs.tools import DOCS_DIR
-from loadtests import matrix, report
+from loadtests.runs import matrix, report
 
 RESULTS_DIR = DOCS_DIR / "results"
 RUN_FILE = RESULTS_DIR / "run.json"

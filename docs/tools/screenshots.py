@@ -3,7 +3,7 @@ and two users' browsers on an app's own page.
 
     python -m docs.tools.screenshots        # `make docs-screenshots`
 
-For each app in SHOTS it starts `python -m loadtests.locust_run APP` (the
+For each app in SHOTS it starts `python -m loadtests.swarm.locust_run APP` (the
 app under the shared gunicorn config, and Locust's web UI on a free
 127.0.0.1 port), starts the swarm, lets it run until the Correctness tab has
 something to count, and has headless Chromium take each tab. Then it stops
@@ -13,7 +13,7 @@ until it has stopped everything it started.
 For each app in PAGES it starts the app (one gunicorn worker process, as in
 tests/test_browser.py), and two Chromium browsers of their own, Alice and
 Bob, each add an article on the app's page (GET /) and load it again; each
-one's page is a picture (loadtests/browser.py).
+one's page is a picture (loadtests/clients/browser.py).
 
 The PNGs go to docs/images/ with the date in their names, and
 docs/images/screenshots.json records when, of what, and with which Locust.
@@ -121,7 +121,7 @@ def shoot_app(app: str, tabs: list[tuple[str, str]], date: str, var: str) -> lis
     with tempfile.TemporaryFile() as log:
         launcher = subprocess.Popen(
             [
-                *(sys.executable, "-m", "loadtests.locust_run", app, "--app-port", "0"),
+                *(sys.executable, "-m", "loadtests.swarm.locust_run", app, "--app-port", "0"),
                 *("--web-port", str(web_port), "--users", str(USERS)),
             ],
             cwd=REPO_ROOT,
@@ -171,7 +171,7 @@ def shoot_app(app: str, tabs: list[tuple[str, str]], date: str, var: str) -> lis
 def shoot_pages(app: str, users: list[str], date: str, var: str) -> list[dict[str, Any]]:
     """Alice and Bob, each in a browser of their own, add an article; then each
     page is loaded again and taken."""
-    from loadtests import browser
+    from loadtests.clients import browser
     from serve.processes import AppServer
 
     env = {"VAR_DIR": var}
@@ -265,10 +265,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     take_all()
-    from docs.tools import blocks
-
-    written = blocks.write_all()
-    print(f"manifest: {MANIFEST.relative_to(REPO_ROOT)}; pages rewritten: {written}")
+    print(f"manifest: {MANIFEST.relative_to(REPO_ROOT)}")
     return 0
 
 

@@ -1,0 +1,93 @@
+"""One check: every model of a spec under every shape asked for, judged.
+
+For each shape: the app started on a fresh data folder (servers.deployed),
+every model's driver run through its phases together (first requests alone,
+burst, the restart if the shape has one, burst, last reads), each history
+judged, the servers stopped. A shape that cannot run here gives "skipped"
+cells with the reason. The Result holds a Cell per model x shape.
+"""
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from loadtests.check.drive import Tokens, spread
+from loadtests.check.judge import judge
+from loadtests.check.models import DRIVERS
+from loadtests.check.result import Cell, Result
+from loadtests.check.servers import SHAPES, Setting, deployed, skip_reason
+from loadtests.check.spec import Spec
+
+DEFAULT_SHAPES = tuple(SHAPES)
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+def progress_line(line: str) -> None:
+    """One line, rewritten in place on a terminal, else a line each."""
+    if sys.stderr.isatty():
+        print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def run_check(
+    spec: Spec,
+    target: str,
+    chdir: Path,
+    shapes: list[str],
+    models: list[str] | None = None,
+    progress: Callable[[str], None] = quiet,
+) -> Result:
+    """Run the spec's models (all, or those named) under each shape."""
+    chosen = [m for m in spec.models if models is None or m.name in models]
+    result = Result(target, spec.path, chdir, list(shapes))
+    setting = Setting(target, chdir, spec.app)
+    began = time.monotonic()
+    for n, shape in enumerate(shapes, start=1):
+        progress(f"[{n}/{len(shapes)}] {shape}: starting {target} ...")
+        if reason := skip_reason(shape):
+            result.cells += [Cell(m.name, m.kind, shape, skipped=reason) for m in chosen]
+            continue
+        started = time.monotonic()
+        cells = run_shape(setting, shape, chosen, lambda line, s=shape, k=n: progress(
+            f"[{k}/{len(shapes)}] {s}: {line}"))  # fmt: skip
+        for cell in cells:
+            cell.seconds = time.monotonic() - started
+        result.cells += cells
+    result.seconds = time.monotonic() - began
+    return result
+
+
+def run_shape(setting: Setting, shape: str, models: list, progress: Callable) -> list[Cell]:
+    tokens = Tokens()
+    with deployed(setting, shape) as deployment:
+        drivers = [DRIVERS[m.kind](m, tokens, deployment.urls) for m in models]
+        try:
+            for driver in drivers:
+                spread(driver.users, deployment.workers)
+            progress("first requests, one user at a time")
+            for driver in drivers:
+                driver.first()
+            progress("burst 1")
+            for driver in drivers:
+                driver.burst()
+            if SHAPES[shape].restart:
+                progress("restarting the server")
+                deployment.restart()
+            progress("burst 2")
+            for driver in drivers:
+                driver.burst()
+            progress("last reads")
+            for driver in drivers:
+                driver.last()
+        finally:
+            for driver in drivers:
+                driver.close()
+    return [
+        Cell(d.model.name, d.model.kind, shape, judge(d.model.kind, d.history, tokens), d.history)
+        for d in drivers
+    ]

@@ -1,0 +1,264 @@
+"""The user's app under each server shape, started and stopped by PID.
+
+Every shape serves `loadtests.check.wrap:app` (the user's app behind the
+X-Worker middleware) from the user's folder (--chdir), with the spec's
+[app].env, its {data} a fresh folder per shape (serve.processes.run_folder),
+and [app].setup run once in it before any server starts:
+
+    gthread        gunicorn gthread, 2 workers x 4 threads (the shared config)
+    sync           gunicorn sync, 2 workers x 1
+    gevent         gunicorn gevent, 2 workers, a greenlet per request
+    uwsgi          uWSGI, 2 processes x 4 threads, the app loaded before the fork
+    flask          `flask run`, Flask's threaded development server
+    restart        gthread 2 x 4, stopped and started again in the middle of the run
+    two-instances  two gthread 2 x 4 instances sharing {data}, behind Caddy (round robin)
+
+[app].gunicorn is added to every gunicorn command. A shape whose server
+cannot run here is skipped with the reason (skip_reason), never dropped.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtests.check.spec import AppSpec
+from loadtests.check.wrap import TARGET_SETTING, WORKER_PATH
+from plumbing.config import REPO_ROOT, var_dir
+from serve import uwsgi
+from serve.balancer import Balancer, caddy_binary
+from serve.pids import (
+    free_port,
+    parent_pid,
+    port_in_use_message,
+    port_is_free,
+    signals_held,
+    spawn,
+    stop_process,
+)
+from serve.processes import ERROR_LINE, GUNICORN_CONF
+from serve.runs import run_folder
+from serve.shapes import GunicornShape
+
+WRAPPED = "loadtests.check.wrap:app"
+FOR_FLASK_RUN = "loadtests.check.wrap:for_flask_run()"
+START_TIMEOUT_SECONDS = 30.0
+SETUP_TIMEOUT_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    server: str  # gunicorn, uwsgi, flask
+    workers: int
+    env: tuple[tuple[str, str], ...] = ()
+    instances: int = 1
+    restart: bool = False
+
+    def describe(self) -> str:
+        return DESCRIPTIONS[self.name]
+
+
+GTHREAD = tuple(GunicornShape("gthread", 2, 4).environment().items())
+SHAPES = {
+    "gthread": Shape("gthread", "gunicorn", 2, GTHREAD),
+    "sync": Shape("sync", "gunicorn", 2, tuple(GunicornShape("sync", 2, 1).environment().items())),
+    # gevent with gunicorn's default of 1000 connections a worker: the
+    # check's users keep theirs open, more than the matrix's 50.
+    "gevent": Shape(
+        "gevent", "gunicorn", 2, tuple(GunicornShape("gevent", 2, 1).environment().items())
+    ),
+    "uwsgi": Shape("uwsgi", "uwsgi", 2),
+    "flask": Shape("flask", "flask", 1),
+    "restart": Shape("restart", "gunicorn", 2, GTHREAD, restart=True),
+    "two-instances": Shape("two-instances", "gunicorn", 2, GTHREAD, instances=2),
+}
+DESCRIPTIONS = {
+    "gthread": "gunicorn gthread 2 workers x 4 threads",
+    "sync": "gunicorn sync 2 workers x 1 thread",
+    "gevent": "gunicorn gevent 2 workers, a greenlet per request",
+    "uwsgi": "uWSGI 2 processes x 4 threads, app loaded before fork",
+    "flask": "flask run (threaded development server)",
+    "restart": "gunicorn gthread 2 x 4, restarted in the middle of the run",
+    "two-instances": "two gunicorn gthread 2 x 4 instances behind Caddy, round robin",
+}
+
+
+def skip_reason(shape: str) -> str | None:
+    """Why this shape cannot run on this machine, or None."""
+    if shape == "gevent" and importlib.util.find_spec("gevent") is None:
+        return "gevent is not installed (pip install gevent)"
+    if shape == "uwsgi" and not uwsgi.available():
+        return uwsgi.missing_message()
+    if shape == "two-instances":
+        try:
+            caddy_binary()
+        except RuntimeError as error:
+            return str(error)
+    return None
+
+
+@dataclass
+class Setting:
+    """Where and how the user's app runs: its target, folder and spec's [app]."""
+
+    target: str
+    chdir: Path
+    app: AppSpec
+
+
+def environment(setting: Setting, data: Path) -> dict[str, str]:
+    paths = [str(setting.chdir), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
+    env = {k: v.replace("{data}", str(data)) for k, v in setting.app.env.items()}
+    return {
+        **os.environ,
+        **env,
+        TARGET_SETTING: setting.target,
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+    }
+
+
+def run_setup(setting: Setting, data: Path) -> None:
+    """[app].setup, once, in the app's folder and environment; its failure stops the check."""
+    if not setting.app.setup:
+        return
+    command = [sys.executable if w == "python" else w.replace("{data}", str(data))
+               for w in setting.app.setup]  # fmt: skip
+    try:
+        done = subprocess.run(
+            command,
+            cwd=setting.chdir,
+            env=environment(setting, data),
+            capture_output=True,
+            text=True,
+            timeout=SETUP_TIMEOUT_SECONDS,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise RuntimeError(f"the app's setup {' '.join(command)} did not run: {error}") from None
+    if done.returncode:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-10:])
+        raise RuntimeError(
+            f"the app's setup {' '.join(command)} exited with {done.returncode}:\n{tail}"
+        )
+
+
+class CheckServer:
+    """One server of one shape on one port, in the background."""
+
+    def __init__(self, setting: Setting, shape: Shape, data: Path, port: int) -> None:
+        self.setting, self.shape, self.data, self.port = setting, shape, data, port
+        self.process: subprocess.Popen | None = None
+        self.log_path = var_dir() / "logs" / f"check-{shape.name}-{port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        if self.shape.server == "uwsgi":
+            here = str(self.setting.chdir)
+            return [*uwsgi.command(WRAPPED, self.port, 2, 4), "--pythonpath", here, "--chdir", here]
+        if self.shape.server == "flask":
+            return [sys.executable, "-m", "flask", "--app", FOR_FLASK_RUN, "run",
+                    "--host", "127.0.0.1", "--port", str(self.port),
+                    "--with-threads", "--no-reload", "--no-debugger"]  # fmt: skip
+        return [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF),
+                *self.setting.app.gunicorn, WRAPPED]  # fmt: skip
+
+    def start(self) -> "CheckServer":
+        if not port_is_free(self.port):
+            raise RuntimeError(port_in_use_message(self.port, self.setting.target))
+        env = {**environment(self.setting, self.data), **dict(self.shape.env)}
+        env["PORT"] = str(self.port)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            self.log_path.open("wb") as log,
+            signals_held(),
+        ):  # recorded for stopping, or not started
+            self.process = spawn(
+                self.command(), cwd=self.setting.chdir, env=env, stdout=log, stderr=log
+            )
+        try:
+            self.wait_until_up()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_until_up(self) -> None:
+        """Until every worker has answered; a server that exits says why."""
+        seen: set[int] = set()
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.setting.target} did not start under {self.shape.describe()}."
+                    f"{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(self.url + WORKER_PATH, timeout=1) as answer:
+                    pid = int(answer.headers["X-Worker"].partition("-")[0])
+            except (OSError, ValueError, TypeError):
+                time.sleep(0.05)
+                continue
+            if self.process.pid not in (pid, parent_pid(pid)):
+                raise RuntimeError(port_in_use_message(self.port, self.setting.target))
+            seen.add(pid)
+            if len(seen) >= self.shape.workers:
+                return
+        raise RuntimeError(
+            f"{self.setting.target}: {len(seen)} of {self.shape.workers} workers answered in "
+            f"{START_TIMEOUT_SECONDS:.0f}s under {self.shape.describe()}.{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 12) -> str:
+        try:
+            written = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        errors = [line for line in written if ERROR_LINE.match(line)]
+        cause = f" {errors[-1].strip()}." if errors else ""
+        tail = "\n".join(written[-lines:])
+        return f"{cause} Last lines of {self.log_path}:\n{tail}" if written else cause
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+
+@dataclass
+class Deployment:
+    urls: list[str]  # where the users send requests
+    workers: int  # worker processes behind each url, to spread connections over
+    restart: Callable[[], None]  # called once in the middle of the run
+
+
+@contextmanager
+def deployed(setting: Setting, shape_name: str) -> Iterator[Deployment]:
+    """The app under this shape, its data fresh; stopped, and the data deleted, on exit."""
+    shape = SHAPES[shape_name]
+    with ExitStack() as running, run_folder("check") as data:
+        run_setup(setting, data)
+        servers = []
+        for _ in range(shape.instances):
+            server = CheckServer(setting, shape, data, free_port())
+            servers.append(server.start())
+            running.callback(server.stop)
+        if shape.instances > 1:
+            balancer = Balancer([s.url for s in servers], data / "caddy")
+            running.enter_context(balancer)
+            yield Deployment([balancer.url], 0, lambda: None)
+            return
+
+        def restart() -> None:
+            if shape.restart:
+                servers[0].stop()
+                servers[0].start()
+
+        yield Deployment([servers[0].url], shape.workers, restart)

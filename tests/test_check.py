@@ -1,0 +1,306 @@
+"""python -m loadtests.check: the spec's errors with their lines, each model's
+broken and fixed case on the small shop (examples/shop), the restart and the
+two instances, the four apps' contract, JUnit output and the Python function.
+
+The servers are shared per module: one check of the broken shop and one of
+the fixed shop, each under gthread, restart and two-instances."""
+
+import json
+import textwrap
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from loadtests.check import SpecError, check_app
+from loadtests.check.__main__ import main
+from loadtests.check.output import write_junit
+from loadtests.check.servers import skip_reason
+from loadtests.check.spec import load_spec
+from plumbing.config import REPO_ROOT
+from serve import uwsgi
+from serve.valkey import EmbeddedValkey
+
+SHOP = REPO_ROOT / "examples" / "shop"
+SPEC = SHOP / "shop.toml"
+CONTRACT = REPO_ROOT / "loadtests" / "check" / "specs" / "contract.toml"
+SHAPES_HERE = ["gthread", "restart", "two-instances"]
+MODELS = ["hits", "cart", "hello", "banner", "me"]
+
+
+@pytest.fixture(scope="module")
+def broken():
+    return check_app(None, SPEC, chdir=SHOP / "broken", shapes=SHAPES_HERE)
+
+
+@pytest.fixture(scope="module")
+def fixed():
+    return check_app(None, SPEC, chdir=SHOP / "fixed", shapes=SHAPES_HERE)
+
+
+def spec_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_of(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_unknown_model_names_its_line(tmp_path, capsys):
+    path = spec_file(
+        tmp_path,
+        """\
+        [app]
+        target = "shop:create_app"
+
+        [[countr]]
+        name = "hits"
+        """,
+    )
+    err = error_of(capsys, ["--spec", str(path)])
+    assert "line 4" in err and "unknown model [[countr]]" in err and "Traceback" not in err
+
+
+def test_missing_key_names_the_table_line(tmp_path, capsys):
+    path = spec_file(
+        tmp_path,
+        """\
+        [app]
+        target = "shop:create_app"
+
+        [[counter]]
+        name = "hits"
+        increment = "POST /hits"
+        value = "value"
+        """,
+    )
+    err = error_of(capsys, ["--spec", str(path)])
+    assert "line 4" in err and "missing the key 'read'" in err
+
+
+def test_bad_route_names_its_line(tmp_path, capsys):
+    path = spec_file(
+        tmp_path,
+        """\
+        [app]
+        target = "shop:create_app"
+        [[per_request]]
+        name = "hello"
+        expect = "{token}"
+        request = "FETCH hello"
+        """,
+    )
+    err = error_of(capsys, ["--spec", str(path)])
+    assert "line 6" in err and "a route is a method and a path" in err
+
+
+def test_a_route_that_404s_names_its_line(tmp_path, capsys):
+    text = SPEC.read_text().replace('read = "GET /hits"', 'read = "GET /hitz"')
+    path = tmp_path / "shop.toml"
+    path.write_text(text)
+    line = text.splitlines().index('read = "GET /hitz"') + 1
+    err = error_of(
+        capsys, ["--spec", str(path), "--chdir", str(SHOP / "fixed"), "--shapes", "gthread"]
+    )
+    assert f"line {line}" in err and "404" in err and "Traceback" not in err
+
+
+def test_a_value_path_not_in_the_answer_names_its_line(tmp_path):
+    text = SPEC.read_text().replace('value = "text"', 'value = "banner.text"')
+    path = tmp_path / "shop.toml"
+    path.write_text(text)
+    line = text.splitlines().index('value = "banner.text"') + 1
+    with pytest.raises(SpecError, match=rf"line {line} .*'banner.text' is not in the answer"):
+        check_app(None, path, chdir=SHOP / "fixed", shapes=["gthread"], models=["banner"])
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("shape", SHAPES_HERE)
+def test_the_broken_shop_fails_where_it_breaks(broken, model, shape):
+    cell = broken.cell(model, shape)
+    assert cell.failed, f"{model} [{shape}]: {cell.text()}"
+    assert cell.verdict.examples and all(a.witness for a in cell.verdict.examples)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("shape", SHAPES_HERE)
+def test_the_fixed_shop_passes(fixed, model, shape):
+    cell = fixed.cell(model, shape)
+    assert not cell.failed, cell.verdict.summary()
+    assert cell.verdict.operations > 20
+
+
+def test_shop_as_a_users_own_test_would_check_it():
+    """The example of docs/check-your-own-app.md: a user's pytest calls the check."""
+    result = check_app(
+        "shop:create_app",
+        REPO_ROOT / "examples/shop/shop.toml",
+        chdir=REPO_ROOT / "examples/shop/fixed",
+        shapes=["gthread"],
+    )
+    assert result.ok, result.report()
+
+
+def test_the_witnesses_use_the_demo_words(broken):
+    kinds = {a.kind for c in broken.failed for a in c.verdict.examples}
+    assert {"lost update", "divergence", "lost visit", "request leak", "stale read"} <= kinds
+    assert "lost identity" in kinds
+
+
+def test_junit_has_a_failed_testcase_per_failed_cell(broken, tmp_path):
+    root = ElementTree.parse(write_junit(broken, tmp_path / "check.xml")).getroot()
+    cases = {case.get("name"): case for case in root.iter("testcase")}
+    assert len(cases) == len(MODELS) * len(SHAPES_HERE)
+    assert cases["hits [gthread]"].find("failure") is not None
+    assert "lost update" in cases["hits [gthread]"].find("failure").text
+
+
+def test_junit_passes_the_fixed_app(fixed, tmp_path):
+    root = ElementTree.parse(write_junit(fixed, tmp_path / "check.xml")).getroot()
+    assert root.get("failures") == "0" and not list(root.iter("failure"))
+
+
+def test_gevent_and_uwsgi_run_the_shop_and_uwsgi_keeps_its_key(tmp_path):
+    """uWSGI loads the app before the fork: one secret key for both workers,
+    so the broken shop's login holds there, and not under gevent."""
+    shapes = [s for s in ("gevent", "uwsgi") if skip_reason(s) is None]
+    assert shapes == ["gevent", "uwsgi"], [skip_reason(s) for s in ("gevent", "uwsgi")]
+    result = check_app(None, SPEC, chdir=SHOP / "broken", shapes=shapes, models=["hits", "me"])
+    assert result.cell("hits", "gevent").failed and result.cell("hits", "uwsgi").failed
+    assert result.cell("me", "gevent").failed and not result.cell("me", "uwsgi").failed
+
+
+def test_a_shape_that_cannot_run_here_is_skipped_with_its_reason(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(uwsgi, "binary", lambda: tmp_path / "no-uwsgi")  # as if never built
+    argv = ["--spec", str(SPEC), "--chdir", str(SHOP / "fixed"), "--shapes", "uwsgi,flask"]
+    assert main([*argv, "--junit", str(tmp_path / "j.xml")]) == 0
+    out = capsys.readouterr().out
+    assert "uwsgi: skipped: uWSGI is not installed" in out
+    skipped = [c for c in ElementTree.parse(tmp_path / "j.xml").getroot().iter("testcase")
+               if c.find("skipped") is not None]  # fmt: skip
+    assert {c.get("name") for c in skipped} == {f"{m} [uwsgi]" for m in MODELS}
+
+
+def test_the_contract_spec_finds_in_broken_global_what_the_demo_finds():
+    result = check_app(
+        "broken_global.app:create_app", CONTRACT, chdir=REPO_ROOT, shapes=["gthread"]
+    )
+    counter = result.cell("counter", "gthread").verdict.counts
+    assert {"lost_updates", "divergence", "final_reads_wrong"} <= set(counter)
+    assert {"visits_lost", "visits_leaked"} <= set(result.cell("visits", "gthread").verdict.counts)
+    assert result.cell("greet", "gthread").verdict.counts.get("request_leaks")
+
+
+def test_the_contract_spec_passes_fixed_db():
+    result = check_app("fixed_db.app:create_app", CONTRACT, chdir=REPO_ROOT, shapes=["gthread"])
+    assert result.ok, [c.text() for c in result.cells]
+
+
+def test_cli_json_and_exit_code(tmp_path, capsys):
+    out = tmp_path / "check.json"
+    argv = ["--spec", str(SPEC), "--chdir", str(SHOP / "fixed"), "--shapes", "sync,flask"]
+    assert main([*argv, "--json", str(out), "--replay-file", str(tmp_path / "r.json")]) == 0
+    payload = json.loads(out.read_text())
+    assert {c["verdict"] for c in payload["cells"]} == {"ok"}
+    assert "no anomaly found" in capsys.readouterr().out
+
+
+def test_a_spec_parses_with_each_models_lines():
+    spec = load_spec(SPEC)
+    assert [m.kind for m in spec.models] == [
+        "counter",
+        "per_user_list",
+        "per_request",
+        "shared_value",
+        "login",
+    ]
+    lines = SPEC.read_text().splitlines()
+    hits = spec.models[0]
+    assert lines[hits.routes["increment"].line - 1] == 'increment = "POST /hits"'
+
+
+def test_the_contract_spec_shows_fixed_sessions_tabs_and_nothing_else():
+    result = check_app(
+        "fixed_session.app:create_app", CONTRACT, chdir=REPO_ROOT, shapes=["gthread"]
+    )
+    visits = result.cell("visits", "gthread").verdict.counts
+    assert visits.get("tabs_lost", 0) > 0 and set(visits) == {"tabs_lost"}
+    assert result.cell("counter", "gthread").text() == "n/a (501)"
+    assert not result.cell("greet", "gthread").failed
+
+
+def test_the_contract_spec_passes_fixed_cache(tmp_path):
+    with EmbeddedValkey(tmp_path / "valkey") as valkey:
+        spec = tmp_path / "contract.toml"
+        spec.write_text(
+            CONTRACT.read_text().replace(
+                'env = { VAR_DIR = "{data}" }',
+                f'env = {{ VAR_DIR = "{{data}}", REDIS_URL = "{valkey.url}" }}',
+            )
+        )
+        result = check_app("fixed_cache.app:create_app", spec, chdir=REPO_ROOT, shapes=["gthread"])
+    assert result.ok, [c.text() for c in result.cells]
+
+
+def test_an_app_that_does_not_import_is_exit_2_with_its_error(capsys):
+    argv = ["nowhere:create_app", "--spec", str(SPEC), "--chdir", str(SHOP / "fixed")]
+    err = error_of(capsys, [*argv, "--shapes", "gthread"])
+    assert "did not start" in err and "ModuleNotFoundError" in err and "Traceback" not in err[:80]
+
+
+def test_replay_runs_the_failed_cells_again(tmp_path, capsys):
+    replay = tmp_path / "replay.json"
+    failed = [["hello", "gthread"]]
+    for folder, word in (("broken", "still fails, 3 of 3"), ("fixed", "passes now, 0 of 3")):
+        saved = {"target": "shop:create_app", "spec": str(SPEC), "failed": failed}
+        replay.write_text(json.dumps({**saved, "chdir": str(SHOP / folder)}))
+        assert main(["--replay", str(replay)]) == (1 if folder == "broken" else 0)
+        assert f"hello [gthread]: {word} runs failed" in capsys.readouterr().out
+
+
+def test_html_draws_every_cell_and_lists_each_witness_with_its_cell(broken, tmp_path):
+    from loadtests.check.output import write_html
+
+    path, why = write_html(broken, tmp_path / "check.html")
+    page = path.read_text()
+    assert why == "" and page.startswith("<!doctype html>")
+    failed = [c for c in broken.cells if c.failed]
+    assert failed
+    for cell in failed:
+        for anomaly in cell.verdict.examples:
+            summary = f"{cell.model} [{cell.shape}]: {anomaly.summary}"
+            assert json.dumps(summary, ensure_ascii=False)[1:-1].replace("</", "<\\/") in page
+
+
+SPECS = REPO_ROOT / "loadtests" / "check" / "specs"
+
+
+@pytest.mark.parametrize(
+    ("target", "failed"),
+    [
+        ("examples.half_fix_secret_per_worker:app", True),  # a key made at import
+        ("examples.preload_secret_until_restart:create_app", False),  # from the environment
+    ],
+)
+def test_the_secret_key_example_is_caught_by_a_restart(target, failed):
+    result = check_app(target, SPECS / "secret_key.toml", chdir=REPO_ROOT, shapes=["restart"])
+    cell = result.cell("me", "restart")
+    assert cell.failed == failed, cell.text()
+    if failed:
+        assert "identities_lost" in cell.verdict.counts
+
+
+def test_the_admin_change_example_diverges_and_its_fix_does_not(tmp_path):
+    spec = SPECS / "admin_change.toml"
+    broken = check_app("examples.admin_change_reaches_one_worker:app", spec, chdir=REPO_ROOT,
+                       shapes=["gthread"])  # fmt: skip
+    assert broken.cell("counter", "gthread").verdict.counts.get("divergence")
+    with EmbeddedValkey(tmp_path / "valkey") as valkey:
+        shared = tmp_path / "admin_change.toml"
+        shared.write_text(f'[app]\nenv = {{ REDIS_URL = "{valkey.url}" }}\n' + spec.read_text())
+        fixed = check_app("examples.admin_change_reaches_one_worker:create_shared_app", shared,
+                          chdir=REPO_ROOT, shapes=["gthread"])  # fmt: skip
+    assert fixed.ok, fixed.report()

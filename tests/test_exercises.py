@@ -1,0 +1,505 @@
+"""The exercises' own parts, which need no check to run: the catalog and its
+specs, each app's routes as its spec names them, the hint chosen from a
+pattern of per-shape verdicts, the progress file, EX= resolution, the
+solution diff, and a learner's syntax or import error reported before any
+server starts. Grading under real servers is tests/test_exercises_graded.py.
+"""
+
+import importlib.util
+import itertools
+import json
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from markdown.extensions.toc import slugify
+
+from exercises import grading, progress
+from exercises.__main__ import print_grade
+from exercises.catalog import CHECK_SHAPES, REPO_ROOT, UnknownExercise, exercises, resolve
+from exercises.grading import (
+    Grade,
+    grade,
+    precheck,
+    read_junit,
+    smallest_witness,
+    witness_blocks,
+)
+from exercises.hints import ADVICE, ShapeResult, diagnose, hints
+from exercises.solution import solution_diff
+
+EXERCISES = exercises()
+IDS = [ex.slug for ex in EXERCISES]
+# Issue 22's spec format: each model's keys (every one of them required but
+# reset, body and the [app] keys besides target).
+MODEL_KEYS = {
+    "counter": {"name", "increment", "read", "value"},
+    "per_user_list": {"name", "add", "body", "list", "items"},
+    "per_request": {"name", "request", "expect"},
+    "shared_value": {"name", "set", "body", "get", "value"},
+    "login": {"name", "login", "body", "whoami", "value"},
+}
+OPTIONAL_KEYS = {"counter": {"reset"}}
+
+
+def test_eight_exercises_in_order_each_with_its_files():
+    assert [ex.number for ex in EXERCISES] == list(range(1, 9))
+    for ex in EXERCISES:
+        for path in (
+            ex.app_file,
+            ex.spec_file,
+            ex.folder / "README.md",
+            ex.solution_dir / "app.py",
+        ):
+            assert path.is_file(), path
+        assert ex.title and ex.shapes
+        assert ex.app_file.read_text() != (ex.solution_dir / "app.py").read_text()
+        assert "plumbing" not in ex.app_file.read_text()  # each stands alone
+
+
+@pytest.mark.parametrize("ex", EXERCISES, ids=IDS)
+def test_each_spec_is_in_the_checks_format(ex):
+    spec = ex.spec()
+    assert spec["app"]["target"] == "app:create_app"
+    assert set(spec["app"]) <= {"target", "env", "setup", "gunicorn"}
+    models = {kind: entries for kind, entries in spec.items() if kind != "app"}
+    assert models
+    for kind, entries in models.items():
+        for entry in entries:
+            assert (
+                MODEL_KEYS[kind] <= set(entry) <= MODEL_KEYS[kind] | OPTIONAL_KEYS.get(kind, set())
+            )
+    assert set(ex.shapes) <= set(CHECK_SHAPES)
+
+
+def load_app(app_file: Path, ex, tmp_path, monkeypatch):
+    """A fresh module of `app_file` (its globals new) and its app, in the spec's env."""
+    for key, value in ex.spec()["app"].get("env", {}).items():
+        monkeypatch.setenv(key, value.replace("{data}", str(tmp_path)))
+    name = f"exercise_app_{next(_loaded)}"
+    spec = importlib.util.spec_from_file_location(name, app_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.create_app()
+
+
+_loaded = itertools.count()
+
+
+def path_value(answer: dict, dotted: str):
+    for part in dotted.split("."):
+        answer = answer[part]
+    return answer
+
+
+def split_route(route: str, token: str) -> tuple[str, str]:
+    method, path = route.split(" ", 1)
+    return method, path.replace("{token}", token)
+
+
+def body_for(entry: dict, token: str) -> dict:
+    return {key: value.replace("{token}", token) for key, value in entry.get("body", {}).items()}
+
+
+def call(client, route: str, token: str = "", body: dict | None = None):
+    method, path = split_route(route, token)
+    answer = client.open(path, method=method, json=body)
+    assert answer.status_code < 300, (route, answer.status_code, answer.get_data(as_text=True))
+    return answer.get_json()
+
+
+@pytest.mark.parametrize("solved", [False, True], ids=["start", "solution"])
+@pytest.mark.parametrize("ex", EXERCISES, ids=IDS)
+def test_the_spec_names_routes_and_values_the_app_answers(ex, solved, tmp_path, monkeypatch):
+    """One user at a time, in one process: what the spec says is where it says."""
+    app_file = ex.solution_dir / "app.py" if solved else ex.app_file
+    app = load_app(app_file, ex, tmp_path, monkeypatch)
+    for kind, entries in ex.spec().items():
+        for entry in entries if kind != "app" else ():
+            one, other = app.test_client(), app.test_client()
+            if kind == "counter":
+                start = path_value(call(one, entry["read"]), entry["value"])
+                first = path_value(call(one, entry["increment"]), entry["value"])
+                second = path_value(call(other, entry["increment"]), entry["value"])
+                assert (first, second) == (start + 1, start + 2)
+                assert path_value(call(one, entry["read"]), entry["value"]) == start + 2
+            elif kind == "per_request":
+                answer = call(one, entry["request"], "tok-1")
+                assert "tok-1" in json.dumps(answer)
+            elif kind == "shared_value":
+                call(one, entry["set"], "tok-1", body_for(entry, "tok-1"))
+                assert path_value(call(other, entry["get"]), entry["value"]) == "tok-1"
+            elif kind == "login":
+                assert path_value(call(other, entry["whoami"]), entry["value"]) is None
+                call(one, entry["login"], "ann", body_for(entry, "ann"))
+                assert path_value(call(one, entry["whoami"]), entry["value"]) == "ann"
+            elif kind == "per_user_list":
+                call(one, entry["list"])  # the first visit, alone: the cookie is set
+                for token in ("tok-1", "tok-2"):
+                    call(one, entry["add"], token, body_for(entry, token))
+                mine = path_value(call(one, entry["list"]), entry["items"])
+                theirs = path_value(call(other, entry["list"]), entry["items"])
+                if solved:  # the starting apps leak (2) or write twice (8) even so
+                    assert (mine, theirs) == (["tok-1", "tok-2"], [])
+
+
+@pytest.mark.parametrize("ex", EXERCISES, ids=IDS)
+def test_bad_input_is_a_json_error(ex, tmp_path, monkeypatch):
+    for folder, app_file in (("start", ex.app_file), ("solution", ex.solution_dir / "app.py")):
+        (tmp_path / folder).mkdir()
+        client = load_app(app_file, ex, tmp_path / folder, monkeypatch).test_client()
+        for kind, entries in ex.spec().items():
+            for entry in entries if kind != "app" else ():
+                for key in ("add", "set", "login"):
+                    if key in entry:
+                        answer = client.open(entry[key].split(" ")[1], method="POST", json=[1])
+                        assert answer.status_code == 400
+                        assert set(answer.get_json()) == {"error", "detail"}
+
+
+def test_ex_is_a_number_a_folder_a_name_or_a_unique_part():
+    assert resolve("3").slug == resolve("03").slug == "03_shared_counter"
+    assert resolve("03_shared_counter").number == 3
+    assert resolve("shared_counter").number == 3
+    assert resolve("shared-counter").number == 3
+    assert resolve("tabs").number == 7
+    with pytest.raises(UnknownExercise, match=r"names no exercise.*3 \(shared_counter\)"):
+        resolve("42")
+    with pytest.raises(UnknownExercise, match="names several"):
+        resolve("_")
+
+
+def results(**verdicts: str) -> list[ShapeResult]:
+    return [ShapeResult(shape.replace("_", "-"), v) for shape, v in verdicts.items()]
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "pattern"),
+    [
+        (dict(threads="passed", processes="passed", restart="passed"), "solved"),
+        (dict(threads="skipped", gevent="skipped"), "not-graded"),
+        (dict(threads="failed", processes="failed", restart="failed"), "one-process"),
+        (dict(threads="passed", gevent="failed", processes="failed"), "one-process"),
+        (
+            dict(threads="passed", gevent="passed", processes="failed", restart="failed"),
+            "per-process",
+        ),
+        (
+            dict(threads="passed", processes="passed", restart="failed", two_instances="failed"),
+            "memory",
+        ),
+        (
+            dict(threads="passed", processes="passed", restart="passed", two_instances="failed"),
+            "per-host",
+        ),
+        (dict(processes="passed", two_instances="failed"), "per-host"),
+    ],
+)
+def test_the_pattern_of_failed_shapes_names_the_half_fix(verdicts, pattern):
+    assert diagnose(results(**verdicts)) == pattern
+
+
+def test_what_the_witness_says_comes_before_the_shapes():
+    tabs = "lost tab: u1's append of 'u1/3' was acknowledged, then missing from 5 visits"
+    twice = "duplicated visit: 'u2/7' is in u2's list twice"
+    leak = "visit leak: u3 saw u4's 'u4/1'"
+    failed = ShapeResult("threads", "failed", witness=tabs)
+    assert diagnose([failed, ShapeResult("processes", "failed", witness=tabs)]) == "two-tabs"
+    assert diagnose([ShapeResult("threads", "failed", witness=twice)]) == "applied-twice"
+    both = ShapeResult("threads", "failed", witness=f"{tabs}\n{leak}")
+    assert diagnose([both]) == "one-process"  # a leak is more than a whole-value save
+    # "lost update: worker 1 returned 1 twice" is not a write applied twice.
+    lost = ShapeResult("threads", "failed", witness="lost update: worker 9 returned 1 twice")
+    assert diagnose([lost]) == "one-process"
+
+
+def test_each_pattern_gives_three_hints_that_name_the_shapes_and_link_the_proof():
+    found = [
+        ShapeResult("threads", "passed"),
+        ShapeResult("processes", "failed", failed_kinds=("counter",)),
+        ShapeResult("two-instances", "passed"),
+    ]
+    pattern, given = hints(found, 3)
+    assert pattern == "per-process"
+    assert len(given) == 3
+    assert "Exact in one process (threads), wrong across processes (processes)" in given[0]
+    assert "docs/half-fixes.md#1-a-lock-around-the-global" in given[2]
+    assert "examples/half_fix_lock.py" in given[2]
+    assert "make solution EX=3" in given[2]
+    login = [ShapeResult("restart", "failed", failed_kinds=("login",))]
+    assert "examples/preload_secret_until_restart.py" in hints(login, 6)[1][2]
+
+
+def headings(page: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
+    return {slugify(m[1].strip(), "-") for m in re.finditer(r"^#+\s+(.+)$", text, re.MULTILINE)}
+
+
+def test_every_hint_links_files_and_headings_that_exist():
+    for advice in ADVICE.values():
+        assert advice.read[0].startswith("docs/")
+        for link in advice.read:
+            path, _, anchor = link.partition("#")
+            assert (REPO_ROOT / path).is_file(), link
+            if anchor:
+                assert anchor in headings(REPO_ROOT / path), link
+
+
+def test_progress_is_kept_in_var_and_cleared_by_reset(isolated_var_dir):
+    assert progress.next_hint("03_shared_counter") is None
+    progress.record_grade(
+        "03_shared_counter", {"threads": "failed"}, "one-process", ["a", "b", "c"], ""
+    )
+    assert progress.progress_file() == isolated_var_dir / "practice.json"
+    assert progress.next_hint("03_shared_counter") == ("b", 2, 3)
+    assert progress.next_hint("03_shared_counter") == ("c", 3, 3)
+    assert progress.next_hint("03_shared_counter") == ("c", 3, 3)
+    # The same pattern again keeps the place in its hints; another starts over.
+    assert (
+        progress.record_grade("03_shared_counter", {}, "one-process", ["a", "b", "c"], "")[
+            "hints_shown"
+        ]
+        == 3
+    )
+    assert (
+        progress.record_grade("03_shared_counter", {}, "per-process", ["x", "y"], "")["hints_shown"]
+        == 1
+    )
+    progress.record_grade("01_request_value", {"threads": "passed"}, "solved", ["done"], "")
+    progress.record_grade("01_request_value", {"threads": "failed"}, "one-process", ["h"], "")
+    # Another process (a new shell, after a reboot) reads the same progress.
+    listing = subprocess.run(
+        [sys.executable, "-m", "exercises", "practice"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert re.search(r"1  a value for one request\s+solved, now failing", listing)
+    assert re.search(r"3  a shared counter\s+not solved", listing)
+    assert "Next: exercise 2" in listing
+    reset = subprocess.run(
+        [sys.executable, "-m", "exercises", "practice", "--reset"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert reset.startswith("Progress cleared.")
+    assert "Next: exercise 1" in reset
+    assert not progress.progress_file().exists()
+
+
+@pytest.mark.parametrize("ex", EXERCISES, ids=IDS)
+def test_the_solution_diff_applies_from_the_repository_root(ex, tmp_path):
+    diff = solution_diff(ex)
+    relative = ex.app_file.relative_to(REPO_ROOT)
+    (tmp_path / relative).parent.mkdir(parents=True)
+    (tmp_path / relative).write_text(ex.app_file.read_text())
+    applied = subprocess.run(
+        ["git", "apply", "-"], cwd=tmp_path, input=diff, capture_output=True, text=True
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert (tmp_path / relative).read_text() == (ex.solution_dir / "app.py").read_text()
+
+
+def test_the_solution_command_prints_only_the_diff():
+    shown = subprocess.run(
+        [sys.executable, "-m", "exercises", "solution", "shared_counter"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert shown == solution_diff(resolve("3"))
+    assert shown.startswith("--- a/exercises/03_shared_counter/app.py\n")
+
+
+# (what is replaced, by what, the line the error is on, what the paragraph says)
+BROKEN = {
+    "syntax": (
+        "    def count_hit():\n",
+        "    def count_hit(:\n",
+        "def count_hit(:",
+        "not valid Python",
+    ),
+    "import": (
+        "import os\n",
+        "import os\nimport no_such_module\n",
+        "import no_such_module",
+        "fails when",
+    ),
+    "create": (
+        "    app = Flask(__name__)\n",
+        "    app = Flask(__name__)\n    app.config['X'] = undefined_name\n",
+        "app.config['X'] = undefined_name",
+        "making its app (app:create_app) fails",
+    ),
+}
+
+
+@pytest.mark.parametrize("stage", BROKEN)
+def test_a_learners_error_is_one_paragraph_with_its_line_and_no_traceback(stage, tmp_path):
+    ex = resolve("3")
+    old, new, culprit, says = BROKEN[stage]
+    source = ex.app_file.read_text()
+    assert old in source
+    broken = source.replace(old, new, 1)
+    (tmp_path / "app.py").write_text(broken)
+    line = [text.strip() for text in broken.splitlines()].index(culprit) + 1
+    said = precheck(ex, tmp_path)
+    assert says in said
+    assert f"line {line}: `{culprit}`" in said
+    assert "Traceback" not in said and "\n" not in said
+    graded = grade(ex, app_dir=tmp_path)  # the check is never reached
+    assert graded.problem == said and not graded.results
+
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="loadtests.check" tests="4">
+<testcase classname="check" name="hits [flask]">
+<failure message="lost update: worker 7 returned 3 twice">
+lost update: worker 7 returned 3 twice
+  +0.1441s..+0.1503s  u26  increment -> 3  (7-8)
+  +0.1442s..+0.1506s  u24  increment -> 3  (7-9)
+</failure></testcase>
+<testcase classname="check" name="hits [sync]"><failure message="divergence">
+divergence: workers 7 and 8 both returned 1
+  +0.1442s..+0.1506s  u24  increment -> 1  (7-1)
+  +0.1444s..+0.1516s  u05  increment -> 1  (8-1)
+  +0.1450s..+0.1520s  u06  increment -> 1  (8-1)
+</failure></testcase>
+<testcase classname="check" name="hits [restart]">
+<skipped message="port 8000 is taken"/></testcase>
+<testcase classname="check" name="hits [gevent]"/>
+</testsuite></testsuites>
+"""
+
+
+def test_the_junit_report_gives_a_verdict_per_shape_and_the_smallest_witness(tmp_path):
+    """The report in issue 22's contract: one testcase per model and shape."""
+    (tmp_path / "junit.xml").write_text(JUNIT)
+    found = read_junit(tmp_path / "junit.xml", resolve("3"))
+    # gevent is not one of exercise 3's shapes: its testcase is left out.
+    assert [(r.shape, r.verdict) for r in found] == [
+        ("threads", "failed"),
+        ("processes", "failed"),
+        ("restart", "skipped"),
+        ("two-instances", "skipped"),
+    ]
+    assert found[0].failed_kinds == ("counter",)
+    assert found[2].reason == "port 8000 is taken"
+    assert found[3].reason == "not in the check's report"
+    assert len(witness_blocks(found[1].witness)) == 1
+    shape, witness = smallest_witness(found, "")
+    assert shape == "threads"
+    assert witness.splitlines()[0] == "lost update: worker 7 returned 3 twice"
+    assert len(witness.splitlines()) == 3
+    assert diagnose(found) == "one-process"
+
+
+def test_watch_grades_again_within_a_second_of_a_save(tmp_path):
+    """Errors in turn, so that no grade reaches the check: each save's grade
+    starts within a second, and Ctrl-C stops the watch."""
+    ex = resolve("3")
+    old, new, _culprit, _ = BROKEN["syntax"]
+    (tmp_path / "app.py").write_text(ex.app_file.read_text().replace(old, new, 1))
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "exercises", "watch", "3", "--app-dir", str(tmp_path)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in watcher.stdout], daemon=True
+    ).start()
+
+    def wait_for(text: str, seconds: float) -> float:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if text in lines.get(timeout=deadline - time.monotonic()):
+                    return time.monotonic()
+            except queue.Empty:
+                break
+        raise AssertionError(f"{text!r} not printed within {seconds} s")
+
+    try:
+        wait_for("is not valid Python", 30)
+        # Several saves, each at some point of the watch's polling: a poll
+        # slower than a second would miss one of them.
+        for stage in ("import", "syntax", "import", "syntax", "import"):
+            old, new, _culprit, says = BROKEN[stage]
+            saved = time.monotonic()
+            (tmp_path / "app.py").write_text(ex.app_file.read_text().replace(old, new, 1))
+            assert wait_for("grading exercise 3", 5) - saved < 1
+            wait_for(says, 30)
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(timeout=10) == 0
+
+
+def test_a_grade_prints_each_shape_the_witness_and_one_hint_and_is_kept(capsys, tmp_path):
+    ex = resolve("3")
+    (tmp_path / "junit.xml").write_text(JUNIT)
+    found = read_junit(tmp_path / "junit.xml", ex)
+    pattern, given = hints(found, ex.number)
+    shape, witness = smallest_witness(found, "")
+    graded = Grade(ex, ex.folder, found, pattern, given, f"({shape})\n{witness}")
+    assert print_grade(graded) == 1
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == "Exercise 3: a shared counter (exercises/03_shared_counter/app.py)"
+    assert shown[1].split() == ["threads", "failed"]
+    assert shown[3].split()[:3] == ["restart", "skipped", "(port"]
+    assert "lost update: worker 7 returned 3 twice" in shown
+    assert shown[-2].startswith("Hint 1 of 3: Wrong even in one process (threads, processes)")
+    assert shown[-1] == "`make hint EX=3` for the next one."
+    assert progress.entry(ex.slug)["shapes"]["processes"] == "failed"
+    # A copy graded elsewhere (an instructor's --app-dir) is not kept.
+    progress.reset()
+    assert print_grade(Grade(ex, tmp_path, found, pattern, given), keep=False) == 1
+    assert progress.entry(ex.slug) == {}
+
+
+def test_an_unknown_ex_is_one_line_and_exit_code_2():
+    done = subprocess.run(
+        [sys.executable, "-m", "exercises", "grade", "nothing_like_it"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("EX='nothing_like_it' names no exercise; give a number or a name")
+
+
+SLOW_PROGRAM = """
+import signal, sys, time
+if sys.argv[1] == "deaf":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+print("started", flush=True)
+try:
+    time.sleep(60)
+except KeyboardInterrupt:
+    print("stopped its servers", flush=True)
+"""
+
+
+@pytest.mark.parametrize("hears", [True, False], ids=["ctrl-c", "deaf"])
+def test_a_save_during_the_check_stops_it_as_ctrl_c_would(hears, tmp_path, monkeypatch):
+    monkeypatch.setattr(grading, "STOP_SECONDS", 1)
+    out = tmp_path / "check.txt"
+    asked = time.monotonic()
+    command = [sys.executable, "-c", SLOW_PROGRAM, "hears" if hears else "deaf"]
+    with pytest.raises(grading.Interrupted):  # saved once the check has started
+        grading.run(command, out, interrupted=lambda: "started" in out.read_text())
+    assert time.monotonic() - asked < 10
+    said = out.read_text()
+    assert said.startswith("started")
+    assert ("stopped its servers" in said) == hears  # a deaf one is killed
