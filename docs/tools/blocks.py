@@ -8,12 +8,10 @@ the block follows it up to the closing comment:
     <!-- end generated -->
 
 Kinds: `source PATH NAME...` (named definitions of a Python file), `diff OLD
-NEW` (module docstrings left out), `results KEY` (docs/tools/results_render.py;
-`results kept-NAME`, a kept run: docs/tools/kept.py), `screenshots KEY`
-(docs/tools/screenshots.py), `witness KEY` (a timeline: docs/tools/witnesses.py),
-`versions NAME...` (requirements.lock: docs/tools/lock.py), `settings`
-(plumbing/config.py). Written into the Markdown (the pages read the same on a
-code host), only by:
+NEW` (module docstrings left out), `results KEY` (results_render.py; `results
+kept-NAME`: kept.py), `screenshots KEY` (screenshots.py), `witness KEY`
+(witnesses.py), `versions NAME...` (requirements.lock: lock.py), `settings`
+(plumbing/config.py). Written into the Markdown only by:
 
     python -m docs.tools.blocks            # rewrite every stale block
     python -m docs.tools.blocks --check    # list stale pages; exit 1 if any
