@@ -3,7 +3,8 @@
 The launchers, the harness, the tests and the docs read these; none of them
 spells out an app's port, store or limits again. It is a fact about the apps,
 not about launching them, so it sits at the top of the repository and imports
-only the standard library: reading it starts nothing and loads no Flask.
+only the standard library and the settings table (plumbing/config.py: fixed_db's
+backends and SQLite file): reading it starts nothing.
 
     >>> APPS["fixed_db"].port
     5002
@@ -31,6 +32,8 @@ only the standard library: reading it starts nothing and loads no Flask.
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from plumbing.config import FIXED_DB_BACKENDS, FIXED_DB_SQLITE_FILE, url_backend
 
 # How tables and charts name a backend: "fixed_db (PostgreSQL)".
 BACKEND_TITLES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
@@ -102,10 +105,8 @@ class App:
         backend's kind decides; then the setting; then the default."""
         if not self.backend_setting:
             return None
-        url = env.get(self.url_setting or "", "")
-        for name in self.embedded_by_backend:
-            if url.startswith(name):  # sqlite:///..., postgresql://...
-                return name
+        if backend := url_backend(env.get(self.url_setting or "", "")):
+            return backend  # sqlite:///..., postgresql://...
         return self.chosen_backend(env) or next(iter(self.embedded_by_backend))
 
     def own_server_settings(self) -> dict[str, str] | None:
@@ -149,8 +150,8 @@ APPS = {
             "uid",
             url_setting="DATABASE_URL",
             backend_setting="FIXED_DB_BACKEND",
-            embedded_by_backend={"sqlite": None, "postgres": "postgres"},
-            sqlite_file="fixed_db.sqlite3",  # fixed_db/store.py
+            embedded_by_backend=dict(zip(FIXED_DB_BACKENDS, (None, "postgres"), strict=True)),
+            sqlite_file=FIXED_DB_SQLITE_FILE,
         ),
         App(
             "fixed_cache",

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Self, TypeVar
 
@@ -35,9 +35,8 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from plumbing.config import REPO_ROOT
 from plumbing.http import worker_id
 from serve import uwsgi
-from serve.pids import Service, free_port, spawn, stop_process
+from serve.pids import START_TIMEOUT_SECONDS, Service, free_port, signals_held, spawn, stop_process
 
-START_TIMEOUT_SECONDS = 20.0
 T = TypeVar("T")
 
 
@@ -145,7 +144,7 @@ class Gunicorn(Service):
         ]  # fmt: skip
 
     def start(self) -> Self:
-        with (self.log_dir / "gunicorn.log").open("ab") as log:
+        with (self.log_dir / "gunicorn.log").open("ab") as log, signals_held():
             # Its own process group (workers are known by it), and stopped by the
             # kernel if this process is killed outright (serve.pids.spawn).
             self.process = spawn(
@@ -263,26 +262,25 @@ def flask_run(app_import: str) -> Iterator[str]:
         "run", "--host", "127.0.0.1", "--port", str(port), "--with-threads", "--no-reload",
     ]  # fmt: skip
     env = {**os.environ, "FLASK_DEBUG": "0"}
-    with tempfile.TemporaryFile() as log:
-        process = spawn(
-            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + START_TIMEOUT_SECONDS
-            while True:
-                try:
-                    requests.get(url + "/", timeout=1)
-                    break
-                except requests.RequestException:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        output = log.read().decode(errors="replace")
-                        raise RuntimeError(f"flask run did not start:\n{output}") from None
-                    time.sleep(0.05)
-            yield url
-        finally:
-            stop_process(process)
+    with tempfile.TemporaryFile() as log, ExitStack() as stops:
+        with signals_held():  # started and due to be stopped, or not started
+            process = spawn(
+                command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            stops.callback(stop_process, process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            try:
+                requests.get(url + "/", timeout=1)
+                break
+            except requests.RequestException:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    output = log.read().decode(errors="replace")
+                    raise RuntimeError(f"flask run did not start:\n{output}") from None
+                time.sleep(0.05)
+        yield url
 
 
 class QuietRequestHandler(WSGIRequestHandler):

@@ -12,8 +12,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-EXERCISES_DIR = Path(__file__).resolve().parent
-REPO_ROOT = EXERCISES_DIR.parent
+from plumbing.config import REPO_ROOT
+
+EXERCISES_DIR = REPO_ROOT / "exercises"
 SOLUTIONS_DIR = EXERCISES_DIR / "solutions"
 
 # The exercises' shapes, in the order they are shown, and the name the

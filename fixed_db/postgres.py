@@ -115,7 +115,7 @@ class DeadlineConnection(psycopg.Connection):
     a frozen server cannot answer either. A wait given its own timeout keeps
     it. Connecting is not a wait() (libpq's connect_timeout bounds it).
 
-    errors._WaitTimeout is private to psycopg: tests/test_postgres.py fails if it goes."""
+    errors._WaitTimeout is private to psycopg: tests/test_fixed_db_postgres.py fails if it goes."""
 
     deadline_seconds = DEADLINE_SECONDS
 

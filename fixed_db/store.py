@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 
 from fixed_db.sqlite import BUSY_TIMEOUT_MS, database_from_url
 from plumbing import setting, unavailable_when
+from plumbing.config import FIXED_DB_BACKENDS, FIXED_DB_SQLITE_FILE, default, url_backend
 from plumbing.idempotency import (
     HEADER,
     TTL_SECONDS,
@@ -36,7 +37,7 @@ from plumbing.idempotency import (
 from plumbing.users import known_user_id
 
 EXPIRE_EVERY = 100  # keyed writes per worker process between two purges of old keys
-BACKENDS = ("sqlite", "postgres")  # FIXED_DB_BACKEND
+BACKENDS = FIXED_DB_BACKENDS  # FIXED_DB_BACKEND
 log = logging.getLogger(__name__)
 
 
@@ -83,12 +84,12 @@ def database_from_settings(app: Flask) -> Database:
     if backend and backend not in BACKENDS:
         raise ValueError(f"FIXED_DB_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}")
     url = setting(app, "DATABASE_URL", "")
-    if url.startswith(("postgresql://", "postgres://")):
+    if url_backend(url) == "postgres":
         if backend == "sqlite":
             raise ValueError(f"FIXED_DB_BACKEND=sqlite, but DATABASE_URL is PostgreSQL's: {url!r}")
         from fixed_db.postgres import PostgresDatabase  # psycopg, only when it is used
 
-        threads = int(setting(app, "GUNICORN_THREADS", "4"))  # the shared config's default
+        threads = int(setting(app, "GUNICORN_THREADS", default("GUNICORN_THREADS")))
         return PostgresDatabase(url, pool_size=int(setting(app, "POSTGRES_POOL_SIZE", threads)))
     if backend == "postgres":
         raise ValueError(
@@ -97,7 +98,7 @@ def database_from_settings(app: Flask) -> Database:
             "PostgreSQL server and sets it, or point it at yours"
         )
     return database_from_url(
-        url or f"sqlite:///{app.config['VAR_DIR']}/fixed_db.sqlite3",
+        url or f"sqlite:///{app.config['VAR_DIR']}/{FIXED_DB_SQLITE_FILE}",
         setting(app, "SQLITE_SYNCHRONOUS", "NORMAL"),
         int(setting(app, "SQLITE_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS)),
     )

@@ -75,8 +75,8 @@ def guarded(
     nothing sent, while the breaker is open or a trial is under way."""
     if breaker.fail_counter == 0 and breaker.current_state == pybreaker.STATE_CLOSED:
         # A healthy store, the usual case: the breaker has nothing to do
-        # unless this fails, and going through it costs about 6 us of CPU
-        # a request (its lock and generators), a quarter of a Valkey INCR's.
+        # unless this fails, and going through it costs CPU on every request
+        # (its lock and generators) that is not small beside a Valkey INCR.
         # A success here resets no count: one begun meanwhile by another
         # thread is reset by the next call that goes through the breaker.
         try:

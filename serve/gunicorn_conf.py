@@ -13,8 +13,11 @@ import os
 import sys
 
 # The shape when the environment does not set it; serve/processes.py reads these too.
+# The settings table's defaults (plumbing/config.py SETTINGS), spelled here so
+# that gunicorn loads this file alone, without the apps' package; tests/test_config.py
+# fails if the two differ.
 DEFAULTS = {"GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "4", "GUNICORN_WORKER_CLASS": "gthread"}
-DEFAULTS["GUNICORN_WORKER_CONNECTIONS"] = "1000"
+DEFAULTS |= {"GUNICORN_WORKER_CONNECTIONS": "1000", "GUNICORN_LOGLEVEL": "warning"}
 
 
 def setting(name: str) -> str:
@@ -53,7 +56,7 @@ worker_connections = count("GUNICORN_WORKER_CONNECTIONS")
 # connection costs gthread a socket in its poller, not a thread.
 keepalive = 310
 graceful_timeout = 5
-loglevel = os.environ.get("GUNICORN_LOGLEVEL", "warning")
+loglevel = setting("GUNICORN_LOGLEVEL")
 accesslog = None
 errorlog = "-"
 # gunicorn 25.1 and later open a control socket for gunicornc at

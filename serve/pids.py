@@ -1,16 +1,22 @@
 """Ports on 127.0.0.1, and the processes we start and stop, by PID."""
 
+import contextlib
 import ctypes
-import ctypes.util
+import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
 STOP_TIMEOUT_SECONDS = 10.0
+# How long a server may take to answer once started (PostgreSQL's own is longer:
+# initdb, then crash recovery; serve/postgres.py).
+START_TIMEOUT_SECONDS = 20.0
 
 
 def free_port() -> int:
@@ -20,23 +26,57 @@ def free_port() -> int:
 
 
 PR_SET_PDEATHSIG = 1  # prctl(2), Linux
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
+# libc as this process has it loaded: find_library() would run `ldconfig -p`,
+# a child process at every launcher's import.
+LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None
 
 
-def _die_with_parent() -> None:  # runs in the child, between fork and exec
-    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent(parent: int, death_signal: int) -> None:
+    """Runs in the child, between fork and exec: arm the parent-death signal,
+    then make sure the parent has not died already (before it was armed)."""
+    LIBC.prctl(PR_SET_PDEATHSIG, death_signal)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
-def spawn(command: list[str], **popen: Any) -> subprocess.Popen:
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while a child is started and recorded,
+    then act on them. Both steps must happen, or neither: a KeyboardInterrupt
+    between the fork and the line that records the child leaves a server
+    nobody stops, and one that comes while Python runs its fork handlers
+    (os.register_at_fork, which logging uses) is printed as "Exception
+    ignored" and lost, so the launcher serves on as if no Ctrl-C came. Only
+    the main thread runs signal handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda n, _: caught.append(n)) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum in caught[:1]:
+            signal.raise_signal(signum)  # handled now, as it would have been
+
+
+def spawn(command: list[str], death_signal: int = signal.SIGTERM, **popen: Any) -> subprocess.Popen:
     """Start a server we will stop by PID: in a session of its own (a Ctrl-C
     reaches the launcher only, which stops it in order), and, on Linux, with a
     parent-death signal, so that a launcher killed with SIGKILL, which runs no
-    clean-up, still takes it down: the kernel sends it SIGTERM when the thread
-    that started it ends (prctl(2), PR_SET_PDEATHSIG). The libc function is
-    loaded before the fork; the child runs nothing else before exec."""
-    if _LIBC is not None:
-        popen["preexec_fn"] = _die_with_parent
-    return subprocess.Popen(command, start_new_session=True, **popen)
+    clean-up, still takes it down: the kernel sends it `death_signal` when the
+    thread that started it ends (prctl(2), PR_SET_PDEATHSIG).
+
+    Call it inside `with signals_held():` together with the line that records
+    the process for stopping (`self.process = spawn(...)`); it holds them
+    itself too, so that no Ctrl-C is lost in Python's fork handlers."""
+    if LIBC is not None:
+        popen["preexec_fn"] = functools.partial(_die_with_parent, os.getpid(), death_signal)
+    with signals_held():
+        return subprocess.Popen(command, start_new_session=True, **popen)
 
 
 def listening_pids(port: int) -> list[int]:

@@ -11,45 +11,51 @@ servers a data folder of its own (run_folder()); a launcher's known failures
 (launch_failed()).
 """
 
-import functools
 import os
 import re
-import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 from plumbing.config import REPO_ROOT, var_dir
 from registry import APPS, SettingError
-from serve import uwsgi
 from serve.gunicorn_conf import DEFAULTS as GUNICORN_DEFAULTS
+from serve.launching import LAUNCH_ERRORS, check_settings, launch_failed, launcher
 from serve.pids import (
-    STOP_TIMEOUT_SECONDS,
+    START_TIMEOUT_SECONDS,
     Service,
     free_port,
     parent_pid,
     pid_alive,
-    pids_mentioning,
     port_in_use_message,
     port_is_free,
+    signals_held,
     spawn,
     stop_process,
 )
 from serve.postgres import EmbeddedPostgres
+from serve.runs import run_folder
+from serve.shapes import (
+    DEFAULT_SHAPE,
+    MATRIX_SHAPES,
+    SHAPES,
+    GunicornShape,
+    missing_server,
+    resolve,
+)
 from serve.uwsgi import UwsgiShape, uwsgi_command
 from serve.valkey import EmbeddedValkey
 
 __all__ = [
     "APPS",
     "LAUNCH_ERRORS",
+    "MATRIX_SHAPES",
+    "SHAPES",
     "AppServer",
     "available_apps",
     "check_settings",
@@ -65,52 +71,8 @@ __all__ = [
 GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
 
 
-def gunicorn_shape(worker_class: str, workers: int, threads: int) -> dict[str, str]:
-    """The environment that gives the shared gunicorn config this shape."""
-    return {
-        "GUNICORN_WORKER_CLASS": worker_class,
-        "GUNICORN_WORKERS": str(workers),
-        "GUNICORN_THREADS": str(threads),
-    }
-
-
-# Ways to serve an app, for the correctness matrix. "gthread-2x4" is the
-# shared production-like config; the others show which shape breaks what.
-# (gunicorn turns "sync" with more than one thread into gthread, hence 1.)
-# "config" is the shared config as the environment sets it (GUNICORN_*).
-# A shape is the environment for the gunicorn config, a UwsgiShape, or None
-# for `flask run`.
-SHAPES: dict[str, dict[str, str] | UwsgiShape | None] = {
-    "flask-dev": None,  # Flask's development server, threaded (its default)
-    "sync-1": gunicorn_shape("sync", 1, 1),
-    "sync-4": gunicorn_shape("sync", 4, 1),
-    "gthread-1x8": gunicorn_shape("gthread", 1, 8),
-    "gthread-2x4": gunicorn_shape("gthread", 2, 4),
-    # gevent: one thread, up to 50 greenlets, each request one of them
-    # (examples/gevent_greenlets_share_globals.py shows what that does to globals).
-    "gevent-1x50": {**gunicorn_shape("gevent", 1, 1), "GUNICORN_WORKER_CONNECTIONS": "50"},
-    # uWSGI in the shared config's shape, 2 processes x 4 threads: the same
-    # concurrency under a server that loads the app in its master before it
-    # forks the workers, and closes each connection after one response
-    # (serve/uwsgi.py).
-    # A fixed app that made its connections in create_app() would share them
-    # across workers here. 4 threads: fixed_db's PostgreSQL pool is sized
-    # from GUNICORN_THREADS, 4 when unset, as it is under uWSGI.
-    "uwsgi-2x4": UwsgiShape(processes=2, threads=4),
-    "config": {},
-}
-MATRIX_SHAPES = [shape for shape in SHAPES if shape != "config"]
-DEFAULT_SHAPE = "config"
-START_TIMEOUT_SECONDS = 20.0
 # The last line of a Python traceback: "ValueError: ...", "psycopg.errors.X: ...".
 ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Warning)\b.*:")
-
-
-def missing_server(shape: str) -> str | None:
-    """Why this shape's server cannot run here (uWSGI not built), or None."""
-    if isinstance(SHAPES[shape], UwsgiShape) and not uwsgi.available():
-        return uwsgi.missing_message()
-    return None
 
 
 def available_apps() -> list[str]:
@@ -120,58 +82,6 @@ def available_apps() -> list[str]:
 
 def fixed_apps() -> list[str]:
     return [app for app in available_apps() if APPS[app].is_fixed]
-
-
-# A launcher's known failures: a port taken, a store's folder in use, a server
-# that did not start (RuntimeError); a setting of a wrong value (SettingError).
-LAUNCH_ERRORS = (RuntimeError, SettingError)
-
-
-def launch_failed(error: BaseException) -> int:
-    """A known failure as the user sees it: "error: ..." on stderr in one
-    paragraph (a server's last log lines, if any, indented below it), and
-    exit code 2, as for a wrong argument."""
-    print("error: " + str(error).replace("\n", "\n    "), file=sys.stderr, flush=True)
-    return 2
-
-
-def check_settings(apps: Iterable[str] = APPS, env: Mapping[str, str] | None = None) -> None:
-    """Raise SettingError if a setting that chooses an app's store has a
-    value none of its backends has (FIXED_DB_BACKEND=mysql)."""
-    for app in apps:
-        APPS[app].embedded_server(os.environ if env is None else env)
-
-
-def launcher(main: Callable[..., int]) -> Callable[..., int]:
-    """For the main() of every launcher that starts servers: the settings
-    that choose stores are checked before anything starts, whichever apps it
-    starts (as `make` refuses DB=mysql), and its known failures
-    (LAUNCH_ERRORS) reach the user as one paragraph and exit code 2."""
-
-    @functools.wraps(main)
-    def guarded(*args: Any, **kwargs: Any) -> int:
-        # SIGTERM (a plain `kill`) stops it as Ctrl-C does, so that what it
-        # started is stopped and its run folder deleted: Python's default for
-        # SIGTERM is to exit at once, cleaning up nothing.
-        in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, interrupt) if in_main else None
-        try:
-            check_settings()
-            return main(*args, **kwargs)
-        except LAUNCH_ERRORS as error:
-            return launch_failed(error)
-        except KeyboardInterrupt:
-            print("stopped", file=sys.stderr, flush=True)
-            return 130
-        finally:
-            if in_main:
-                signal.signal(signal.SIGTERM, previous)
-
-    return guarded
-
-
-def interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def store_server(
@@ -190,66 +100,6 @@ def store_server(
     except ValueError as error:  # VALKEY_APPENDFSYNC, POSTGRES_SYNCHRONOUS_COMMIT
         raise SettingError(str(error)) from None
     return None
-
-
-RUNS = "runs"  # under var/: the harness runs' data folders
-
-
-@contextmanager
-def run_folder(tool: str) -> Iterator[Path]:
-    """A data folder of one harness run's own, the VAR_DIR of every server it
-    starts: var/runs/<tool>-<pid>-<random>/, empty at the start and deleted
-    at the end, however the run ends.
-
-    A load test that measures state must start from a known state, and must
-    never touch what a user's `make run` serves from var/ itself (the SQLite
-    file, Valkey's append-only file and lock, PostgreSQL's cluster, session
-    files): the demo once reset a served counter, then stopped at the lock of
-    the served Valkey. Nor may two runs at once share a store: each would take
-    the other's writes for anomalies. Nothing in the folder is worth keeping:
-    results go to var/results/, servers' logs to var/logs/. A folder left by a
-    run that was killed (a SIGKILL runs no clean-up) is deleted by the next
-    run, once its PID is gone and no process names the folder."""
-    runs = var_dir() / RUNS
-    runs.mkdir(mode=0o700, exist_ok=True)
-    for old in runs.iterdir():
-        if abandoned(old):
-            remove_run_folder(old)
-    folder = runs / f"{tool}-{os.getpid()}-{secrets.token_hex(3)}"
-    folder.mkdir(mode=0o700)
-    try:
-        yield folder
-    finally:
-        remove_run_folder(folder)
-
-
-def abandoned(folder: Path) -> bool:
-    """A run folder whose run was killed (its PID gone), its servers ended.
-
-    A server of that run may still name the folder: one still shutting down,
-    or one the run had paused (SIGSTOP, loadtests/faults/) when
-    it was killed, which stays stopped for good: the stop signal the kernel
-    sent it when its parent died (serve/pids.py) waits until it runs again.
-    They are the dead run's own, found by its folder's unique name: each gets
-    SIGKILL, which ends a stopped process too."""
-    found = re.fullmatch(r".+-(\d+)-[0-9a-f]+", folder.name)
-    if not found or pid_alive(int(found[1])):
-        return False
-    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-    while (left := pids_mentioning(str(folder))) and time.monotonic() < deadline:
-        for pid in left:
-            with suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
-    return not left
-
-
-def remove_run_folder(folder: Path) -> None:
-    """Delete a run folder, with the PostgreSQL cluster in it, which as root
-    lives outside it (serve/postgres.py: EmbeddedPostgres.remove)."""
-    if (folder / "postgres").exists():
-        EmbeddedPostgres(folder / "postgres", synchronous_commit="on").remove()
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 class AppServer(Service):
@@ -276,8 +126,10 @@ class AppServer(Service):
         self.app = app
         self.port = port
         self.shape_name = shape
-        self.spec = SHAPES[shape]
-        self.env = {**(self.spec if isinstance(self.spec, dict) else {}), **(env or {})}
+        given = env or {}
+        self.spec = resolve(shape, {**os.environ, **given}, given)
+        gunicorn = self.spec.environment() if isinstance(self.spec, GunicornShape) else {}
+        self.env = {**gunicorn, **given}
         self.var_dir = Path(self.setting("VAR_DIR") or var_dir())
         self.own_folder = own_folder
         self.folder = ExitStack()  # the folder of its own, while it runs
@@ -345,13 +197,14 @@ class AppServer(Service):
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 output = self.log_path.open("ab")
                 self.log_start = output.tell()  # what an earlier run wrote is not this one's
-            self.process = spawn(  # signals reach it from us only, by PID
-                self.command(),
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT if output else None,
-            )
+            with signals_held():  # recorded for stopping, or not started
+                self.process = spawn(  # signals reach it from us only, by PID
+                    self.command(),
+                    cwd=REPO_ROOT,
+                    env=env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT if output else None,
+                )
             self.wait_until_healthy()
         except BaseException:
             self.stop()  # the server and the backing one: nothing left behind
@@ -394,24 +247,13 @@ class AppServer(Service):
         """Worker processes that will answer."""
         if isinstance(self.spec, UwsgiShape):
             return self.spec.processes
-        return 1 if self.spec is None else int(self.setting("GUNICORN_WORKERS"))
+        return 1 if self.spec is None else self.spec.workers
 
     def shape(self) -> str:
         """How the server runs, e.g. "gunicorn gthread 2 workers x 4 threads"."""
-        if isinstance(self.spec, UwsgiShape):
-            return self.spec.describe()
         if self.spec is None:
             return "Flask development server (threaded)"
-        if self.setting("GUNICORN_WORKER_CLASS") == "gevent":
-            return (
-                f"gunicorn gevent {self.setting('GUNICORN_WORKERS')} workers x "
-                f"{self.setting('GUNICORN_WORKER_CONNECTIONS')} greenlets"
-            )
-        return (
-            f"gunicorn {self.setting('GUNICORN_WORKER_CLASS')} "
-            f"{self.setting('GUNICORN_WORKERS')} workers x "
-            f"{self.setting('GUNICORN_THREADS')} threads"
-        )
+        return self.spec.describe()
 
     def wait_until_healthy(self) -> None:
         """Return once every worker process has answered /healthz.

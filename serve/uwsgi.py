@@ -3,31 +3,13 @@
     uwsgi --http-socket 127.0.0.1:PORT --master --processes 2 --threads 4 \\
           --module 'fixed_db.app:create_app()' --need-app --die-on-term ...
 
-uWSGI 2.0.31 calls the factory itself: `--module 'pkg.app:create_app()'`,
-the same target gunicorn is given. Where its defaults differ from gunicorn's,
-and what each decides here:
-
-- It loads the app once, in the master, then forks the workers (gunicorn
-  does that only with --preload; uWSGI's --lazy-apps is the opposite).
-  Whatever create_app() makes is made once and copied into every worker: a
-  connection made there would be one socket shared by all of them
-  (examples/uwsgi_loads_before_fork.py). The fixed apps make their pools on
-  first use in each process, checking the PID, so they pass; the globals of
-  broken_global are copied at the fork, each worker then has its own.
-- A worker runs one request at a time unless given --threads. Python threads
-  are on in 2.0.31 without --enable-threads (its --help calls the option a
-  stub), which older releases needed; it is given all the same.
-- SIGTERM makes uWSGI 2.0 reload, not stop. --die-on-term makes it stop, as
-  AppServer.stop() (SIGTERM by PID) and the parent-death signal that spawn()
-  sets (SIGTERM, serve/pids.py) both mean.
-- --http-socket answers HTTP/1.1 and then closes the connection without
-  saying so; a client that reuses it sends its next request into a closed
-  socket. `Connection: close` on every response says so. (--http11-socket
-  keeps connections, but an idle one holds a worker's thread until the
-  socket timeout, 4 s by default: tried once by hand, with both threads of a
-  1 x 2 server holding an idle connection, a third request waited 4.0 s.)
-- An app that fails to load leaves uWSGI serving nothing, and answering 500;
-  --need-app makes it exit, as gunicorn does, so AppServer reports the log.
+uWSGI calls the factory itself (`--module 'pkg.app:create_app()'`, the target
+gunicorn is given). Where its defaults differ from gunicorn's, each option
+here makes it behave as the shared gunicorn config does, or shows the
+difference on purpose: it loads the app in the master before the fork;
+--threads; --die-on-term, so that SIGTERM stops it rather than reloading it;
+`Connection: close` on every response of --http-socket; --need-app, so an
+app that fails to load stops it. Why each, in serve/README.md ("uWSGI").
 
 Its log (start-up and errors; request lines are off, as gunicorn's access log
 is) goes to stderr, which AppServer sends to the app's log file.

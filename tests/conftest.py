@@ -8,11 +8,13 @@ import pytest
 import redis
 from flask import Flask
 
-from plumbing.config import REPO_ROOT
+from plumbing.config import REPO_ROOT, SETTINGS
 from registry import APPS as REGISTRY
 from serve.pids import pids_mentioning
-from serve.processes import available_apps
+from serve.processes import AppServer, available_apps, free_port
 from serve.valkey import EmbeddedValkey
+
+pytest_plugins = ["tests.postgres_fixtures"]  # the PostgreSQL servers and their helpers
 
 APPS = available_apps()
 # What differs between apps, by design (registry.py): fixed_session cannot
@@ -24,16 +26,11 @@ USER_COOKIE = {app: REGISTRY[app].user_cookie for app in APPS}
 @pytest.fixture(autouse=True)
 def isolated_var_dir(tmp_path, monkeypatch):
     """Every test gets its own var/ (database, sessions, secret key, logs)."""
-    monkeypatch.setenv("VAR_DIR", str(tmp_path / "var"))
     # Settings a user may have exported, e.g. by `make test DB=postgres`: each
     # test chooses its store itself.
-    chosen = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "DATABASE_URL", "REDIS_URL")
-    chosen += ("SESSION_REDIS_URL",)
-    chosen += ("FIXED_DB_BACKEND", "POSTGRES_POOL_SIZE", "POSTGRES_SYNCHRONOUS_COMMIT")
-    chosen += ("VALKEY_APPENDFSYNC",)
-    chosen += ("GUNICORN_WORKERS", "GUNICORN_THREADS", "GUNICORN_WORKER_CLASS")
-    for name in chosen:
-        monkeypatch.delenv(name, raising=False)
+    for setting in SETTINGS:
+        monkeypatch.delenv(setting.name, raising=False)
+    monkeypatch.setenv("VAR_DIR", str(tmp_path / "var"))
     return tmp_path / "var"
 
 
@@ -85,6 +82,12 @@ def launch(app: str, port: int | str, env: dict[str, str] | None = None, **popen
         env={**os.environ, **(env or {})},
         **{"stdout": subprocess.PIPE, "text": True, **popen},
     )
+
+
+def serve(app: str, var_dir, **env: str) -> AppServer:
+    """An AppServer for `app` on a free port, its data in var_dir, `env` over ours."""
+    env = {"VAR_DIR": str(var_dir), **env}
+    return AppServer(app, free_port(), env=env, log_path=var_dir / f"{app}.log")
 
 
 def processes_mentioning(text: str) -> list[str]:

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from docs.tools import blocks, lock
+from plumbing.config import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SKIPPED = {".venv", "var", "node_modules", ".git"}
 PAGES = sorted(
     [*(REPO_ROOT / "docs").glob("*.md"), *REPO_ROOT.glob("**/README.md")],

@@ -1,47 +1,21 @@
-"""Durability, measured: what a SIGKILL of the store costs, per setting shipped.
+"""Durability: what a SIGKILL of the store costs, per setting shipped.
 
 Each test writes under pressure (a few threads incrementing one counter),
 SIGKILLs the process that holds the data, starts it again on the same files
 and counts the acknowledged increments that are gone: those whose value the
 writer saw come back, above the counter read after the restart. A process
 kill is not a power loss: whatever a process has handed to the kernel with
-write(2) survives it, fsync or not. So each test asserts that nothing
-acknowledged is lost.
+write(2) survives it, fsync or not. So each asserts nothing acknowledged lost.
 
-- Valkey (serve/valkey.py), appendfsync "always" and "everysec": INCR with
-  redis-py, straight to an EmbeddedValkey (no Flask), SIGKILLed mid-load,
-  three times. "always" loses nothing. "everysec" does lose acknowledged
-  writes when the kill lands while a background fsync is in flight: Valkey
-  then postpones writing its append-only buffer to the file (up to 2 s) but
-  still sends the replies (src/aof.c, flushAppendOnlyFile(): "we may delay
-  the flush if there is still an fsync() going on in the background
-  thread"; src/server.c, beforeSleep(): flushAppendOnlyFile(0), then
-  handleClientsWithPendingWrites()). The test aims the kill at that window:
-  INFO persistence shows a background fsync in flight before and after an
-  increment it sent was acknowledged. A window lasts a few milliseconds on
-  this project's disk, once a second. The everysec case is an expected
-  failure (xfail, strict) that says why, not a weaker assertion.
-- SQLite with fixed_db's settings (fixed_db/store.py: WAL, autocommit, a
-  busy timeout) and synchronous NORMAL (its default) or FULL: a writer
-  process committing UPDATE ... RETURNING from a few threads, SIGKILLed
-  mid-load. "Transactions are durable across application crashes regardless
-  of the synchronous setting or journal mode"
-  (https://sqlite.org/pragma.html#pragma_synchronous).
-- PostgreSQL (serve/postgres.py), synchronous_commit "on" and "off": the
-  counter's UPDATE ... RETURNING from a few threads, each on its own
-  autocommit connection, then a SIGKILL to the postmaster and every backend
-  at once, as a crash of the server would be. "on" flushes the WAL before it
-  acknowledges a commit, and loses nothing. "off" acknowledges from the WAL
-  buffers in shared memory, written out by the WAL writer every
-  wal_writer_delay (200 ms) or a page at a time: the commits still there
-  when the server dies are lost: with off, a round's thousand commits take
-  well under 200 ms, so a crash often loses all of them ("a crash of the database server might
-  result in some recent allegedly-committed transactions being lost",
-  https://www.postgresql.org/docs/current/wal-async-commit.html). The
-  kill lands right after an acknowledged commit, so those sit in the
-  buffers; the off case is an expected failure (xfail, strict).
+- Valkey "always" and SQLite (NORMAL or FULL) lose nothing.
+- Valkey "everysec" loses acknowledged writes when the kill lands while a
+  background fsync is in flight (the test aims it there, from INFO
+  persistence); PostgreSQL synchronous_commit "off" loses those still in the
+  WAL buffers (the kill lands right after an acknowledged commit). Both are
+  expected failures (xfail, strict) that say why, not weaker assertions.
+  Why each store behaves so, with its sources: serve/README.md.
 
-Each round prints what it measured (pytest -s shows it). Nothing here times
+Each round prints what it counted (pytest -s shows it). Nothing here times
 anything: deadlines only stop a broken run from hanging.
 """
 

@@ -13,7 +13,6 @@ uWSGI one is skipped where uWSGI is not installed.
 """
 
 import ast
-from pathlib import Path
 
 import pytest
 
@@ -45,9 +44,10 @@ from examples import (
     uwsgi_loads_before_fork,
 )
 from examples.__main__ import main
+from plumbing.config import REPO_ROOT
 from serve import uwsgi
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = REPO_ROOT / "examples"
 
 
 @pytest.mark.gunicorn

@@ -16,6 +16,7 @@ from flask import session
 
 from fixed_session import store as store_module
 from fixed_session.store import BoundedFileStore
+from plumbing.config import REPO_ROOT
 from serve.valkey import EmbeddedValkey
 from tests.conftest import make_app
 
@@ -190,7 +191,7 @@ def test_a_full_disk_gets_a_503_and_loses_no_saved_visit(tmp_path):
         capture_output=True,
         text=True,
         env={"WORK_MS": "0", "PATH": ""},
-        cwd=Path(__file__).parent.parent,
+        cwd=REPO_ROOT,
         timeout=60,
     )
     assert run.returncode == 0, run.stderr

@@ -5,7 +5,7 @@ first GET / gives, or fixed_session's session cookie); without one it is
 refused with a 428 and writes nothing.
 A key is looked up only within that identity, a replay carries no cookie,
 and a key sent again with another request is a 422. fixed_db on PostgreSQL:
-tests/test_postgres.py.
+tests/test_fixed_db_postgres.py.
 """
 
 import pytest

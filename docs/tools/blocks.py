@@ -7,26 +7,17 @@ the block follows it up to the closing comment:
     ...written by this module...
     <!-- end generated -->
 
-Kinds:
-
-    source PATH NAME...    the named definitions of a Python file (functions,
-                           classes, "Class.method", assigned names)
-    diff OLD NEW           `diff -u OLD NEW`, module docstrings left out
-    results KEY            a table, chart or summary of the last results run
-                           (docs/tools/results.py)
-    screenshots KEY        the Locust web UI screenshots (docs/tools/screenshots.py)
-    witness KEY            a witness's timeline from a real run (docs/tools/witnesses.py)
-    versions NAME...       the named packages' versions in requirements.lock
-                           (docs/tools/lock.py)
-
-The blocks are written into the Markdown, so the pages read the same on a
-code host as on the site, and they are written only by this module:
+Kinds: `source PATH NAME...` (named definitions of a Python file), `diff OLD
+NEW` (module docstrings left out), `results KEY` (results_render.py; `results
+kept-NAME`: kept.py), `screenshots KEY` (screenshots.py), `witness KEY`
+(witnesses.py), `versions NAME...` (requirements.lock: lock.py), `settings`
+(plumbing/config.py). Written into the Markdown only by:
 
     python -m docs.tools.blocks            # rewrite every stale block
     python -m docs.tools.blocks --check    # list stale pages; exit 1 if any
 
-tests/test_docs.py fails when a block no longer matches what it is made from,
-and the site's build renders every block afresh (docs/tools/hooks.py).
+tests/test_docs.py fails on a stale block; the site's build renders every
+block afresh (docs/tools/hooks.py).
 """
 
 import posixpath
@@ -35,6 +26,7 @@ import sys
 from pathlib import Path
 
 from docs.tools import DOCS_DIR, REPO_ROOT, kept, lock, results, screenshots, sources, witnesses
+from plumbing import config
 
 BLOCK = re.compile(
     r"(?P<open><!-- generated: (?P<spec>[^\n]*?) -->\n)"
@@ -80,6 +72,8 @@ def render(spec: str, page: str) -> str:
         return witnesses.render(args[0], page)
     if kind == "versions" and args:
         return lock.render(args)
+    if kind == "settings" and not args:
+        return config.settings_table()
     raise ValueError(f"unknown generated block {spec!r} in {page}")
 
 

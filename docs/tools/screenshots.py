@@ -17,8 +17,7 @@ one's page is a picture (loadtests/clients/browser.py).
 
 The PNGs go to docs/images/ with the date in their names, and
 docs/images/screenshots.json records when, of what, and with which Locust.
-Chromium is `chromium` on PATH (Debian's package), or CHROMIUM=/path/to/it;
-the pages need Selenium and chromedriver too.
+Chromium is `chromium` on PATH, or CHROMIUM=/path/to/it, with chromedriver.
 """
 
 import json

@@ -33,8 +33,18 @@ from loadtests.check.wrap import TARGET_SETTING, WORKER_PATH
 from plumbing.config import REPO_ROOT, var_dir
 from serve import uwsgi
 from serve.balancer import Balancer, caddy_binary
-from serve.pids import free_port, parent_pid, port_in_use_message, port_is_free, spawn, stop_process
-from serve.processes import ERROR_LINE, GUNICORN_CONF, gunicorn_shape, run_folder
+from serve.pids import (
+    free_port,
+    parent_pid,
+    port_in_use_message,
+    port_is_free,
+    signals_held,
+    spawn,
+    stop_process,
+)
+from serve.processes import ERROR_LINE, GUNICORN_CONF
+from serve.runs import run_folder
+from serve.shapes import GunicornShape
 
 WRAPPED = "loadtests.check.wrap:app"
 FOR_FLASK_RUN = "loadtests.check.wrap:for_flask_run()"
@@ -55,13 +65,15 @@ class Shape:
         return DESCRIPTIONS[self.name]
 
 
-GTHREAD = tuple(gunicorn_shape("gthread", 2, 4).items())
+GTHREAD = tuple(GunicornShape("gthread", 2, 4).environment().items())
 SHAPES = {
     "gthread": Shape("gthread", "gunicorn", 2, GTHREAD),
-    "sync": Shape("sync", "gunicorn", 2, tuple(gunicorn_shape("sync", 2, 1).items())),
+    "sync": Shape("sync", "gunicorn", 2, tuple(GunicornShape("sync", 2, 1).environment().items())),
     # gevent with gunicorn's default of 1000 connections a worker: the
     # check's users keep theirs open, more than the matrix's 50.
-    "gevent": Shape("gevent", "gunicorn", 2, tuple(gunicorn_shape("gevent", 2, 1).items())),
+    "gevent": Shape(
+        "gevent", "gunicorn", 2, tuple(GunicornShape("gevent", 2, 1).environment().items())
+    ),
     "uwsgi": Shape("uwsgi", "uwsgi", 2),
     "flask": Shape("flask", "flask", 1),
     "restart": Shape("restart", "gunicorn", 2, GTHREAD, restart=True),
@@ -165,7 +177,10 @@ class CheckServer:
         env = {**environment(self.setting, self.data), **dict(self.shape.env)}
         env["PORT"] = str(self.port)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
+        with (
+            self.log_path.open("wb") as log,
+            signals_held(),
+        ):  # recorded for stopping, or not started
             self.process = spawn(
                 self.command(), cwd=self.setting.chdir, env=env, stdout=log, stderr=log
             )

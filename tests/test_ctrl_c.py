@@ -1,0 +1,99 @@
+"""Ctrl-C at any moment of a launcher's start-up leaves nothing running.
+
+A user presses Ctrl-C while `python -m serve APP` is still starting: the
+terminal sends SIGINT to the launcher's process group. Whatever it had
+started by then (the store's server, gunicorn and its workers) must be gone
+soon after, and the launcher with them. A Ctrl-C lands at one moment, and the
+moments that once left everything running (the launcher swallowed the
+KeyboardInterrupt while Python ran its fork handlers for a server it was
+starting) last a millisecond or two: so each store's start-up is swept from
+its first server process on, in small steps shifted by a random offset each
+run, and seen only as a user sees it: signals, and /proc.
+"""
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from serve.pids import free_port, pids_mentioning
+from tests.conftest import launch
+
+pytestmark = pytest.mark.gunicorn
+
+STEP_SECONDS = 0.002
+# From the launcher's first child to past its last spawn, per store: Valkey
+# and then gunicorn, or gunicorn alone.
+SWEEPS = {
+    "fixed_cache": ("fixed_cache", {}, 0.120),
+    "fixed_db-sqlite": ("fixed_db", {"FIXED_DB_BACKEND": "sqlite"}, 0.040),
+    "broken_global": ("broken_global", {}, 0.040),
+}
+AT_ONCE = 3  # launchers tried side by side, each with its own folder and port
+GONE_SECONDS = 5.0  # for the launcher and its servers to exit after the signal
+
+
+def first_child(launcher: subprocess.Popen, deadline: float) -> bool:
+    """Wait until the launcher has forked its first child: a server being
+    started (/proc/PID/task/PID/children, Linux 3.5+, lists them at once)."""
+    children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children")
+    while launcher.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if children.read_text().strip():
+                return True
+        time.sleep(0.0002)
+    return False
+
+
+def left_after_ctrl_c(app: str, env: dict[str, str], var: Path, moment: float) -> list[str]:
+    """Start the launcher, Ctrl-C it `moment` seconds after its first child
+    appears; what still runs GONE_SECONDS later, as "pid program"."""
+    env = {**env, "VAR_DIR": str(var)}
+    launcher = launch(app, free_port(), env, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        if not first_child(launcher, time.monotonic() + 60):
+            return [f"the launcher started no server (exit code {launcher.poll()})"]
+        time.sleep(moment)
+        os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        deadline = time.monotonic() + GONE_SECONDS
+        left = []
+        while time.monotonic() < deadline:
+            left = pids_mentioning(str(var))  # the launcher too: VAR_DIR is in its environment
+            if not left and launcher.poll() is not None:
+                return []
+            time.sleep(0.02)
+        return [f"{pid} {program(pid)}" for pid in left] or ["the launcher"]
+    finally:
+        for pid in [launcher.pid, *pids_mentioning(str(var))]:  # never leave one running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        launcher.wait()
+
+
+def program(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+@pytest.mark.parametrize("store", SWEEPS)
+def test_ctrl_c_at_any_moment_of_start_up_leaves_nothing_running(store, tmp_path):
+    app, env, span = SWEEPS[store]
+    offset = random.uniform(0, STEP_SECONDS)
+    moments = [offset + STEP_SECONDS * i for i in range(int(span / STEP_SECONDS))]
+    with ThreadPoolExecutor(AT_ONCE) as pool:
+        results = pool.map(
+            lambda i: left_after_ctrl_c(app, env, tmp_path / f"var-{i}", moments[i]),
+            range(len(moments)),
+        )
+        failed = {
+            f"{m * 1000:.1f} ms": left for m, left in zip(moments, results, strict=True) if left
+        }
+    assert not failed, f"{len(failed)} of {len(moments)} moments left processes: {failed}"
