@@ -12,17 +12,8 @@ backends and SQLite file): reading it starts nothing.
     ['fixed_session']
     >>> APPS["fixed_db"].embedded_server({"FIXED_DB_BACKEND": "postgres"})
     'postgres'
-    >>> APPS["fixed_db"].embedded_server({"FIXED_DB_BACKEND": "postgres", "DATABASE_URL": "x"})
     >>> [APPS["fixed_db"].label(env) for env in ({}, {"FIXED_DB_BACKEND": "postgres"})]
     ['fixed_db (SQLite)', 'fixed_db (PostgreSQL)']
-    >>> APPS["fixed_db"].backend({"DATABASE_URL": "postgresql://db.example/fixed_db"})
-    'postgres'
-    >>> APPS["fixed_cache"].label({}), APPS["fixed_cache"].backend({})
-    ('fixed_cache', None)
-    >>> APPS["fixed_db"].own_server_settings()
-    {'FIXED_DB_BACKEND': 'postgres', 'DATABASE_URL': ''}
-    >>> APPS["fixed_cache"].own_server_settings(), APPS["fixed_session"].own_server_settings()
-    ({'REDIS_URL': ''}, None)
     >>> try:
     ...     APPS["fixed_db"].embedded_server({"FIXED_DB_BACKEND": "mysql"})
     ... except SettingError as error:

@@ -55,3 +55,15 @@ def test_fixed_dbs_backends_are_the_makefiles_db_choices_and_the_registrys():
     assert tuple(choices[1].split()) == FIXED_DB_BACKENDS
     assert tuple(APPS["fixed_db"].embedded_by_backend) == FIXED_DB_BACKENDS
     assert f"DB must be {' or '.join(FIXED_DB_BACKENDS)}" in makefile
+
+
+def test_the_registry_says_which_store_each_app_runs_on_and_how_to_give_it_its_own():
+    from registry import APPS
+
+    fixed_db, fixed_cache = APPS["fixed_db"], APPS["fixed_cache"]
+    assert fixed_db.embedded_server({"FIXED_DB_BACKEND": "postgres", "DATABASE_URL": "x"}) is None
+    assert fixed_db.backend({"DATABASE_URL": "postgresql://db.example/fixed_db"}) == "postgres"
+    assert (fixed_cache.label({}), fixed_cache.backend({})) == ("fixed_cache", None)
+    assert fixed_db.own_server_settings() == {"FIXED_DB_BACKEND": "postgres", "DATABASE_URL": ""}
+    assert fixed_cache.own_server_settings() == {"REDIS_URL": ""}
+    assert APPS["fixed_session"].own_server_settings() is None

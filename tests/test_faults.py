@@ -3,33 +3,17 @@ stopped while writes are in flight, under real gunicorn, with users retrying
 around them.
 
 The double apply is certain, not lucky: the store is stopped first (SIGSTOP),
-then eight writes are sent; each reaches the app, whose command waits in the
-stopped store's socket until the app gives up and answers 503 "unknown".
-Only once all eight have that answer is the store resumed: it runs the
-queued commands, so each write was applied though none was acknowledged.
-Then the clients retry. With an Idempotency-Key the retry must get the first
-answer back and change nothing; without one it applies the write again.
-(loadtests/faults/inject.py, WritesInFlight.) On a loaded machine a write may reach
-its worker after three others there timed out and opened its circuit
-breaker: it is refused, 503 "not applied" with nothing sent, and applied
-once by its retry. The breaker opens on three, so at least three of each
-worker's four writes are sent, and each of those is checked.
-
-These need fixed_cache to keep the contract of plumbing/idempotency.py: a
-write whose outcome the app cannot know is a 503 with "outcome": "unknown",
-and a key sent again replays the first answer.
-
-fixed_db on PostgreSQL (FIXED_DB_BACKEND=postgres, an embedded server the
-run starts) gets the same, with the whole server stopped: every process of
-it, so each app thread's statement waits in a stopped backend's socket.
-Each first try fails, by the app's deadline on a statement (a 503) or, where
-it has none, by the client's own timeout (no answer), and only then is the
-server resumed: it runs every statement sent to it, so each write sent
-without a key (one autocommit statement) was applied, none acknowledged
-(loadtests/faults/inject_postgres.py, PostgresWritesInFlight). The keyed run also
-takes the rest of PostgreSQL's faults: a pause, a backend crashed (the
-postmaster ends every session and recovers) and the server killed and
-started again.
+then eight writes are sent; each waits in the stopped store's socket until
+the app gives up and answers 503 "unknown" (or, on PostgreSQL without a
+deadline, the client's own timeout). Only once every first try has failed is
+the store resumed: it runs what it queued, so each write was applied though
+none was acknowledged. With an Idempotency-Key the retry gets the first
+answer back and changes nothing; without one it applies the write again
+(loadtests/faults/inject.py WritesInFlight, inject_postgres.py). A write
+that reaches a worker whose breaker three others opened is refused, "not
+applied", and applied once by its retry: each write is checked by what it
+was told. The keyed PostgreSQL run also takes a pause, a crashed backend and
+the server killed and started again (loadtests/README.md, Faults).
 """
 
 import os

@@ -9,20 +9,11 @@ raw HTTP (loadtests/clients/rawhttp.py). The routes take turns in ROUNDS
 short slices, so a machine whose speed drifts slows them alike: compare the
 ratio, not the absolute numbers. The store's floor (floor.py: the same write
 straight from its client, as many client threads as the app has) takes its
-turn with them. The CPU time each request cost the app's and its store's
-processes (cpu.py) says where the time went, and gives the best case, a
-model: a write that costs exactly a /healthz plus its store operation's own
-CPU (client and server, from the floor), run at /healthz's core usage:
-
-    best_case_req_s = min(healthz_req_s * healthz_cpu / (healthz_cpu + floor_cpu),
-                          floor_req_s)
-
-with healthz_cpu the app's and store's CPU per /healthz and floor_cpu the
-floor's client and server CPU per operation: the CPU /healthz kept busy per
-second, spent on requests that each cost that much more, and never faster
-than the store alone. A short profiled pass
-(profiled.py) splits the app's CPU between web stack, store client and this
-project's code. Measured figures are in docs/results/.
+turn with them. The CPU each request cost the app and its store (cpu.py)
+says where the time went and gives the best case, a model (docs/load-testing.md;
+computed in bench_app()); a short profiled pass (profiled.py)
+splits the app's CPU between web stack, store client and this project's
+code. Measured figures are in docs/results/.
 """
 
 import argparse

@@ -4,23 +4,13 @@
     python -m loadtests.runs.hot_row --connections 1 8 --seconds 1
 
 Every increment of one row waits for the row's lock, held until the commit
-before it has flushed its WAL record: the increments line up behind one
-flush each, however many connections send them. Commits of different rows
-share a flush (group commit). Measured here, each against the hot row, on
-an embedded server of its own (serve/postgres.py, started and stopped by
-PID, synchronous_commit=on), with increments/s, commits/s and what a read
-of the count costs:
-
-- hot row: UPDATE ... RETURNING of the one row, autocommit;
-- sequence: nextval(); unique, not gapless (a rollback or a crash skips
-  values), and the count read is the last value handed out, not a count;
-- sharded: one of SHARDS rows per connection, the count a sum on read;
-  no increment returns the total;
-- batched: BATCH increments added in one UPDATE and one commit, as a
-  worker that gathers requests would; each waits for its batch's commit.
-
-Each cell checks its own result: a sequence's values all distinct, the
-rows' sum equal to the increments the clients counted.
+before it has flushed its WAL record, so the increments line up behind one
+flush each however many connections send them. Measured on an embedded
+server of its own (serve/postgres.py), each against the hot row: a sequence
+(nextval(): unique, not gapless), sharded rows (SHARDS rows, the count a
+sum on read) and batching (BATCH increments in one commit, each waiting for
+its batch). Each cell checks its own result: a sequence's values all
+distinct, the rows' sum equal to the increments the clients counted.
 """
 
 import argparse
