@@ -173,4 +173,38 @@ docs-results: $(STAMP) ## Run compare, matrix and bench for real, then regenerat
 
 docs-screenshots: $(STAMP) ## Screenshot Locust's web UI during real runs (headless Chromium)
 	$(BIN)/python -m docs.tools.screenshots
-.PHONY: help venv lock check-app demo compare matrix bench faults race scale-out run run-broken run-fixed test examples lint format clean
+	$(BIN)/python -m docs.tools.blocks
+
+docs-witnesses: $(STAMP) ## Picture the canonical witnesses: timelines of real runs (headless Chromium)
+	$(BIN)/python -m docs.tools.witnesses
+	$(BIN)/python -m docs.tools.blocks
+
+# Your own app, checked from a spec (docs/check-your-own-app.md). CHDIR is the
+# folder the app is imported from; exit code 0, 1 (an anomaly) or 2 (bad spec).
+TARGET ?=
+SPEC   ?=
+CHDIR  ?= .
+check-app: $(STAMP) ## Check your own app from a spec: make check-app TARGET=shop:create_app SPEC=shop.toml [CHDIR=dir]
+	$(BIN)/python -m loadtests.check $(TARGET) --spec $(SPEC) --chdir $(CHDIR)
+
+# Exercises (exercises/): fix a small broken app yourself, graded by the
+# own-app check under the shapes its spec names. EX= a number or a name
+# (default: the next not solved); RESET=1 clears the progress in var/practice.json.
+EX    ?=
+RESET ?=
+.PHONY: practice grade watch hint solution
+
+practice: $(STAMP) ## The exercises, solved or not, and the next to try (RESET=1 clears progress)
+	@$(BIN)/python -m exercises practice $(if $(RESET),--reset)
+
+grade: $(STAMP) ## Grade an exercise under its server shapes: make grade EX=3
+	@$(BIN)/python -m exercises grade $(EX)
+
+watch: $(STAMP) ## Grade an exercise again on every save: make watch EX=3
+	@$(BIN)/python -m exercises watch $(EX)
+
+hint: $(STAMP) ## The next hint for what the last grade found: make hint EX=3
+	@$(BIN)/python -m exercises hint $(EX)
+
+solution: $(STAMP) ## The reference fix as a diff (make -s solution EX=3 | git apply)
+	@$(BIN)/python -m exercises solution $(EX)
