@@ -249,6 +249,29 @@ def test_an_app_that_does_not_import_is_exit_2_with_its_error(capsys):
     argv = ["nowhere:create_app", "--spec", str(SPEC), "--chdir", str(SHOP / "fixed")]
     err = error_of(capsys, [*argv, "--shapes", "gthread"])
     assert "did not start" in err and "ModuleNotFoundError" in err and "Traceback" not in err[:80]
+    error = err[err.index("error: ") :]
+    assert "HaltServer" not in error and len(error.strip().splitlines()) == 1
+
+
+def test_an_app_that_raises_while_made_is_one_paragraph_naming_its_line(tmp_path, capsys):
+    # The server's own frames (gunicorn's HaltServer) are no help to the user:
+    # the paragraph names the error, the line of the app it came from, and the log.
+    app = tmp_path / "app"
+    app.mkdir()
+    source = (SHOP / "broken" / "shop.py").read_text()
+    made = "    app = Flask(__name__)\n"
+    (app / "shop.py").write_text(source.replace(made, made + "    1 / 0\n", 1))
+    line = (app / "shop.py").read_text().splitlines().index("    1 / 0") + 1
+    spec = tmp_path / "shop.toml"
+    spec.write_text(
+        "\n".join(x for x in SPEC.read_text().splitlines() if not x.startswith("setup"))
+    )
+    err = error_of(capsys, ["--spec", str(spec), "--chdir", str(app), "--shapes", "gthread"])
+    error = err[err.index("error: ") :]
+    assert "ZeroDivisionError: division by zero" in error
+    assert f"shop.py, line {line}: `1 / 0`" in error
+    assert "HaltServer" not in error and "site-packages" not in error
+    assert "var/logs/check-gthread-" in error and len(error.strip().splitlines()) == 1
 
 
 def test_replay_runs_the_failed_cells_again(tmp_path, capsys):
