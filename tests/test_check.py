@@ -253,6 +253,15 @@ def test_an_app_that_does_not_import_is_exit_2_with_its_error(capsys):
     assert "HaltServer" not in error and len(error.strip().splitlines()) == 1
 
 
+def test_a_chdir_that_is_not_a_folder_is_exit_2_naming_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--spec", str(SPEC), "--chdir", str(tmp_path / "nowhere")])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--chdir {tmp_path / 'nowhere'} is not a folder" in err
+    assert "PosixPath" not in err and "setup" not in err
+
+
 def test_an_app_that_raises_while_made_is_one_paragraph_naming_its_line(tmp_path, capsys):
     # The server's own frames (gunicorn's HaltServer) are no help to the user:
     # the paragraph names the error, the line of the app it came from, and the log.

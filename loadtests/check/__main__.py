@@ -44,6 +44,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown shape {unknown[0]!r}; the shapes are {', '.join(SHAPES)}")
     if not args.replay and not args.spec:
         parser.error("--spec is needed (or --replay FILE)")
+    if not args.replay and not args.chdir.is_dir():
+        parser.error(
+            f"--chdir {args.chdir} is not a folder: give the one your app is imported from"
+        )
     return args
 
 
