@@ -98,11 +98,12 @@ INSTANCES ?= 3
 scale-out: $(STAMP) ## APP on INSTANCES instances sharing one store, hammered across them
 	$(BIN)/python -m loadtests.runs.hammer $(APP) --instances $(INSTANCES)
 
-run: $(STAMP) ## Serve one app under gunicorn: make run APP=fixed_db
-	$(BIN)/python -m serve $(APP)
+# APP_PORT= serves the one app on another port than its own (make run APP=fixed_db APP_PORT=6002).
+run: $(STAMP) ## Serve one app under gunicorn: make run APP=fixed_db [APP_PORT=6002]
+	$(BIN)/python -m serve $(APP)$(if $(APP_PORT), --port $(APP_PORT))
 
 run-broken: $(STAMP) ## Serve broken_global on http://127.0.0.1:5000
-	$(BIN)/python -m serve broken_global
+	$(BIN)/python -m serve broken_global$(if $(APP_PORT), --port $(APP_PORT))
 
 run-fixed: $(STAMP) ## Serve every fixed app on its port (5001-5003)
 	$(BIN)/python -m serve --fixed
