@@ -186,6 +186,7 @@ TARGET ?=
 SPEC   ?=
 CHDIR  ?= .
 check-app: $(STAMP) ## Check your own app from a spec: make check-app TARGET=shop:create_app SPEC=shop.toml [CHDIR=dir]
+	$(if $(SPEC),,$(error make check-app needs SPEC=your-spec.toml, and TARGET=module:create_app unless the spec names it, CHDIR=the folder your app is imported from; see docs/check-your-own-app.md))
 	$(BIN)/python -m loadtests.check $(TARGET) --spec $(SPEC) --chdir $(CHDIR)
 
 # Exercises (exercises/): fix a small broken app yourself, graded by the

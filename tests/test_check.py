@@ -6,6 +6,7 @@ The servers are shared per module: one check of the broken shop and one of
 the fixed shop, each under gthread, restart and two-instances."""
 
 import json
+import subprocess
 import textwrap
 from pathlib import Path
 from xml.etree import ElementTree
@@ -336,3 +337,11 @@ def test_the_admin_change_example_diverges_and_its_fix_does_not(tmp_path):
         fixed = check_app("examples.admin_change_reaches_one_worker:create_shared_app", shared,
                           chdir=REPO_ROOT, shapes=["gthread"])  # fmt: skip
     assert fixed.ok, fixed.report()
+
+
+def test_make_check_app_without_a_spec_says_what_it_needs():
+    made = subprocess.run(
+        ["make", "-n", "check-app"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert made.returncode == 2
+    assert "SPEC=" in made.stderr and "expected one argument" not in made.stderr
