@@ -345,3 +345,21 @@ def test_make_check_app_without_a_spec_says_what_it_needs():
     )
     assert made.returncode == 2
     assert "SPEC=" in made.stderr and "expected one argument" not in made.stderr
+
+
+@pytest.mark.parametrize("flag", ["--json", "--junit", "--html"])
+def test_an_output_that_cannot_be_written_is_a_usage_error_before_the_check_runs(
+    flag, tmp_path, capsys
+):
+    # It used to run the whole check, then end in a FileExistsError traceback
+    # with exit code 1, the code for "an anomaly was found".
+    (tmp_path / "a-file").write_text("")
+    for where, why in (
+        (tmp_path / "a-file" / "out", "cannot make its folder"),
+        (tmp_path, "is a folder"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(["--spec", str(SPEC), "--chdir", str(SHOP / "fixed"), flag, str(where)])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert f"{flag} {where}" in err and why in err and "Traceback" not in err
