@@ -98,11 +98,12 @@ INSTANCES ?= 3
 scale-out: $(STAMP) ## APP on INSTANCES instances sharing one store, hammered across them
 	$(BIN)/python -m loadtests.runs.hammer $(APP) --instances $(INSTANCES)
 
-run: $(STAMP) ## Serve one app under gunicorn: make run APP=fixed_db
-	$(BIN)/python -m serve $(APP)
+# APP_PORT= serves the one app on another port than its own (make run APP=fixed_db APP_PORT=6002).
+run: $(STAMP) ## Serve one app under gunicorn: make run APP=fixed_db [APP_PORT=6002]
+	$(BIN)/python -m serve $(APP)$(if $(APP_PORT), --port $(APP_PORT))
 
 run-broken: $(STAMP) ## Serve broken_global on http://127.0.0.1:5000
-	$(BIN)/python -m serve broken_global
+	$(BIN)/python -m serve broken_global$(if $(APP_PORT), --port $(APP_PORT))
 
 run-fixed: $(STAMP) ## Serve every fixed app on its port (5001-5003)
 	$(BIN)/python -m serve --fixed
@@ -173,4 +174,39 @@ docs-results: $(STAMP) ## Run compare, matrix and bench for real, then regenerat
 
 docs-screenshots: $(STAMP) ## Screenshot Locust's web UI during real runs (headless Chromium)
 	$(BIN)/python -m docs.tools.screenshots
-.PHONY: help venv lock check-app demo compare matrix bench faults race scale-out run run-broken run-fixed test examples lint format clean
+	$(BIN)/python -m docs.tools.blocks
+
+docs-witnesses: $(STAMP) ## Picture the canonical witnesses: timelines of real runs (headless Chromium)
+	$(BIN)/python -m docs.tools.witnesses
+	$(BIN)/python -m docs.tools.blocks
+
+# Your own app, checked from a spec (docs/check-your-own-app.md). CHDIR is the
+# folder the app is imported from; exit code 0, 1 (an anomaly) or 2 (bad spec).
+TARGET ?=
+SPEC   ?=
+CHDIR  ?= .
+check-app: $(STAMP) ## Check your own app from a spec: make check-app TARGET=shop:create_app SPEC=shop.toml [CHDIR=dir]
+	$(if $(SPEC),,$(error make check-app needs SPEC=your-spec.toml, and TARGET=module:create_app unless the spec names it, CHDIR=the folder your app is imported from; see docs/check-your-own-app.md))
+	$(BIN)/python -m loadtests.check $(TARGET) --spec $(SPEC) --chdir $(CHDIR)
+
+# Exercises (exercises/): fix a small broken app yourself, graded by the
+# own-app check under the shapes its spec names. EX= a number or a name
+# (default: the next not solved); RESET=1 clears the progress in var/practice.json.
+EX    ?=
+RESET ?=
+.PHONY: practice grade watch hint solution
+
+practice: $(STAMP) ## The exercises, solved or not, and the next to try (RESET=1 clears progress)
+	@$(BIN)/python -m exercises practice $(if $(RESET),--reset)
+
+grade: $(STAMP) ## Grade an exercise under its server shapes: make grade EX=3
+	@$(BIN)/python -m exercises grade $(EX)
+
+watch: $(STAMP) ## Grade an exercise again on every save: make watch EX=3
+	@$(BIN)/python -m exercises watch $(EX)
+
+hint: $(STAMP) ## The next hint for what the last grade found: make hint EX=3
+	@$(BIN)/python -m exercises hint $(EX)
+
+solution: $(STAMP) ## The reference fix as a diff (make -s solution EX=3 | git apply)
+	@$(BIN)/python -m exercises solution $(EX)

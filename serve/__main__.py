@@ -54,7 +54,7 @@ def check_ports(ports: dict[str, int]) -> None:
         if not port_is_free(port):
             elsewhere = (
                 f"serve {app} on another port: `python -m serve {app} --port {free_port()}` "
-                "(make run and make run-fixed have no port option)"
+                f"(or `make run APP={app} APP_PORT=<port>`; make run-fixed has no port option)"
             )
             raise RuntimeError(port_in_use_message(port, app, elsewhere))
 

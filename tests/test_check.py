@@ -6,6 +6,7 @@ The servers are shared per module: one check of the broken shop and one of
 the fixed shop, each under gthread, restart and two-instances."""
 
 import json
+import subprocess
 import textwrap
 from pathlib import Path
 from xml.etree import ElementTree
@@ -249,6 +250,38 @@ def test_an_app_that_does_not_import_is_exit_2_with_its_error(capsys):
     argv = ["nowhere:create_app", "--spec", str(SPEC), "--chdir", str(SHOP / "fixed")]
     err = error_of(capsys, [*argv, "--shapes", "gthread"])
     assert "did not start" in err and "ModuleNotFoundError" in err and "Traceback" not in err[:80]
+    error = err[err.index("error: ") :]
+    assert "HaltServer" not in error and len(error.strip().splitlines()) == 1
+
+
+def test_a_chdir_that_is_not_a_folder_is_exit_2_naming_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--spec", str(SPEC), "--chdir", str(tmp_path / "nowhere")])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--chdir {tmp_path / 'nowhere'} is not a folder" in err
+    assert "PosixPath" not in err and "setup" not in err
+
+
+def test_an_app_that_raises_while_made_is_one_paragraph_naming_its_line(tmp_path, capsys):
+    # The server's own frames (gunicorn's HaltServer) are no help to the user:
+    # the paragraph names the error, the line of the app it came from, and the log.
+    app = tmp_path / "app"
+    app.mkdir()
+    source = (SHOP / "broken" / "shop.py").read_text()
+    made = "    app = Flask(__name__)\n"
+    (app / "shop.py").write_text(source.replace(made, made + "    1 / 0\n", 1))
+    line = (app / "shop.py").read_text().splitlines().index("    1 / 0") + 1
+    spec = tmp_path / "shop.toml"
+    spec.write_text(
+        "\n".join(x for x in SPEC.read_text().splitlines() if not x.startswith("setup"))
+    )
+    err = error_of(capsys, ["--spec", str(spec), "--chdir", str(app), "--shapes", "gthread"])
+    error = err[err.index("error: ") :]
+    assert "ZeroDivisionError: division by zero" in error
+    assert f"shop.py, line {line}: `1 / 0`" in error
+    assert "HaltServer" not in error and "site-packages" not in error
+    assert "var/logs/check-gthread-" in error and len(error.strip().splitlines()) == 1
 
 
 def test_replay_runs_the_failed_cells_again(tmp_path, capsys):
@@ -304,3 +337,29 @@ def test_the_admin_change_example_diverges_and_its_fix_does_not(tmp_path):
         fixed = check_app("examples.admin_change_reaches_one_worker:create_shared_app", shared,
                           chdir=REPO_ROOT, shapes=["gthread"])  # fmt: skip
     assert fixed.ok, fixed.report()
+
+
+def test_make_check_app_without_a_spec_says_what_it_needs():
+    made = subprocess.run(
+        ["make", "-n", "check-app"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert made.returncode == 2
+    assert "SPEC=" in made.stderr and "expected one argument" not in made.stderr
+
+
+@pytest.mark.parametrize("flag", ["--json", "--junit", "--html"])
+def test_an_output_that_cannot_be_written_is_a_usage_error_before_the_check_runs(
+    flag, tmp_path, capsys
+):
+    # It used to run the whole check, then end in a FileExistsError traceback
+    # with exit code 1, the code for "an anomaly was found".
+    (tmp_path / "a-file").write_text("")
+    for where, why in (
+        (tmp_path / "a-file" / "out", "cannot make its folder"),
+        (tmp_path, "is a folder"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(["--spec", str(SPEC), "--chdir", str(SHOP / "fixed"), flag, str(where)])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert f"{flag} {where}" in err and why in err and "Traceback" not in err

@@ -3,7 +3,9 @@
 import csv
 import json
 
+from loadtests.judge.history import Event
 from loadtests.runs import hammer
+from loadtests.runs.report import first_failure
 
 
 def test_compare_writes_its_table_and_charts(isolated_var_dir, tmp_path, capsys):
@@ -23,3 +25,17 @@ def test_compare_writes_its_table_and_charts(isolated_var_dir, tmp_path, capsys)
     assert {e["op"] for e in history} >= {"increment", "add_visit", "greet"}
     for chart in ("anomalies.png", "counter.png", "speed.png"):
         assert (tmp_path / chart).stat().st_size > 10_000
+
+
+def test_a_failed_request_is_named_with_its_answer_not_only_counted():
+    # `make demo` once ended "UNEXPECTED: fixed_cache: 1 requests failed" and
+    # nothing else: which request, and what it was answered, was only in hammer.json.
+    why = "the store stopped answering after the write may have reached it"
+    history = [
+        Event("greet", "u01", "u01", 10.0, 10.1, 200, "Hello, u01!", worker="7-8"),
+        Event("counter", "u02", None, 10.1, 10.2, 501, None, worker="7-9"),  # not served
+        Event("add_visit", "u13", "u13/22", 10.2, 10.5, 503, None, "7-9", why, outcome="unknown"),
+    ]
+    shown = first_failure(history)
+    assert shown == f"+0.2000s  u13  add_visit('u13/22') -> 503 (unknown): {why}  (7-9)"
+    assert first_failure(history[:2]) == ""

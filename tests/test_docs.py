@@ -9,6 +9,7 @@ is what the repository holds.
   is exactly what docs/tools/blocks.py makes from its source today.
 - The results page says when, on what and with which command its numbers
   were made; the screenshots are dated and shown.
+- Every `make <target>` a page or the code names has a rule in the Makefile.
 """
 
 import ast
@@ -267,3 +268,32 @@ def test_make_docs_serves_the_site_on_loopback():
         assert code.status_code == 200
     finally:
         stop_process(server)
+
+
+def makefile_targets() -> set[str]:
+    """The targets the Makefile has a rule for (what `make <target>` can run)."""
+    text = (REPO_ROOT / "Makefile").read_text()
+    return set(re.findall(r"^([a-zA-Z][\w-]*):(?!=)", text, re.M))
+
+
+def test_every_make_command_the_pages_and_code_name_is_a_makefile_target():
+    # A merge once dropped the tail of the Makefile: `make practice`, `make grade`,
+    # `make check-app` and `make docs-witnesses` were named everywhere and
+    # answered "No rule to make target".
+    files = subprocess.run(
+        ["git", "ls-files", "*.md", "*.py", "Makefile"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    named = {}
+    for name in files:
+        text = (REPO_ROOT / name).read_text()
+        pattern = r"(?:`|^|\$ )make (?:-s )?([a-z][a-z-]*[a-z])\b"
+        for target in re.findall(pattern, text, re.M):
+            named.setdefault(target, name)
+    missing = {target: where for target, where in named.items() if target not in makefile_targets()}
+    assert not missing, f"named but not in the Makefile: {missing}"
+    for target in ("practice", "grade", "watch", "hint", "solution", "check-app", "docs-witnesses"):
+        assert target in named

@@ -388,3 +388,15 @@ def test_a_port_out_of_range_is_an_error_with_exit_code_2():
     done = run("serve", "fixed_db", "--port", "99999")  # was an OverflowError's traceback
     error = assert_one_paragraph_and_exit_2(done, "port 99999 is out of range")
     assert done.stderr == error
+
+
+def test_make_run_serves_on_app_port_when_it_is_set():
+    # `make help` names APP_PORT= among the knobs next to `make run`; make run
+    # used to ignore it and serve on the fixed port without a word.
+    def recipe(*args: str) -> str:
+        made = subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+        return made.stdout.strip().splitlines()[-1]
+
+    assert recipe("run", "APP=fixed_db", "APP_PORT=6002").endswith("-m serve fixed_db --port 6002")
+    assert recipe("run-broken", "APP_PORT=6000").endswith("-m serve broken_global --port 6000")
+    assert recipe("run", "APP=fixed_db").endswith("-m serve fixed_db")

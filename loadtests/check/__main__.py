@@ -44,6 +44,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown shape {unknown[0]!r}; the shapes are {', '.join(SHAPES)}")
     if not args.replay and not args.spec:
         parser.error("--spec is needed (or --replay FILE)")
+    for flag in ("json", "junit", "html"):  # before the check, not after minutes of it
+        if (path := getattr(args, flag)) is None:
+            continue
+        if path.is_dir():
+            parser.error(f"--{flag} {path} is a folder; give the file to write")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            parser.error(f"--{flag} {path}: cannot make its folder {path.parent}: {error.strerror}")
+    if not args.replay and not args.chdir.is_dir():
+        parser.error(
+            f"--chdir {args.chdir} is not a folder: give the one your app is imported from"
+        )
     return args
 
 

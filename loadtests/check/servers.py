@@ -19,6 +19,7 @@ cannot run here is skipped with the reason (skip_reason), never dropped.
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
@@ -218,18 +219,45 @@ class CheckServer:
         )
 
     def log_tail(self, lines: int = 12) -> str:
+        """Why the server stopped, in the paragraph's words: a traceback's last
+        line and the line of the user's code it came from, then where the log
+        is. The server's own frames (gunicorn's HaltServer) say nothing to the
+        user; only a log with no Python error in it is shown as its last lines."""
         try:
             written = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
-        errors = [line for line in written if ERROR_LINE.match(line)]
-        cause = f" {errors[-1].strip()}." if errors else ""
-        tail = "\n".join(written[-lines:])
-        return f"{cause} Last lines of {self.log_path}:\n{tail}" if written else cause
+        errors = [line for line in written if ERROR_LINE.match(line.strip())]
+        if not errors:
+            tail = "\n".join(written[-lines:])
+            return f" Last lines of {self.log_path}:\n{tail}" if written else ""
+        where = users_line(written, self.setting.chdir)
+        return f" {errors[-1].strip()}{where}. The server's log: {self.log_path}"
 
     def stop(self) -> None:
         if self.process is not None:
             stop_process(self.process)
+
+
+FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)')
+
+
+def users_line(written: list[str], folder: Path) -> str:
+    """The last traceback frame in the log that is a file under the user's
+    folder, with its source line: ', at shop.py, line 31: `1 / 0`'; or ''."""
+    folder = folder.resolve()
+    for n in range(len(written) - 1, -1, -1):
+        frame = FRAME.match(written[n])
+        if not frame:
+            continue
+        path = Path(frame["file"])
+        if not path.is_absolute() or not path.resolve().is_relative_to(folder):
+            continue
+        following = written[n + 1].strip() if n + 1 < len(written) else ""
+        text = "" if FRAME.match(following) or ERROR_LINE.match(following) else following
+        name = path.resolve().relative_to(folder)
+        return f", at {name}, line {frame['line']}" + (f": `{text}`" if text else "")
+    return ""
 
 
 @dataclass

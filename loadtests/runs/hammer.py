@@ -238,6 +238,8 @@ def hammer_all(apps: list[str], args: argparse.Namespace) -> int:
         if ceiling is not None:
             rows[-1]["ceiling_rps"] = round(ceiling, 1)
         problems += unexpected(app, verdict, APPS[app].tolerated)
+        if failed := report.first_failure(history):
+            problems.append(f"{app}: the first failed request: {failed}")
         histories[app] = history
         print(report.format_witnesses(label, verdict, history))
         payload["apps"][app] = {"summary": rows[-1], "history": [e.to_dict() for e in history]}

@@ -9,6 +9,7 @@ from typing import Any
 
 from loadtests.judge.history import Event
 from loadtests.judge.verdict import CHART_SCOPES, KINDS, SCOPES, Anomaly, Verdict
+from loadtests.judge.writes import NOT_SERVED
 from registry import titled
 
 # The fault run's table (loadtests/faults/run.py): write requests by fate, the
@@ -99,6 +100,19 @@ def answer(e: Event) -> str:
     if e.replayed:
         shown += " replayed"
     return shown + (f", attempt {e.attempt}" if e.attempt > 1 else "")
+
+
+def first_failure(history: list[Event]) -> str:
+    """The first request counted in a verdict's errors (not a 501, a scope the
+    app says is not its job), as a witness line with the app's own words; or ""."""
+    failed = [e for e in history if not e.ok and e.status != NOT_SERVED]
+    if not failed:
+        return ""
+    e, origin = min(failed, key=lambda e: e.start), min(e.start for e in history)
+    what = e.op if e.arg is None else f"{e.op}({e.arg!r})"
+    why = f": {e.error}" if e.error else ""
+    where = e.worker or "no worker"
+    return f"+{e.start - origin:.4f}s  {e.user}  {what} -> {answer(e)}{why}  ({where})"
 
 
 def format_anomaly(anomaly: Anomaly, origin: float) -> str:
