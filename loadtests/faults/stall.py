@@ -67,19 +67,23 @@ def increment(session: KeepAliveSession, url: str) -> Answer:
     return Answer(f"{response.status_code} {outcome}".strip(), seconds)
 
 
-def keep_sending(session: KeepAliveSession, url: str, until: float, answers: list[Answer]) -> None:
+def keep_sending(
+    session: KeepAliveSession, url: str, until: float, answers: list[Answer], stop: threading.Event
+) -> None:
     for _ in range(MAX_REQUESTS_PER_CONNECTION):
-        if time.monotonic() >= until:
+        if time.monotonic() >= until or stop.is_set():
             return
         answers.append(increment(session, url))  # list.append is atomic
 
 
-def until_200(session: KeepAliveSession, url: str, answers: list[list[Answer]]) -> None:
+def until_200(
+    session: KeepAliveSession, url: str, answers: list[list[Answer]], stop: threading.Event
+) -> None:
     """Increments until one answers 200, for at most RECOVERY_SECONDS; each
     answer's time is counted from the start, the moment the store resumed."""
     start, mine = time.monotonic(), []
     answers.append(mine)
-    while time.monotonic() - start < RECOVERY_SECONDS:
+    while time.monotonic() - start < RECOVERY_SECONDS and not stop.is_set():
         kind = increment(session, url).kind
         mine.append(Answer(kind, time.monotonic() - start))
         if kind == "200":
@@ -88,7 +92,10 @@ def until_200(session: KeepAliveSession, url: str, answers: list[list[Answer]]) 
 
 
 def on_every_connection(target, sessions: list[KeepAliveSession], *args) -> None:
-    threads = [threading.Thread(target=target, args=(s, *args)) for s in sessions]
+    """target(session, *args) on every connection at once. Daemon threads: a
+    Ctrl-C or SIGTERM in the main thread ends the run at once (the caller sets
+    the stop event its threads check) instead of waiting on a paused store."""
+    threads = [threading.Thread(target=target, args=(s, *args), daemon=True) for s in sessions]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -100,6 +107,7 @@ def stall(server: AppServer, connections: int, seconds: float) -> tuple[list[Ans
     resumed, until each connection had a 200."""
     url = server.url + "/counter/increment"
     sessions = [KeepAliveSession() for _ in range(connections)]
+    stop = threading.Event()  # set on the way out, however the run ends
     try:
         for session in sessions:  # every connection open, and answered, before the pause
             if (kind := increment(session, url).kind) != "200":
@@ -108,9 +116,12 @@ def stall(server: AppServer, connections: int, seconds: float) -> tuple[list[Ans
         after: list[list[Answer]] = []
         # As its launcher object pauses it: PostgreSQL's backends too (serve/store.py).
         with server.backing.paused():
-            on_every_connection(keep_sending, sessions, url, time.monotonic() + seconds, during)
-        on_every_connection(until_200, sessions, url, after)
+            on_every_connection(
+                keep_sending, sessions, url, time.monotonic() + seconds, during, stop
+            )
+        on_every_connection(until_200, sessions, url, after, stop)
     finally:
+        stop.set()
         for session in sessions:
             session.close()
     return during, after
