@@ -394,7 +394,16 @@ def test_make_run_serves_on_app_port_when_it_is_set():
     # `make help` names APP_PORT= among the knobs next to `make run`; make run
     # used to ignore it and serve on the fixed port without a word.
     def recipe(*args: str) -> str:
-        made = subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+        # Under `make test` this is a make inside make: without the parent's
+        # flags, and without its "Entering/Leaving directory" lines.
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+        made = subprocess.run(
+            ["make", "--no-print-directory", "-n", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         return made.stdout.strip().splitlines()[-1]
 
     assert recipe("run", "APP=fixed_db", "APP_PORT=6002").endswith("-m serve fixed_db --port 6002")
