@@ -1,11 +1,12 @@
 # Broken vs. fixed Flask state, side by side. `make` lists the targets.
-# Every recipe calls .venv/bin/... directly; the venv is rebuilt only when
-# pyproject.toml changes.
+# Every recipe calls .venv/bin/... directly; the venv holds exactly
+# requirements.lock and is rebuilt only when the lock changes.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-from-pyproject
+LOCK   := requirements.lock
+STAMP  := $(VENV)/.installed-from-lock
 APP    ?= broken_global
 
 # fixed_db's store, for every target that starts it (run, run-fixed, demo,
@@ -31,13 +32,18 @@ PYTEST_ARGS  ?=
 SOAK_MINUTES ?= 10
 SOAK_APPS    ?= broken_global fixed_db
 
-# The code runs from this folder and is not installed: only its dependencies,
-# read from pyproject.toml, go into the venv.
-export REQUIREMENTS := import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-  print(*p["dependencies"], *p["optional-dependencies"]["dev"], sep="\n")
+# The code runs from this folder and is not installed: only its dependencies go
+# into the venv, exactly as pinned, with hashes, in requirements.lock (runtime
+# and dev extra), so a fresh clone installs what the tests and docs were checked
+# against. `make lock` re-resolves the lock from pyproject.toml's ranges with uv
+# (`uv pip compile --universal`): one resolution for every platform and Python
+# 3.11+, where pip-compile would lock only the interpreter it runs on. uv is
+# itself in the lock's dev extra, so it needs nothing beyond the venv.
+LOCK_COMMAND := $(BIN)/uv pip compile pyproject.toml --extra dev --universal \
+  --python-version 3.11 --generate-hashes --custom-compile-command "make lock" --quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo compare matrix bench faults scale-out run run-broken run-fixed test examples lint format clean
+.PHONY: help venv lock demo compare matrix bench faults scale-out run run-broken run-fixed test examples lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,15 +51,29 @@ help: ## List the targets
 	@echo '  Knobs: APP=, INSTANCES=, USERS=, RUN_TIME=, APP_PORT=, ... (make run APP=fixed_db),'
 	@echo '  described where the Makefile sets them; environment settings: README.md, Configuration.'
 
-$(STAMP): pyproject.toml
+# A new venv each time, so nothing outside the lock stays in it. pip is the one
+# the interpreter bundles: --require-hashes refuses any file not in the lock.
+$(STAMP): $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "Python 3.11+ is needed; $(PYTHON) is $$($(PYTHON) --version 2>&1). Try: make PYTHON=python3.12"; exit 1; }
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -c "$$REQUIREMENTS" | $(BIN)/python -m pip install --quiet -r /dev/stdin
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
 	@touch $@
 
-venv: $(STAMP) ## Build the virtual environment (.venv)
+venv: $(STAMP) ## Build the virtual environment (.venv) from requirements.lock
+
+# `make lock` keeps every pin still in range and adds what pyproject.toml now
+# asks for; LOCK_ARGS=--upgrade moves all to the newest in range (or
+# LOCK_ARGS="--upgrade-package flask"). The lock is replaced only if it changed,
+# so an unchanged lock does not rebuild the venv.
+LOCK_ARGS ?=
+lock: $(STAMP) ## Re-resolve requirements.lock from pyproject.toml (LOCK_ARGS=--upgrade: newest in range)
+	cp $(LOCK) $(LOCK).new
+	$(LOCK_COMMAND) $(LOCK_ARGS) -o $(LOCK).new
+	@if cmp -s $(LOCK).new $(LOCK); then rm $(LOCK).new; echo "$(LOCK) unchanged"; \
+	else mv $(LOCK).new $(LOCK); echo "$(LOCK) changed: the next make rebuilds the venv from it;" \
+	  "check the versions README.md names (tests/test_lock.py)"; fi
 
 demo: $(STAMP) ## Hammer every app side by side and print the verdicts
 	$(BIN)/python -m loadtests.hammer

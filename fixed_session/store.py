@@ -60,8 +60,8 @@ failure there answers what became of the save (plumbing/idempotency.py):
   after the SET was sent (a timeout, a lost connection): the server may have
   applied it, or may yet. OutcomeUnknown.
 
-And a save is sent at most once. The client is made with no retry (redis-py's
-Redis() retries a timed-out command up to 10 times; from_url() currently
+And a save is sent at most once. The client is made with no retry (redis-py
+8's Redis() retries a timed-out command up to 10 times; from_url() currently
 does not, and this does not depend on it). Flask itself, when save_session()
 raises, answers the error and then saves the session again
 (Flask.finalize_request() on the error response): the same SET, on another

@@ -4,9 +4,10 @@ they were checked against.
 - A paragraph that says "proven", "proves" or "measured" links to a test, an
   example or the results run (or says when and with what command it was
   measured once).
-- The pages that state how Flask, Werkzeug, Flask-Session or gunicorn
-  behave name the version they were checked against, and an upgrade of Flask
-  or Flask-Session fails here until those pages are reviewed."""
+- The pages that state how Flask, Flask-Session, gunicorn or redis-py
+  behave name the version they were checked against, and a lock (or venv) with
+  another release line of one of them fails here until those pages are
+  reviewed."""
 
 import re
 from importlib.metadata import version
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from docs.tools import blocks
+from docs.tools import blocks, lock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SKIPPED = {".venv", "var", "node_modules", ".git"}
@@ -47,9 +48,12 @@ CHECKED_AGAINST = {
     "docs/half-fixes.md": ("Flask 3.1",),
     "docs/choosing.md": ("Flask 3.1", "Flask-Session 0.8"),
     "docs/fix-per-user.md": ("Flask 3.1", "Flask-Session 0.8"),
-    "fixed_session/README.md": ("Flask 3.1", "Flask-Session 0.8"),
+    "fixed_session/README.md": ("Flask 3.1", "Flask-Session 0.8", "redis-py 8"),
+    "README.md": ("gunicorn 27",),
 }
-REVIEWED = {"flask": (3, 1), "flask-session": (0, 8)}
+# The release lines those pages were reviewed against: (major, minor), or
+# (major,) where the claims hold for a whole major release.
+REVIEWED = {"flask": (3, 1), "flask-session": (0, 8), "gunicorn": (27,), "redis": (8,)}
 
 
 def paragraphs(page: Path) -> list[str]:
@@ -111,17 +115,23 @@ def test_pages_about_library_behaviour_name_the_versions_checked(path):
     assert missing == [], f"{path} does not say it was checked against {missing}"
 
 
-def release(distribution: str) -> tuple[int, int]:
-    major, minor = version(distribution).split(".")[:2]
-    return int(major), int(minor)
+def release(text: str, parts: int) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:parts])
 
 
 @pytest.mark.parametrize("distribution", sorted(REVIEWED))
-def test_the_installed_versions_are_the_ones_the_docs_were_checked_against(distribution):
-    installed, reviewed = release(distribution), REVIEWED[distribution]
-    assert installed == reviewed, (
-        f"{distribution} {version(distribution)} is installed, but the docs were checked "
-        f"against {reviewed[0]}.{reviewed[1]}: review {', '.join(sorted(CHECKED_AGAINST))} "
+def test_the_locked_and_installed_versions_are_the_ones_the_docs_were_checked_against(
+    distribution,
+):
+    reviewed = REVIEWED[distribution]
+    found = {
+        "installed": version(distribution),
+        "locked": ", ".join(v for v, _ in lock.pins().get(distribution, [])),
+    }
+    wrong = {where: v for where, v in found.items() if release(v, len(reviewed)) != reviewed}
+    assert wrong == {}, (
+        f"{distribution} {wrong}, but the docs were checked against "
+        f"{'.'.join(map(str, reviewed))}: review {', '.join(sorted(CHECKED_AGAINST))} "
         f"(and the tests they link), then update the versions they name and REVIEWED "
         f"in tests/test_claims.py"
     )

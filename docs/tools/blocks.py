@@ -15,6 +15,8 @@ Kinds:
     results KEY            a table, chart or summary of the last results run
                            (docs/tools/results.py)
     screenshots KEY        the Locust web UI screenshots (docs/tools/screenshots.py)
+    versions NAME...       the named packages' versions in requirements.lock
+                           (docs/tools/lock.py)
 
 The blocks are written into the Markdown, so the pages read the same on a
 code host as on the site, and they are written only by this module:
@@ -31,7 +33,7 @@ import re
 import sys
 from pathlib import Path
 
-from docs.tools import DOCS_DIR, REPO_ROOT, results, screenshots, sources
+from docs.tools import DOCS_DIR, REPO_ROOT, lock, results, screenshots, sources
 
 BLOCK = re.compile(
     r"(?P<open><!-- generated: (?P<spec>[^\n]*?) -->\n)"
@@ -71,6 +73,8 @@ def render(spec: str, page: str) -> str:
         return results.render(args[0], page)
     if kind == "screenshots" and len(args) == 1:
         return screenshots.render(args[0], page)
+    if kind == "versions" and args:
+        return lock.render(args)
     raise ValueError(f"unknown generated block {spec!r} in {page}")
 
 
