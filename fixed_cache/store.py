@@ -8,10 +8,9 @@ read(*command). Each worker process makes its connection pool and its circuit
 breaker on first use, after gunicorn forks, never at import; each of its
 threads then keeps one connection of its own for as long as it lives: a
 command skips the pool's lock and its check that the connection is idle,
-which cost the workers 40 to 80 us of CPU per increment under load on 2 cores
-(the "app us" column of `python -m loadtests.bench fixed_cache`, run by hand
-with either version on 2026-11-21; the per-command check-out is not kept to
-be measured again). A thread
+which cost the workers CPU on every increment (the "app us" column of
+`python -m loadtests.bench fixed_cache`; the per-command check-out is not
+kept to be measured again). A thread
 that ends (`flask run` starts one per connection) gives it back to the pool.
 
 A write is never sent twice. INCR and RPUSH are not idempotent: a client that
@@ -46,20 +45,19 @@ failures it opens and requests fail at once with NotApplied, nothing sent;
 after BREAKER_RESET_SECONDS one trial request goes through, and a server
 that answers it closes the breaker. The numbers, for 2 workers x 4
 threads and a paused server:
-- TIMEOUT_SECONDS, 0.25 s: the longest a command waits on the server. Under
-  load on 2 cores the bench's slowest increments took 20 to 50 ms (p99 of
-  `python -m loadtests.bench fixed_cache`, 2026-11-29), so a server counts as
-  failed only when it is five to ten times slower than that.
+- TIMEOUT_SECONDS, 0.25 s: the longest a command waits on the server, well
+  above the bench's slowest increments (fixed_cache's p99 in
+  docs/results/bench.csv), so only a server many times slower than under
+  load counts as failed.
 - BREAKER_FAIL_MAX, 3: a stall makes all 4 threads of a worker fail within one
   timeout, so 3 opens the breaker after that first wave, and the requests
   queued behind it fail fast; one slow command alone never opens it.
 - BREAKER_RESET_SECONDS, 0.5 s: a server that comes back is used again within
   about half a second; meanwhile a trial holds one thread of four for at most
   one timeout, every 0.75 s.
-With them, `python -m loadtests.stall` (64 connections, the server paused for
-5 s; 2026-11-29, 2 cores shared with other work) measured a p99 time to a 503
-of 0.12 to 0.5 s in eight runs, the slowest answer 0.5 to 0.76 s; before, with
-no breaker, a 0.45 s timeout and one retry, the p99 was 8.2 s.
+`python -m loadtests.stall` times it (kept run: fixed_cache/README.md);
+before the breaker, with a longer timeout and one retry, requests queued
+behind the paused server for seconds.
 """
 
 import json

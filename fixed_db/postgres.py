@@ -23,9 +23,9 @@ connection of its own, not the pool's), or, if the server does not answer
 then, by its first request that gets a connection; either way idempotently.
 `CREATE TABLE IF NOT EXISTS` alone is not safe when several workers boot at
 once on an empty database: two sessions can both find the table missing and
-both insert it into the catalog, and the second fails. Measured with 8
-sessions at a barrier on fresh databases (PostgreSQL 18.6): 168 of 240 failed
-with `duplicate key value violates unique constraint
+both insert it into the catalog, and the second fails (seen with 8 sessions
+at a barrier on fresh databases, PostgreSQL 18.6, not kept) with
+`duplicate key value violates unique constraint
 "pg_type_typname_nsp_index"`, `type "counter" already exists` or `relation
 "counter" already exists`. So the schema is created in one transaction that
 first takes a transaction-scoped advisory lock, pg_advisory_xact_lock
@@ -89,11 +89,8 @@ a second, and a worker never hangs on it:
   A dead server's pool timeouts open it too: its requests then fail at once,
   and once it is back a worker answers again up to 0.5 s after its pool can
   connect (the next trial).
-  With them, `python -m loadtests.stall fixed_db` (64 connections, the
-  server frozen for 5 s, 2026-11-29, five runs) measured a p50 time to a
-  503 of 20 to 29 ms, a p99 of 1.01 to 1.15 s, the slowest 2.0 s (queued
-  behind a deadline, then a pool timeout), and 200s again 0.5 to 0.73 s
-  after SIGCONT; before, no answer at all until SIGCONT.
+  `python -m loadtests.stall fixed_db` times it (kept run: docs/faults.md);
+  before the deadline, no request was answered until SIGCONT.
 - A pooled connection is checked before it is lent: between statements
   nothing is due on it, so a readable socket means the server closed it (a
   restart, or a fast shutdown's "terminating connection" notice). It is

@@ -19,13 +19,14 @@ renaming over an existing file starts writing the new file's data to disk
 right away (the `auto_da_alloc` safeguard), so every saved session costs a
 disk write. Here a session file is overwritten in place while holding an
 exclusive lock (flock), and read while holding a shared one, so nobody reads
-half a version. In `python -m loadtests.bench fixed_session` on 2 cores, the
-workers' CPU time per `POST /visits` fell from about 860 us to about 520 us,
-and the route went from about 0.35x to about 0.6x of the app's /healthz. The
+half a version, and the workers spend less CPU per `POST /visits` than
+with the rename (`python -m loadtests.bench fixed_session`; the figures of
+this version are in docs/results/bench.csv, the rename's were not kept). The
 format stays cachelib's (a 4-byte expiry time, then a pickle), so its other
 methods (has, delete, clear) still work.
 
-The price: a power cut in the middle of a write can leave that one file torn,
+The price: a power cut, or a worker killed in the middle of a write (gunicorn's
+timeout, the OOM killer), can leave that one file torn,
 its user's visits lost or partly old; a file that no longer reads counts as
 an empty session, never as an error. A full disk loses nothing: the space is
 reserved before any byte of the old version is overwritten. Sessions hold
@@ -34,10 +35,9 @@ what a user can rebuild; what must survive a power cut belongs in fixed_db.
 Bounding. cachelib can cap its file store with `threshold`, but it keeps the
 file count in a file that each process reads, adds one to and writes back:
 the lost update this repository is about (cachelib/file.py,
-FileSystemCache._update_count). Under gunicorn the count drifts (one trial
-by hand, not kept: a threshold of 200 ended with 599 files), and once over
-the threshold every write reads every file to find what to delete (about 120
-requests/s in the same trial). Here there is no count to keep. Each process, at the first new
+FileSystemCache._update_count). Under gunicorn the count drifts (seen in a
+trial by hand, not kept), and once over the threshold every write reads
+every file to find what to delete. Here there is no count to keep. Each process, at the first new
 session it creates and after every `sweep_every` more, lists the folder and
 deletes the least recently written files beyond `limit`. However fast the
 flood, and however often the app restarts, the folder holds at most

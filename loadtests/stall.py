@@ -12,38 +12,23 @@ every process below it, as PostgreSQL's backends), and sends POST
 resumes them (SIGCONT), waits for the app to answer 200 again by itself, and
 stops gunicorn and the server by PID.
 
-    $ python -m loadtests.stall                # 2026-11-29, 2 cores, busy with other work
-    fixed_cache (gunicorn gthread 2 workers x 4 threads, 64 connections): Valkey paused ...
-    answer           count  p50 ms  p99 ms  max ms
-    503 not applied  10077    25.0   122.7   519.1
-    503 unknown          5   261.2   271.9   272.2
-    every 503        10082    25.0   124.0   519.1
-    every answer     10082    25.0   124.0   519.1
-    after SIGCONT: 64 of 64 connections answered 200, the last 0.58 s after; before
-    that, 812 x 503 not applied, at most 16 on one connection
+    $ python -m loadtests.stall                # fixed_cache on its Valkey
+    $ python -m loadtests.stall fixed_db       # fixed_db on PostgreSQL
+
+What it printed in a kept run is in docs/results/kept/ (stall-cache.txt,
+stall-postgres.txt: `python -m docs.tools.kept stall-cache` runs it again).
 
 "unknown" answers waited out the socket timeout (0.25 s) on a command that
 was sent; "not applied" ones found the worker's circuit breaker open, or
 could not connect (fixed_cache/store.py). After SIGCONT a worker's breaker
-stays open until its next trial, up to 0.5 s. Before the breaker (a 0.45 s
-timeout and one retry) the same run got 104 answers, p50 6.3 s, p99 8.2 s.
-
-    $ python -m loadtests.stall fixed_db       # 2026-11-29, the same machine
-    fixed_db (gunicorn gthread 2 workers x 4 threads, 64 connections): PostgreSQL paused ...
-    answer           count  p50 ms  p99 ms  max ms
-    503 not applied   4205    27.2  1009.3  2002.3
-    503 unknown          8  1006.3  1009.3  1009.4
-    every 503         4213    27.3  1009.4  2002.3
-    every answer      4213    27.3  1009.4  2002.3
-    after SIGCONT: 64 of 64 connections answered 200, the last 0.73 s after; before
-    that, 616 x 503 not applied, at most 12 on one connection
+stays open until its next trial, up to 0.5 s. Before the breaker (a longer
+timeout and one retry) requests queued behind the paused server for seconds.
 
 On PostgreSQL (fixed_db/postgres.py) an "unknown" waited out the 1 s
 deadline on a statement that was sent, one per pooled connection (2 x 4),
 which the deadline closes; the requests queued behind them then found the
 breaker open. The slowest waited behind one of those, then for the pool's
-1 s timeout (no new connection while frozen). In five runs: p50 20 to 29 ms,
-p99 1.01 to 1.15 s, max 2.0 s; 200s again 0.50 to 0.73 s after SIGCONT.
+1 s timeout (no new connection while frozen).
 Before the deadline and the breaker, every one of the 64 first requests got
 no answer within REQUEST_TIMEOUT_SECONDS (30 s): each thread waited on its
 statement until SIGCONT.

@@ -30,7 +30,9 @@ from plumbing.config import REPO_ROOT
 from serve.pids import free_port, stop_process
 
 ENV = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-PAGES = blocks.pages()
+# The walkthrough and the top README (the folders' READMEs have generated
+# blocks too, but link as a code host reads them).
+PAGES = [page for page in blocks.pages() if page.parent in {REPO_ROOT, REPO_ROOT / "docs"}]
 
 
 def mkdocs(*args: str, config: Path = REPO_ROOT / "mkdocs.yml") -> subprocess.CompletedProcess:

@@ -89,9 +89,11 @@ def refresh(markdown: str, page: str) -> str:
 
 
 def pages() -> list[Path]:
-    """The walkthrough's pages, and the README, whose sample run is generated too."""
+    """The walkthrough's pages, the README and each folder's README, whose
+    versions, sample runs and kept results are generated too."""
     walkthrough = (path for path in DOCS_DIR.rglob("*.md") if "tools" not in path.parts)
-    return [*sorted(walkthrough), REPO_ROOT / "README.md"]
+    folders = (path for path in REPO_ROOT.glob("*/README.md") if path.parent != DOCS_DIR)
+    return [*sorted(walkthrough), REPO_ROOT / "README.md", *sorted(folders)]
 
 
 def page_name(path: Path) -> str:

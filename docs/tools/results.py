@@ -438,6 +438,10 @@ def render(key: str, page: str) -> str:
     """One block's Markdown, for the page (relative to docs/) it is on."""
     if key == "soak":
         return render_soak(page)
+    if key.startswith("kept-"):
+        from docs.tools import kept
+
+        return kept.render(key.removeprefix("kept-"))
     run = load_run()
     if run is None:
         return "_No results run yet: `make docs-results` makes one._"
