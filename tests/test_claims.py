@@ -175,6 +175,8 @@ FIGURE = re.compile(
             r"\b\d[\d,]*(?:\.\d+)?\s?(?:ms|µs)\b(?! by default)",
             r"\b\d+(?:\.\d+)?\s?%",
             r"\b\d+(?:\.\d+)?x\b",
+            r"\b\d+(?:\.\d+)? (?:to|and) (?:about )?\d+(?:\.\d+)? (?:s|min|minutes|of)\b",
+            r"\b\d+ min \d+ s\b",
             r"\bp\d\d\b(?!/)[^.\n|]{0,30}?\d",
             rf"\b{NUMBER} (?:of|out of) {NUMBER}\b",
             rf"\b{NUMBER} (?:runs|tries|trials)\b",
@@ -207,9 +209,10 @@ def test_no_page_shows_a_figure_outside_a_generated_block(page):
 def test_the_figure_check_finds_typed_figures_and_leaves_settings_alone():
     typed = (
         "It served 1,922 req/s, p99 28 ms, 0.46x of `/healthz`; 23 of 24 held,\n"
-        "in six runs 588 lost.\n\n```text\nbroken_global  2499  588\n```\n"
+        "in six runs 588 lost, p99 0.12 to 0.5 s; from 0.35 to 0.6 of it; 6 min 18 s.\n\n"
+        "```text\nbroken_global  2499  588\n```\n"
     )
-    assert len(figures_outside_generated_blocks(typed)) >= 6
+    assert len(figures_outside_generated_blocks(typed)) >= 9
     settings = (
         "Port 5000 answers 414 over 4094 bytes with gunicorn 27; `WORK_MS` is 2 ms by default;\n"
         "2 workers x 4 threads; see [x](tests/test_x.py#L12).\n\n"
