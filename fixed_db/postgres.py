@@ -59,12 +59,10 @@ a second, and a worker never hangs on it:
   The long legitimate waits are for the counter row's lock behind other
   increments, and for a key's advisory lock behind a write with the same
   key. The slowest statements, commit included, in the server's log
-  (log_min_duration_statement = 2ms) on 2 cores, measured once by hand on
-  2026-11-29: 3.7 ms under `python -m loadtests.hammer fixed_db` (32 users),
-  12 ms with `--instances 3`, 3.4 ms under `python -m loadtests.bench
-  fixed_db --connections 64`, 34 ms with 64 threads sending keyed
-  increments (loadtests.client.Client(keys=True); the row's lock is held
-  across a keyed write's INSERT and COMMIT). 0.5 s is over ten times that.
+  (log_min_duration_statement) under the hammer, the bench and 64 threads
+  sending keyed increments (the row's lock is held across a keyed write's
+  INSERT and COMMIT) took tens of milliseconds at most (seen by hand, not
+  kept); 0.5 s leaves a wide margin.
   It was 5 s, as SQLite's busy timeout, but it must stay under the deadline:
 - DEADLINE_SECONDS (1 s): the longest the client waits for any answer
   (DeadlineConnection). A frozen server (every process stopped: a paused

@@ -46,12 +46,9 @@ Settings, and why:
   SQLite's synchronous=NORMAL, which survives a crash of the process.
   Commits of different rows share one flush (group commit); increments of
   the one counter row cannot, since each waits for the row's lock, which is
-  held until the commit before it is flushed. The cost, measured on a
-  2-core VM (2026-11-29): one connection incrementing the counter costs the
-  server 108 us of CPU per commit with on (48 us user, 60 us system: the
-  flush), 42 us with off; `make bench DB=postgres`, the two settings
-  interleaved on one server, gave fixed_db's increment 0.41x to 0.48x of
-  its /healthz with on, 0.61x with off;
+  held until the commit before it is flushed. The cost: more server CPU per
+  commit with on (the flush) and a slower increment; `make bench DB=postgres`
+  with each setting compares them (those runs are not kept);
 - max_connections=100 (the default): fixed_db's pools open GUNICORN_THREADS
   connections per worker process, so workers x threads x instances must stay
   below it (2 x 4 x 3 = 24 in the scale-out test);
