@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from docs.tools import DOCS_DIR, blocks, links, results, screenshots, sources
+from docs.tools import DOCS_DIR, blocks, kept, links, results, screenshots, sources
 from examples import EXAMPLES
 from plumbing.config import REPO_ROOT
 from serve.pids import free_port, stop_process
@@ -194,6 +194,22 @@ def test_the_results_page_names_its_date_machine_and_command():
     assert compared == {"broken_global", "fixed_session", "fixed_db", "fixed_cache"}
     for chart in re.findall(r"\]\((results/[^)]+\.png)\)", page):
         assert (DOCS_DIR / chart).is_file(), chart
+
+
+@pytest.mark.parametrize("name", sorted(kept.RUNS))
+def test_every_kept_run_names_its_date_machine_and_command_and_is_shown(name):
+    found = kept.load(name)
+    assert found is not None, f"not kept: python -m docs.tools.kept {name}"
+    record, output = found
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", record["started"])
+    assert record["machine"]["cores"] > 0 and record["machine"]["python"]
+    assert record["command"] == kept.command_line(name)
+    assert record["exit_code"] == 0, record  # a run that met every expectation
+    assert output.strip()
+    shown = [page for page in blocks.pages() if f"results kept-{name} -->" in page.read_text()]
+    assert shown, f"no page shows the kept run {name}"
+    rendered = kept.render(name)
+    assert record["started"][:10] in rendered and f"`{record['command']}`" in rendered
 
 
 def test_the_screenshots_are_dated_real_pictures_and_shown():
