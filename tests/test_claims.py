@@ -115,7 +115,7 @@ def test_the_claim_check_tells_a_proof_from_a_link_that_proves_nothing(tmp_path)
         "It was measured: [the run](docs/results.md).\n\n"
         "It was measured by [the harness](loadtests/bench.py).\n\n"
         "It was measured once on 2026-11-21 with `make bench`.\n\n"
-        "It is proven by [a helper](tests/conftest.py).\n\n"
+        "It is proven by [the fixtures](tests/conftest.py).\n\n"
         "It is cited, not run here.\n\n"
         "It is cited from [the docs](https://docs.python.org/3/library/threading.html).\n\n"
         "It is not measured here.\n"
@@ -124,7 +124,7 @@ def test_the_claim_check_tells_a_proof_from_a_link_that_proves_nothing(tmp_path)
         "It is proven by nobody.",
         "It was measured by [the harness](loadtests/bench.py).",
         "It was measured once on 2026-11-21 with `make bench`.",
-        "It is proven by [a helper](tests/conftest.py).",
+        "It is proven by [the fixtures](tests/conftest.py).",
         "It is cited, not run here.",
     ]
 
