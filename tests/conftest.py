@@ -8,6 +8,7 @@ import pytest
 import redis
 from flask import Flask
 
+from loadtests.clients import browser
 from plumbing.config import REPO_ROOT, SETTINGS
 from registry import APPS as REGISTRY
 from serve.pids import pids_mentioning
@@ -112,3 +113,12 @@ def nothing_left_running(tmp_path_factory):
     if Path("/proc").is_dir():
         left = processes_mentioning(base)
         assert not left, f"still running after the tests: {left}"
+
+
+def need_a_browser() -> None:
+    """Skip where Chromium and its driver are absent, but never in CI, which
+    installs them (.ci/run): there a missing browser fails the test."""
+    if why := browser.missing():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the browser test: {why}")
+        pytest.skip(why)

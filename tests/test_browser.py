@@ -15,23 +15,15 @@ Chromium and Selenium: see loadtests/clients/browser.py. Without them the test i
 skipped and says how to get them; with CI=true it fails instead.
 """
 
-import os
-
 import pytest
 
 from loadtests.clients import browser
 from serve.processes import AppServer, available_apps, free_port
+from tests.conftest import need_a_browser
 
 pytestmark = pytest.mark.gunicorn
 
 ALICE, BOB = "sessions", "databases"  # the article each user adds
-
-
-def need_a_browser() -> None:
-    if why := browser.missing():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the browser test: {why}")
-        pytest.skip(why)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ import os
 import sqlite3
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import redis
@@ -36,7 +35,6 @@ from tests.conftest import SERVES_COUNTER, make_app
 KEYED_APPS = ["fixed_db", "fixed_session", "fixed_cache"]
 KEY = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
-REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)

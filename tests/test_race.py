@@ -21,17 +21,11 @@ import pytest
 from loadtests.clients import browser
 from plumbing.config import REPO_ROOT
 from serve.pids import free_port
+from tests.conftest import need_a_browser
 
 pytestmark = pytest.mark.gunicorn
 
 TRIES = 20  # races on broken_global before the test gives up on a duplicate
-
-
-def need_a_browser() -> None:
-    if why := browser.missing():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the browser test: {why}")
-        pytest.skip(why)
 
 
 @pytest.fixture(scope="module")

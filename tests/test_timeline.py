@@ -10,7 +10,6 @@ tests are skipped and say how to get them, with CI=true they fail instead.
 """
 
 import json
-import os
 import statistics
 from html.parser import HTMLParser
 
@@ -20,6 +19,7 @@ from loadtests.clients import browser
 from loadtests.runs.hammer import hammer_app
 from loadtests.timeline import LIMIT, render, write_timeline
 from loadtests.timeline.render import label
+from tests.conftest import need_a_browser
 
 pytestmark = pytest.mark.gunicorn
 
@@ -103,13 +103,6 @@ def test_fault_bands_are_drawn_from_the_fault_records(run):
     assert data["faults"] == [
         {"name": "kill worker", "from": 50.0, "to": 70.0, "detail": "SIGKILL worker 1"}
     ]
-
-
-def need_a_browser() -> None:
-    if why := browser.missing():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the browser test: {why}")
-        pytest.skip(why)
 
 
 def rendered(driver) -> float:

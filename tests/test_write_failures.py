@@ -17,19 +17,18 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import redis
 from flask import Flask, got_request_exception
 
+from plumbing.config import REPO_ROOT
 from serve.valkey import EmbeddedValkey
 from tests.conftest import make_app
 from tests.test_idempotency import ADD_VISIT, INCREMENT, RESET, recorded_keys
 
 KEY = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
-REPO = Path(__file__).resolve().parent.parent
 
 
 # fixed_db: what a failed write answers.
@@ -127,7 +126,7 @@ def run_script(script: str, folder) -> dict:
         capture_output=True,
         text=True,
         env={"WORK_MS": "0", "PATH": ""},
-        cwd=REPO,
+        cwd=REPO_ROOT,
         timeout=60,
     )
     assert run.returncode == 0, run.stderr
