@@ -1,9 +1,10 @@
 """The history's vocabulary: one Event per request the harness sent.
 
 The client records them, the checker reads nothing else, and the report, the
-locustfile and the tests pass them around. An Event is what one request
-showed from the outside: what was asked, by which user, when it started and
-ended, the HTTP status, the value the app returned and which worker answered.
+locustfile and the tests pass them around; answer() is how a witness line or
+a timeline shows one. An Event is what one request showed from the outside:
+what was asked, by which user, when it started and ended, the HTTP status,
+the value the app returned and which worker answered.
 
 A write may take several attempts (a client that retries after no answer or
 a 503): each attempt is an Event of its own, and `key` ties the attempts of
@@ -48,3 +49,17 @@ class Event:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def answer(e: Event) -> str:
+    """What one attempt got back, as a witness line shows it: "7", "[3 visits]",
+    "503 (unknown)", "no answer (unknown)"; ", attempt 2" after a retry, and
+    " replayed" for a first answer sent again for the same Idempotency-Key."""
+    if e.ok:
+        shown = f"[{len(e.value)} visits]" if isinstance(e.value, list) else str(e.value)
+    else:
+        shown = str(e.status) if e.status else "no answer"
+        shown += f" ({e.outcome})" if e.outcome else ""
+    if e.replayed:
+        shown += " replayed"
+    return shown + (f", attempt {e.attempt}" if e.attempt > 1 else "")

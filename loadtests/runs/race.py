@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 from loadtests.clients.client import Client
 from loadtests.clients.transport import KeepAliveSession
 from loadtests.judge.checker import check
-from loadtests.judge.history import Event
-from loadtests.timeline.render import answer, render, worker_lane
+from loadtests.judge.history import Event, answer
+from loadtests.timeline.render import render, worker_lane
 from registry import APPS
 from serve.pids import port_in_use_message, port_is_free
 from serve.processes import AppServer, available_apps, free_port, launcher

@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from loadtests.judge.history import Event
+from loadtests.judge.history import Event, answer
 from loadtests.judge.verdict import CHART_SCOPES, KINDS, SCOPES, Anomaly, Verdict
 from loadtests.judge.writes import NOT_SERVED
 from registry import titled
@@ -86,20 +86,6 @@ def format_table(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...
         for line in cells
     ]
     return "\n".join(lines)
-
-
-def answer(e: Event) -> str:
-    """What one attempt got back, as a witness line shows it: "7", "[3 visits]",
-    "503 (unknown)", "no answer (unknown)"; ", attempt 2" after a retry, and
-    " replayed" for a first answer sent again for the same Idempotency-Key."""
-    if e.ok:
-        shown = f"[{len(e.value)} visits]" if isinstance(e.value, list) else str(e.value)
-    else:
-        shown = str(e.status) if e.status else "no answer"
-        shown += f" ({e.outcome})" if e.outcome else ""
-    if e.replayed:
-        shown += " replayed"
-    return shown + (f", attempt {e.attempt}" if e.attempt > 1 else "")
 
 
 def first_failure(history: list[Event]) -> str:

@@ -23,7 +23,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from loadtests.judge.history import UNKNOWN, Event
+from loadtests.judge.history import UNKNOWN, Event, answer
 from loadtests.judge.verdict import Anomaly, Verdict
 
 LIMIT = 10_000  # operations drawn at most; Jepsen's timeline stops there too
@@ -37,20 +37,6 @@ def outcome(event: Event) -> str:
     if event.status == 0 or event.outcome == UNKNOWN:
         return "unknown"
     return "failed"
-
-
-def answer(event: Event) -> str:
-    """What one attempt got back: "7", "[3 visits]", "503 (unknown)", "no answer"."""
-    if event.ok:
-        shown = (
-            f"[{len(event.value)} visits]" if isinstance(event.value, list) else str(event.value)
-        )
-    else:
-        shown = str(event.status) if event.status else "no answer"
-        shown += f" ({event.outcome})" if event.outcome else ""
-    if event.replayed:
-        shown += " replayed"
-    return shown + (f", attempt {event.attempt}" if event.attempt > 1 else "")
 
 
 def label(event: Event) -> str:
