@@ -1,5 +1,6 @@
 import importlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,12 @@ from serve.processes import AppServer, available_apps, free_port
 from serve.valkey import EmbeddedValkey
 
 pytest_plugins = ["tests.postgres_fixtures"]  # the PostgreSQL servers and their helpers
+
+# A suite started where SIGINT is ignored (a background job of a shell
+# script, nohup) would pass that on to every launcher it starts, and no
+# Ctrl-C test could reach them: give them what a terminal gives.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 APPS = available_apps()
 # What differs between apps, by design (registry.py): fixed_session cannot

@@ -16,12 +16,14 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from plumbing.config import REPO_ROOT
 from serve.pids import free_port, pids_mentioning
 from tests.conftest import launch
 
@@ -97,3 +99,18 @@ def test_ctrl_c_at_any_moment_of_start_up_leaves_nothing_running(store, tmp_path
             f"{m * 1000:.1f} ms": left for m, left in zip(moments, results, strict=True) if left
         }
     assert not failed, f"{len(failed)} of {len(moments)} moments left processes: {failed}"
+
+
+def test_the_ctrl_c_tests_hold_when_the_suite_starts_with_sigint_ignored():
+    # A suite run as a background job of a script inherits SIGINT ignored, and
+    # its launchers did too: every Ctrl-C test failed. conftest restores it.
+    test = "tests/test_serve.py::test_ctrl_c_during_start_up_leaves_nothing_running[0]"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert run.returncode == 0, run.stdout[-2000:]
