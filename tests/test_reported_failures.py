@@ -4,7 +4,7 @@ shown: the proofs in examples/ that `make examples` runs, asserted in detail.
 A cache (Flask-Caching, lru_cache), a rate limit (Flask-Limiter), live
 updates (server-sent events, Flask-SocketIO), background jobs (a thread pool,
 RQ), objects made once (a client's cookies, a shared connection's
-transaction, a thread-local), an application context missing, a gevent
+transaction, a thread-local, an ORM session), an application context missing, a gevent
 worker killed by its timeout, a TLS session shared across a fork. Each test
 runs the example's prove() against real gunicorn, Valkey, SQLite or a TLS
 server, and asserts the broken form broken and its fix correct. The rest of
@@ -19,6 +19,7 @@ from examples import (
     live_update_reaches_one_worker,
     memoize_per_worker,
     object_made_once_carries_state,
+    orm_session_made_once,
     outside_app_context,
     rate_limit_per_worker,
     socketio_without_message_queue,
@@ -120,6 +121,25 @@ def test_a_client_connection_or_thread_local_made_once_carries_one_requests_stat
     # A thread that never served ann greets the visitor as a guest, even when broken.
     others = [greeting for thread, greeting in broken.guests if thread not in broken.ann_threads]
     assert set(others) <= {"Hello, guest!"}
+    assert finding.holds
+
+
+@pytest.mark.gunicorn
+def test_an_orm_session_made_once_breaks_a_worker_after_one_error_and_rolls_back_others_work():
+    finding = orm_session_made_once.prove()
+    broken, fixed = finding.made_once, finding.per_request
+    for run in (broken, fixed):
+        assert run.answered_on_a  # the reads went to A, the one after them to B
+        assert run.duplicate == (500, "IntegrityError")  # the failed insert fails either way
+        assert (run.placed, run.declined) == (201, 402)
+    # After it, the shared session refuses every request of that worker, not B's.
+    reads = orm_session_made_once.READS
+    assert [answer[1:] for answer in broken.on_a] == [(500, "PendingRollbackError")] * reads
+    assert broken.on_b[1:] == (200, "10")
+    assert [answer[1:] for answer in fixed.on_a] == [(200, "10")] * reads
+    # The declined order's rollback dropped the order added by the other thread...
+    assert broken.orders == []  # ...which was answered 201 all the same
+    assert fixed.orders == ["tea"]
     assert finding.holds
 
 
