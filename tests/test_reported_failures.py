@@ -4,7 +4,8 @@ shown: the proofs in examples/ that `make examples` runs, asserted in detail.
 A cache (Flask-Caching, lru_cache), a rate limit (Flask-Limiter), live
 updates (server-sent events, Flask-SocketIO), background jobs (a thread pool,
 RQ), objects made once (a client's cookies, a shared connection's
-transaction, a thread-local, an ORM session), an application context missing, a gevent
+transaction, a thread-local, an ORM session), a logout (Flask-JWT-Extended's
+blocklist), an application context missing, a gevent
 worker killed by its timeout, a TLS session shared across a fork. Each test
 runs the example's prove() against real gunicorn, Valkey, SQLite or a TLS
 server, and asserts the broken form broken and its fix correct. The rest of
@@ -17,6 +18,7 @@ from examples import (
     background_job_per_worker,
     gevent_worker_timeout,
     live_update_reaches_one_worker,
+    logout_reaches_one_worker,
     memoize_per_worker,
     object_made_once_carries_state,
     orm_session_made_once,
@@ -140,6 +142,27 @@ def test_an_orm_session_made_once_breaks_a_worker_after_one_error_and_rolls_back
     # The declined order's rollback dropped the order added by the other thread...
     assert broken.orders == []  # ...which was answered 201 all the same
     assert fixed.orders == ["tea"]
+    assert finding.holds
+
+
+@pytest.mark.gunicorn
+def test_a_token_revoked_in_a_workers_set_still_works_on_the_other_and_after_a_restart():
+    finding = logout_reaches_one_worker.prove()
+    broken, fixed = finding.in_process, finding.in_valkey
+    revoked = (401, {"msg": "Token has been revoked"})
+    accepted = (200, {"user": logout_reaches_one_worker.USER})
+    for run in (broken, fixed):
+        a, b = run.workers
+        assert (run.logout.worker, run.logout.status) == (b, 200)  # logged out through B
+        assert run.on_b.worker == b and (run.on_b.status, run.on_b.body) == revoked
+        assert run.on_a.worker == a
+    assert (broken.on_a.status, broken.on_a.body) == accepted  # A never heard of the logout
+    assert (broken.after_restart.status, broken.after_restart.body) == accepted  # set emptied
+    assert broken.kept_seconds is None
+    assert (fixed.on_a.status, fixed.on_a.body) == revoked
+    assert (fixed.after_restart.status, fixed.after_restart.body) == revoked
+    lifetime = logout_reaches_one_worker.TOKEN_LIFETIME.total_seconds()
+    assert lifetime - 60 < fixed.kept_seconds <= lifetime  # it expires with the token
     assert finding.holds
 
 
