@@ -7,8 +7,8 @@ RQ), objects made once (a client's cookies, a shared connection's
 transaction, a thread-local, an ORM session), a logout (Flask-JWT-Extended's
 blocklist), an application context missing, a gevent
 worker killed by its timeout, a TLS session shared across a fork. Each test
-runs the example's prove() against real gunicorn, Valkey, SQLite or a TLS
-server, and asserts the broken form broken and its fix correct. The rest of
+runs the example's prove() against real gunicorn, Valkey, SQLite, PostgreSQL
+or a TLS server, and asserts the broken form broken and its fix correct. The rest of
 the examples are tested in test_examples.py.
 """
 
@@ -127,15 +127,22 @@ def test_a_client_connection_or_thread_local_made_once_carries_one_requests_stat
 
 
 @pytest.mark.gunicorn
-def test_an_orm_session_made_once_breaks_a_worker_after_one_error_and_rolls_back_others_work():
+def test_an_orm_session_made_once_reads_old_values_fails_after_one_error_and_loses_orders():
     finding = orm_session_made_once.prove()
+    old, new = orm_session_made_once.PRICE, orm_session_made_once.NEW_PRICE
+    reads = orm_session_made_once.READS
+    stale, fresh = finding.stale_made_once, finding.stale_per_request
+    for run in (stale, fresh):
+        assert run.answered_on_a and run.first_on_a == old
+        assert run.set_on_b[1] == run.in_table == new  # B committed the change
+    assert stale.prices_on_a == [old] * reads  # A's transaction still reads its snapshot
+    assert fresh.prices_on_a == [new] * reads
     broken, fixed = finding.made_once, finding.per_request
     for run in (broken, fixed):
         assert run.answered_on_a  # the reads went to A, the one after them to B
         assert run.duplicate == (500, "IntegrityError")  # the failed insert fails either way
         assert (run.placed, run.declined) == (201, 402)
     # After it, the shared session refuses every request of that worker, not B's.
-    reads = orm_session_made_once.READS
     assert [answer[1:] for answer in broken.on_a] == [(500, "PendingRollbackError")] * reads
     assert broken.on_b[1:] == (200, "10")
     assert [answer[1:] for answer in fixed.on_a] == [(200, "10")] * reads
