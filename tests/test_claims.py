@@ -49,7 +49,7 @@ FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 # of the examples behave, and the versions each must name. Review them when an
 # upgrade fails below.
 CHECKED_AGAINST = {
-    "docs/flask.md": ("Flask 3.1", "Flask-Session 0.8"),
+    "docs/flask.md": ("Flask 3.1", "Flask-Session 0.8", "SQLAlchemy 2.1", "Flask-SQLAlchemy 3.1"),
     "docs/why.md": ("Flask 3.1",),
     "docs/half-fixes.md": ("Flask 3.1",),
     "docs/choosing.md": ("Flask 3.1", "Flask-Session 0.8"),
