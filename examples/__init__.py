@@ -45,6 +45,8 @@ EXAMPLES = (
     "socketio_without_message_queue",
     "background_job_per_worker",
     "object_made_once_carries_state",
+    "orm_session_made_once",
+    "logout_reaches_one_worker",
 )
 
 

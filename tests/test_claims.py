@@ -9,9 +9,10 @@ they were checked against.
 - A paragraph that says a claim is "cited" links its source (an address).
 - The pages that state how Flask, Flask-Session, gunicorn, redis-py or
   the libraries the examples prove things about (Flask-Caching,
-  Flask-Limiter, Flask-SocketIO, RQ) behave name the version they were
-  checked against, and a lock (or venv) with another release line of one of
-  them fails here until those pages are reviewed."""
+  Flask-Limiter, Flask-SocketIO, RQ, Flask-SQLAlchemy, Flask-JWT-Extended)
+  behave name the version they were checked against, and a lock (or venv)
+  with another release line of one of them fails here until those pages are
+  reviewed."""
 
 import re
 from importlib.metadata import version
@@ -48,7 +49,7 @@ FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 # of the examples behave, and the versions each must name. Review them when an
 # upgrade fails below.
 CHECKED_AGAINST = {
-    "docs/flask.md": ("Flask 3.1", "Flask-Session 0.8"),
+    "docs/flask.md": ("Flask 3.1", "Flask-Session 0.8", "SQLAlchemy 2.1", "Flask-SQLAlchemy 3.1"),
     "docs/why.md": ("Flask 3.1",),
     "docs/half-fixes.md": ("Flask 3.1",),
     "docs/choosing.md": ("Flask 3.1", "Flask-Session 0.8"),
@@ -60,6 +61,9 @@ CHECKED_AGAINST = {
         "Flask-Limiter 4.1",
         "Flask-SocketIO 5.7",
         "RQ 2.12",
+        "Flask-SQLAlchemy 3.1",
+        "SQLAlchemy 2.1",
+        "Flask-JWT-Extended 4.7",
     ),
 }
 # The release lines those pages were reviewed against: (major, minor), or
@@ -73,6 +77,9 @@ REVIEWED = {
     "flask-limiter": (4, 1),
     "flask-socketio": (5, 7),
     "rq": (2, 12),
+    "flask-sqlalchemy": (3, 1),
+    "sqlalchemy": (2, 1),
+    "flask-jwt-extended": (4, 7),
 }
 
 

@@ -4,10 +4,11 @@ shown: the proofs in examples/ that `make examples` runs, asserted in detail.
 A cache (Flask-Caching, lru_cache), a rate limit (Flask-Limiter), live
 updates (server-sent events, Flask-SocketIO), background jobs (a thread pool,
 RQ), objects made once (a client's cookies, a shared connection's
-transaction, a thread-local), an application context missing, a gevent
+transaction, a thread-local, an ORM session), a logout (Flask-JWT-Extended's
+blocklist), an application context missing, a gevent
 worker killed by its timeout, a TLS session shared across a fork. Each test
-runs the example's prove() against real gunicorn, Valkey, SQLite or a TLS
-server, and asserts the broken form broken and its fix correct. The rest of
+runs the example's prove() against real gunicorn, Valkey, SQLite, PostgreSQL
+or a TLS server, and asserts the broken form broken and its fix correct. The rest of
 the examples are tested in test_examples.py.
 """
 
@@ -17,8 +18,10 @@ from examples import (
     background_job_per_worker,
     gevent_worker_timeout,
     live_update_reaches_one_worker,
+    logout_reaches_one_worker,
     memoize_per_worker,
     object_made_once_carries_state,
+    orm_session_made_once,
     outside_app_context,
     rate_limit_per_worker,
     socketio_without_message_queue,
@@ -120,6 +123,53 @@ def test_a_client_connection_or_thread_local_made_once_carries_one_requests_stat
     # A thread that never served ann greets the visitor as a guest, even when broken.
     others = [greeting for thread, greeting in broken.guests if thread not in broken.ann_threads]
     assert set(others) <= {"Hello, guest!"}
+    assert finding.holds
+
+
+@pytest.mark.gunicorn
+def test_an_orm_session_made_once_reads_old_values_fails_after_one_error_and_loses_orders():
+    finding = orm_session_made_once.prove()
+    old, new = orm_session_made_once.PRICE, orm_session_made_once.NEW_PRICE
+    reads = orm_session_made_once.READS
+    stale, fresh = finding.stale_made_once, finding.stale_per_request
+    for run in (stale, fresh):
+        assert run.answered_on_a and run.first_on_a == old
+        assert run.set_on_b[1] == run.in_table == new  # B committed the change
+    assert stale.prices_on_a == [old] * reads  # A's transaction still reads its snapshot
+    assert fresh.prices_on_a == [new] * reads
+    broken, fixed = finding.made_once, finding.per_request
+    for run in (broken, fixed):
+        assert run.answered_on_a  # the reads went to A, the one after them to B
+        assert run.duplicate == (500, "IntegrityError")  # the failed insert fails either way
+        assert (run.placed, run.declined) == (201, 402)
+    # After it, the shared session refuses every request of that worker, not B's.
+    assert [answer[1:] for answer in broken.on_a] == [(500, "PendingRollbackError")] * reads
+    assert broken.on_b[1:] == (200, "10")
+    assert [answer[1:] for answer in fixed.on_a] == [(200, "10")] * reads
+    # The declined order's rollback dropped the order added by the other thread...
+    assert broken.orders == []  # ...which was answered 201 all the same
+    assert fixed.orders == ["tea"]
+    assert finding.holds
+
+
+@pytest.mark.gunicorn
+def test_a_token_revoked_in_a_workers_set_still_works_on_the_other_and_after_a_restart():
+    finding = logout_reaches_one_worker.prove()
+    broken, fixed = finding.in_process, finding.in_valkey
+    revoked = (401, {"msg": "Token has been revoked"})
+    accepted = (200, {"user": logout_reaches_one_worker.USER})
+    for run in (broken, fixed):
+        a, b = run.workers
+        assert (run.logout.worker, run.logout.status) == (b, 200)  # logged out through B
+        assert run.on_b.worker == b and (run.on_b.status, run.on_b.body) == revoked
+        assert run.on_a.worker == a
+    assert (broken.on_a.status, broken.on_a.body) == accepted  # A never heard of the logout
+    assert (broken.after_restart.status, broken.after_restart.body) == accepted  # set emptied
+    assert broken.kept_seconds is None
+    assert (fixed.on_a.status, fixed.on_a.body) == revoked
+    assert (fixed.after_restart.status, fixed.after_restart.body) == revoked
+    lifetime = logout_reaches_one_worker.TOKEN_LIFETIME.total_seconds()
+    assert lifetime - 60 < fixed.kept_seconds <= lifetime  # it expires with the token
     assert finding.holds
 
 
