@@ -12,8 +12,7 @@ and [app].setup run once in it before any server starts:
     flask          `flask run`, Flask's threaded development server
     restart        gthread 2 x 4, stopped and started again in the middle of the run
     two-instances  two gthread 2 x 4 instances sharing {data}, behind Caddy (round robin)
-    store-paused   gthread 2 x 4, its store stopped (SIGSTOP) as each model's second
-                   burst begins, resumed (SIGCONT) STORE_PAUSE_SECONDS later
+    store-paused   gthread 2 x 4, its store paused mid-write (SIGSTOP, then SIGCONT)
 
 [app].store = "valkey" starts an embedded Valkey for each shape, in {data}/valkey,
 on a free port of 127.0.0.1 ({store_url}), before the setup and the servers, and
