@@ -25,6 +25,8 @@ from exercises.grading import (
 )
 from exercises.hints import ADVICE, ShapeResult, diagnose, hints
 from exercises.solution import solution_diff
+from serve.pids import free_port
+from serve.valkey import EmbeddedValkey
 
 EXERCISES = exercises()
 IDS = [ex.slug for ex in EXERCISES]
@@ -163,6 +165,23 @@ def test_bad_input_is_a_json_error(ex, tmp_path, monkeypatch, store_url):
                         answer = client.open(entry[key].split(" ")[1], method="POST", json=[1])
                         assert answer.status_code == 400
                         assert set(answer.get_json()) == {"error", "detail"}
+
+
+@pytest.mark.parametrize("solved", [False, True], ids=["start", "solution"])
+def test_an_order_whose_store_stays_stopped_is_a_503_saying_it_may_be_saved(
+    solved, tmp_path, monkeypatch
+):
+    """Exercise 8: every try times out, and the app says so instead of trying on."""
+    ex = resolve("8")
+    app_file = ex.solution_dir / "app.py" if solved else ex.app_file
+    with EmbeddedValkey(tmp_path / "valkey", port=free_port()) as valkey:
+        client = load_app(app_file, ex, tmp_path, monkeypatch, valkey.url).test_client()
+        call(client, "GET /orders")  # its connection open, as a running app's is
+        with valkey.paused():
+            answer = client.post("/orders", json={"item": "tea"})
+    assert answer.status_code == 503
+    said = answer.get_json()
+    assert said["outcome"] == "unknown" and "may or may not have been saved" in said["detail"]
 
 
 def test_ex_is_a_number_a_folder_a_name_or_a_unique_part():
