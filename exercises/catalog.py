@@ -25,6 +25,7 @@ CHECK_SHAPES = {
     "processes": "sync",  # two worker processes, one request at a time each
     "restart": "restart",  # the server stopped and started again mid-run
     "two-instances": "two-instances",  # two servers behind one balancer
+    "store-paused": "store-paused",  # the store stopped mid-write, then resumed
 }
 ONE_PROCESS = ("threads", "gevent")
 SHAPES_LINE = re.compile(r"^#.*\bShapes: ([a-z, -]+?)\.?\s*$", re.MULTILINE)

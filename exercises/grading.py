@@ -18,13 +18,16 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from exercises.catalog import CHECK_SHAPES, REPO_ROOT, Exercise
 from exercises.hints import ShapeResult, hints
 from plumbing.config import var_dir
+from serve.pids import free_port
+from serve.valkey import EmbeddedValkey
 
 PRECHECK = Path(__file__).resolve().parent / "precheck.py"
 PRECHECK_SECONDS = 20
@@ -52,9 +55,23 @@ class Grade:
     seconds: float = 0.0
 
 
-def spec_env(exercise: Exercise, data_dir: Path) -> dict[str, str]:
+def spec_env(exercise: Exercise, data_dir: Path, store_url: str = "") -> dict[str, str]:
     env = exercise.spec().get("app", {}).get("env", {})
-    return {key: str(value).replace("{data}", str(data_dir)) for key, value in env.items()}
+    return {
+        key: str(value).replace("{data}", str(data_dir)).replace("{store_url}", store_url)
+        for key, value in env.items()
+    }
+
+
+@contextmanager
+def spec_store(exercise: Exercise, data_dir: Path) -> Iterator[str]:
+    """The store the spec's [app].store names, running for the precheck, as
+    the check runs one for each shape: its URL, or "" for a spec without."""
+    if exercise.spec().get("app", {}).get("store") != "valkey":
+        yield ""
+        return
+    with EmbeddedValkey(data_dir / "valkey", port=free_port()) as store:
+        yield store.url
 
 
 def precheck(exercise: Exercise, app_dir: Path) -> str:
@@ -62,8 +79,13 @@ def precheck(exercise: Exercise, app_dir: Path) -> str:
     target = exercise.spec()["app"]["target"]
     shown = app_dir / "app.py"
     shown = shown.relative_to(REPO_ROOT) if shown.is_relative_to(REPO_ROOT) else shown
-    with tempfile.TemporaryDirectory(prefix="precheck-") as data:
-        env = {**os.environ, **spec_env(exercise, Path(data)), "PYTHONDONTWRITEBYTECODE": "1"}
+    with tempfile.TemporaryDirectory(prefix="precheck-") as data, ExitStack() as running:
+        try:
+            store_url = running.enter_context(spec_store(exercise, Path(data)))
+        except (OSError, RuntimeError) as error:
+            return f"The store the spec names did not start, so {shown} was not imported: {error}"
+        env = {**os.environ, **spec_env(exercise, Path(data), store_url)}
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
         try:
             done = subprocess.run(
                 [sys.executable, str(PRECHECK), target],

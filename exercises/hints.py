@@ -6,7 +6,8 @@ half-fix the learner wrote.
 - right across processes, wrong after a restart: memory the server holds;
 - right on one instance, restarts included, wrong on two: a per-host store;
 - right for every user but one user's tabs: a whole-value save (the session);
-- a write applied twice: a retry without an idempotency key.
+- wrong only when the store pauses mid-write, or a write applied twice: a
+  retry without an idempotency key.
 
 Pure: it reads verdicts, starts nothing. Each hint links the half-fix page
 and its proof; tests/test_exercises.py checks that every link resolves.
@@ -53,6 +54,8 @@ def diagnose(results: list[ShapeResult]) -> str:
     failed = [r for r in results if r.verdict == "failed"]
     if not failed:
         return "solved" if any(r.verdict == "passed" for r in results) else "not-graded"
+    if {r.shape for r in failed} == {"store-paused"}:
+        return "applied-twice"  # right while the store answers: the retry is what is wrong
     seen = set().union(*(anomalies(r.witness) for r in failed))
     if seen == {"tabs"}:
         return "two-tabs"
@@ -187,13 +190,17 @@ ADVICE: dict[tuple[str, str], Advice] = {
         ),
     ),
     ("applied-twice", ""): Advice(
-        "A write shows up twice ({failed}): a try whose answer was lost had in fact been "
-        "made, and the retry made it again.",
-        "Give the write a key made once, before the first try, and let the store keep each "
-        "key once: a UNIQUE column and INSERT ... ON CONFLICT DO NOTHING.",
+        "A write shows up twice ({failed}): a try whose answer came too late (a store "
+        "paused mid-write, say) had in fact been made, and the retry made it a second time.",
+        "Keep the retry (a timeout may also mean nothing was written) and make it harmless: "
+        "a key made once per write, before the first try, that the store keeps once in the "
+        "same step as the write. On Valkey or Redis one Lua script that does SET key NX and "
+        "pushes only if that set it; in SQL a UNIQUE column and INSERT ... ON CONFLICT DO "
+        "NOTHING.",
         (
-            "docs/faults.md#retries-make-them-double",
             "docs/faults.md#idempotency-keys-make-them-safe",
+            "docs/faults.md#retries-make-them-double",
+            "tests/test_faults.py",
         ),
     ),
 }

@@ -9,9 +9,9 @@ gunicorn, and stopped after it.
     with EmbeddedValkey(var_dir() / "valkey") as server:
         redis.Redis.from_url(server.url).incr("counter")
 
-A unix socket only (127.0.0.1 if its path is too long); an append-only file
-fsynced before each reply ("always"; VALKEY_APPENDFSYNC may pick "everysec");
-noeviction. A watcher thread restarts a server that dies, with back-off; a
+A unix socket (127.0.0.1 if its path is too long, or a port is given); an
+append-only file fsynced before each reply ("always"; VALKEY_APPENDFSYNC may
+pick "everysec"); noeviction. A watcher thread restarts a server that dies, with back-off; a
 flock() on the folder keeps it to one server per append-only file. Why each
 choice, and what "everysec" loses: serve/README.md, "The embedded Valkey".
 """
@@ -58,7 +58,11 @@ class EmbeddedValkey(Service):
     stable_seconds = 10.0  # up this long, and the next restart waits backoff_first again
 
     def __init__(
-        self, directory: Path, maxmemory: str = "256mb", appendfsync: str | None = None
+        self,
+        directory: Path,
+        maxmemory: str = "256mb",
+        appendfsync: str | None = None,
+        port: int | None = None,
     ) -> None:
         appendfsync = (
             appendfsync or os.environ.get("VALKEY_APPENDFSYNC") or default("VALKEY_APPENDFSYNC")
@@ -68,9 +72,11 @@ class EmbeddedValkey(Service):
         self.directory = directory
         self.maxmemory = maxmemory
         self.appendfsync = appendfsync
+        # A port given: 127.0.0.1 on it, for a client that is told a redis:// URL.
         socket_path = directory / "valkey.sock"
-        self.socket_path = socket_path if len(str(socket_path)) <= MAX_UNIX_SOCKET_PATH else None
-        self.port = 0 if self.socket_path else free_port()
+        short = len(str(socket_path)) <= MAX_UNIX_SOCKET_PATH
+        self.socket_path = socket_path if short and port is None else None
+        self.port = 0 if self.socket_path else port or free_port()
         self.process: subprocess.Popen | None = None  # the current server; a restart replaces it
         self.restarts = 0  # servers the watcher started after one died
         self.started_at = 0.0  # time.monotonic() when the current server was started

@@ -1,13 +1,18 @@
 """python -m loadtests.check: the spec's errors with their lines, each model's
 broken and fixed case on the small shop (examples/shop), the restart and the
-two instances, the four apps' contract, JUnit output and the Python function.
+two instances, the four apps' contract, JUnit output and the Python function;
+the store a spec names, and the store-paused shape on exercise 8's app.
 
 The servers are shared per module: one check of the broken shop and one of
 the fixed shop, each under gthread, restart and two-instances."""
 
 import json
+import re
+import signal
 import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -16,10 +21,12 @@ import pytest
 from loadtests.check import SpecError, check_app
 from loadtests.check.__main__ import main
 from loadtests.check.output import write_junit
+from loadtests.check.run import DEFAULT_SHAPES, default_shapes
 from loadtests.check.servers import skip_reason
 from loadtests.check.spec import load_spec
 from plumbing.config import REPO_ROOT
 from serve import uwsgi
+from serve.pids import descendants, proc_stat, start_time
 from serve.valkey import EmbeddedValkey
 
 SHOP = REPO_ROOT / "examples" / "shop"
@@ -363,3 +370,101 @@ def test_an_output_that_cannot_be_written_is_a_usage_error_before_the_check_runs
         assert exited.value.code == 2
         err = capsys.readouterr().err
         assert f"{flag} {where}" in err and why in err and "Traceback" not in err
+
+
+RETRY = REPO_ROOT / "exercises" / "08_retry_key"  # an app on Valkey that retries a timeout
+
+
+def test_an_unknown_store_is_one_paragraph_naming_its_line(tmp_path, capsys):
+    path = spec_file(
+        tmp_path,
+        """\
+        [app]
+        target = "app:create_app"
+        store = "nonsense"
+        env = { STORE_URL = "{store_url}" }
+
+        [[per_user_list]]
+        name = "orders"
+        add = "POST /orders"
+        list = "GET /orders"
+        items = "orders"
+        """,
+    )
+    err = error_of(capsys, ["--spec", str(path), "--chdir", str(RETRY)])
+    error = err[err.index("error: ") :].strip()
+    assert f"{path} line 3" in error and "[app] store" in error and "'nonsense'" in error
+    assert "'valkey'" in error and len(error.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_store_url_without_a_store_names_the_env_line(tmp_path):
+    path = spec_file(
+        tmp_path,
+        """\
+        [app]
+        target = "app:create_app"
+        env = { STORE_URL = "{store_url}" }
+        [[per_user_list]]
+        name = "orders"
+        add = "POST /orders"
+        list = "GET /orders"
+        items = "orders"
+        """,
+    )
+    with pytest.raises(SpecError, match=r"line 3: \[app\] env STORE_URL uses \{store_url\}"):
+        load_spec(path)
+
+
+def test_store_paused_runs_by_default_only_for_a_spec_with_a_store():
+    assert default_shapes(load_spec(SPEC)) == list(DEFAULT_SHAPES)
+    assert "store-paused" not in DEFAULT_SHAPES and len(DEFAULT_SHAPES) == 7
+    assert default_shapes(load_spec(RETRY / "spec.toml")) == [*DEFAULT_SHAPES, "store-paused"]
+
+
+def test_store_paused_without_a_store_is_skipped_with_its_reason(tmp_path, capsys):
+    argv = ["--spec", str(SPEC), "--chdir", str(SHOP / "fixed"), "--shapes", "store-paused"]
+    assert main([*argv, "--junit", str(tmp_path / "j.xml")]) == 0
+    out = capsys.readouterr().out
+    assert "store-paused: skipped: no store to pause" in out
+    cases = list(ElementTree.parse(tmp_path / "j.xml").getroot().iter("testcase"))
+    assert {c.get("name") for c in cases} == {f"{m} [store-paused]" for m in MODELS}
+    assert all(c.find("skipped") is not None for c in cases)
+
+
+def test_a_blind_retry_is_applied_twice_when_the_store_pauses_and_a_keyed_one_once():
+    """The check's own Valkey, stopped as the burst of writes is sent: every
+    write of the app that retries a timeout blindly that went out on an open
+    connection is pushed twice; the reference fix's key pushes each once."""
+    spec = RETRY / "spec.toml"
+    blind = check_app(None, spec, chdir=RETRY, shapes=["store-paused", "gthread"])
+    assert not blind.cell("orders", "gthread").failed  # while the store answers, it is right
+    paused = blind.cell("orders", "store-paused").verdict
+    assert set(paused.counts) == {"visits_duplicated"}, paused.counts
+    assert re.search(r"append of '\w+' is in its last list [2-9] times", paused.examples[0].summary)
+    keyed = check_app(None, spec, chdir=RETRY.parent / "solutions" / RETRY.name,
+                      shapes=["store-paused"])  # fmt: skip
+    assert keyed.ok, keyed.report()
+
+
+def test_ctrl_c_while_the_store_is_paused_stops_it_and_its_app_by_pid(tmp_path):
+    command = [sys.executable, "-m", "loadtests.check", "--spec", str(RETRY / "spec.toml"),
+               "--chdir", str(RETRY), "--shapes", "store-paused"]  # fmt: skip
+    check = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in check.stderr:
+            if "the store paused" in line:
+                break
+        deadline = time.monotonic() + 5  # the line is printed just before the pause
+        while not any((proc_stat(pid) or "?")[0] == "T" for pid, _ in descendants(check.pid)):
+            assert time.monotonic() < deadline, "no process the check started was stopped"
+            time.sleep(0.01)
+        started = descendants(check.pid)  # Valkey, gunicorn's master and workers
+        check.send_signal(signal.SIGINT)
+        assert check.wait(timeout=30) == 130
+    finally:
+        if check.poll() is None:
+            check.kill()
+            check.wait()
+    assert len(started) >= 4
+    assert [pid for pid, began in started if start_time(pid) == began] == []
+    assert not list((tmp_path / "var" / "runs").iterdir())  # its {data}, Valkey's files too

@@ -7,6 +7,7 @@ Each grade starts real servers (gunicorn, flask run) through the check's
 command line, as `make grade` does.
 """
 
+import re
 import shutil
 from pathlib import Path
 
@@ -45,6 +46,18 @@ def test_every_reference_fix_passes_under_every_shape_it_names(number):
     assert not graded.problem, graded.problem
     assert graded.pattern == "solved", (graded.results, graded.witness)
     assert [r.shape for r in graded.results if r.verdict == "passed"] == list(ex.shapes)
+
+
+@pytest.mark.gunicorn
+def test_exercise_8_places_an_order_twice_only_when_its_store_pauses():
+    """The retry without a key is right while the store answers; with the
+    store stopped mid-write, an order sent once is in the list twice."""
+    graded = grade(resolve("8"))
+    verdicts = {r.shape: r.verdict for r in graded.results}
+    assert verdicts == {"threads": "passed", "processes": "passed", "store-paused": "failed"}
+    assert graded.witness.startswith("(store-paused)\nduplicated visit: "), graded.witness
+    assert re.search(r"append of '\w+' is in its last list [2-9] times", graded.witness)
+    assert "docs/faults.md#idempotency-keys-make-them-safe" in graded.hints[-1]
 
 
 def half_fix(tmp_path: Path, number: int, *edits: tuple[str, str]) -> Path:

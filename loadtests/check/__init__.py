@@ -28,17 +28,18 @@ def check_app(
     target: str | None,
     spec: str | Path,
     chdir: str | Path = ".",
-    shapes: Iterable[str] = DEFAULT_SHAPES,
+    shapes: Iterable[str] | None = None,
     models: Iterable[str] | None = None,
 ) -> Result:
     """Run a check as the command line does and return its Result (result.ok,
     result.failed, result.cell(model, shape), result.report()). A bad spec
-    raises SpecError; an app that does not start, RuntimeError."""
+    raises SpecError; an app that does not start, RuntimeError. Without
+    shapes, the command line's default (run.default_shapes)."""
     loaded = load_spec(Path(spec), target)
     return run_check(
         loaded,
         loaded.app.target,
         Path(chdir).resolve(),
-        list(shapes),
+        list(shapes) if shapes is not None else None,
         list(models) if models is not None else None,
     )

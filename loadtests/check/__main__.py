@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from loadtests.check import output
-from loadtests.check.run import DEFAULT_SHAPES, progress_line, run_check
+from loadtests.check.run import DEFAULT_SHAPES, STORE_SHAPES, progress_line, run_check
 from loadtests.check.servers import SHAPES
 from loadtests.check.spec import SpecError, load_spec
 from plumbing.config import var_dir
@@ -28,8 +28,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--chdir", type=Path, default=Path("."), help="where the app is imported from"
     )
-    parser.add_argument("--shapes", default=",".join(DEFAULT_SHAPES),
-                        help=f"comma-separated, of {','.join(SHAPES)} (default: all)")  # fmt: skip
+    parser.add_argument("--shapes", default="",
+                        help=f"comma-separated, of {','.join(SHAPES)} (default: "
+                        f"{','.join(DEFAULT_SHAPES)}, and {','.join(STORE_SHAPES)} "
+                        "for a spec with a store)")  # fmt: skip
     parser.add_argument("--json", type=Path, metavar="F")
     parser.add_argument("--junit", type=Path, metavar="F")
     parser.add_argument("--html", type=Path, metavar="F")
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def check(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.target)
-    result = run_check(spec, spec.app.target, args.chdir.resolve(), args.shapes,
+    result = run_check(spec, spec.app.target, args.chdir.resolve(), args.shapes or None,
                        progress=progress_line)  # fmt: skip
     if sys.stderr.isatty():
         print(file=sys.stderr)

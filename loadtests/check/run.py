@@ -3,23 +3,35 @@
 For each shape: the app started on a fresh data folder (servers.deployed),
 every model's driver run through its phases together (first requests alone,
 burst, the restart if the shape has one, burst, last reads), each history
-judged, the servers stopped. A shape that cannot run here gives "skipped"
-cells with the reason. The Result holds a Cell per model x shape.
+judged, the servers stopped. Under store-paused the first burst opens every
+app thread's connection to the store, and each model's second burst is
+released into the store already stopped: its first writes are in flight
+when the pause lands. A shape that cannot run here gives "skipped" cells
+with the reason. The Result holds a Cell per model x shape.
 """
 
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from loadtests.check.drive import Tokens, spread
 from loadtests.check.judge import judge
 from loadtests.check.models import DRIVERS
 from loadtests.check.result import Cell, Result
-from loadtests.check.servers import SHAPES, Setting, deployed, skip_reason
+from loadtests.check.servers import SHAPES, STORE_PAUSE_SECONDS, Setting, deployed, skip_reason
 from loadtests.check.spec import Spec
+from serve.store import StoreServer
 
-DEFAULT_SHAPES = tuple(SHAPES)
+STORE_SHAPES = ("store-paused",)  # faults of the spec's [app].store
+DEFAULT_SHAPES = tuple(s for s in SHAPES if s not in STORE_SHAPES)
+
+
+def default_shapes(spec: Spec) -> list[str]:
+    """Every shape; those that fault a store only for a spec that names one."""
+    return [*DEFAULT_SHAPES, *(STORE_SHAPES if spec.app.store else ())]
 
 
 def quiet(_line: str) -> None:
@@ -38,18 +50,20 @@ def run_check(
     spec: Spec,
     target: str,
     chdir: Path,
-    shapes: list[str],
+    shapes: list[str] | None = None,
     models: list[str] | None = None,
     progress: Callable[[str], None] = quiet,
 ) -> Result:
-    """Run the spec's models (all, or those named) under each shape."""
+    """Run the spec's models (all, or those named) under each shape (by
+    default, default_shapes(spec))."""
+    shapes = default_shapes(spec) if shapes is None else shapes
     chosen = [m for m in spec.models if models is None or m.name in models]
     result = Result(target, spec.path, chdir, list(shapes))
     setting = Setting(target, chdir, spec.app)
     began = time.monotonic()
     for n, shape in enumerate(shapes, start=1):
         progress(f"[{n}/{len(shapes)}] {shape}: starting {target} ...")
-        if reason := skip_reason(shape):
+        if reason := skip_reason(shape, spec.app):
             result.cells += [Cell(m.name, m.kind, shape, skipped=reason) for m in chosen]
             continue
         started = time.monotonic()
@@ -78,9 +92,11 @@ def run_shape(setting: Setting, shape: str, models: list, progress: Callable) ->
             if SHAPES[shape].restart:
                 progress("restarting the server")
                 deployment.restart()
-            progress("burst 2")
+            pause = SHAPES[shape].pause_store and deployment.store is not None
+            progress("burst 2, the store paused" if pause else "burst 2")
             for driver in drivers:
-                driver.burst()
+                with paused_for(deployment.store, STORE_PAUSE_SECONDS) if pause else nullcontext():
+                    driver.burst()
             progress("last reads")
             for driver in drivers:
                 driver.last()
@@ -91,3 +107,19 @@ def run_shape(setting: Setting, shape: str, models: list, progress: Callable) ->
         Cell(d.model.name, d.model.kind, shape, judge(d.model.kind, d.history, tokens), d.history)
         for d in drivers
     ]
+
+
+@contextmanager
+def paused_for(store: StoreServer, seconds: float) -> Iterator[None]:
+    """The store stopped (SIGSTOP, serve/store.py) before the block begins,
+    and resumed (SIGCONT) `seconds` later by a timer, or when the block
+    ends if that is sooner: whatever the block sends at once is in flight
+    when the pause lands, and each write's first answer comes too late."""
+    with store.paused() as paused:
+        timer = threading.Timer(seconds, paused.resume)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()

@@ -12,9 +12,12 @@ and [app].setup run once in it before any server starts:
     flask          `flask run`, Flask's threaded development server
     restart        gthread 2 x 4, stopped and started again in the middle of the run
     two-instances  two gthread 2 x 4 instances sharing {data}, behind Caddy (round robin)
+    store-paused   gthread 2 x 4, its store paused mid-write (SIGSTOP, then SIGCONT)
 
-[app].gunicorn is added to every gunicorn command. A shape whose server
-cannot run here is skipped with the reason (skip_reason), never dropped.
+[app].store = "valkey" starts an embedded Valkey for each shape, in {data}/valkey,
+on a free port of 127.0.0.1 ({store_url}), before the setup and the servers, and
+stops it by PID after them. [app].gunicorn is added to every gunicorn command.
+A shape that cannot run here is skipped with the reason (skip_reason), never dropped.
 """
 
 import importlib.util
@@ -29,7 +32,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtests.check.spec import AppSpec
+from loadtests.check.spec import STORE_URL, AppSpec
 from loadtests.check.wrap import TARGET_SETTING, WORKER_PATH
 from plumbing.config import REPO_ROOT, var_dir
 from serve import uwsgi
@@ -46,11 +49,17 @@ from serve.pids import (
 from serve.processes import ERROR_LINE, GUNICORN_CONF
 from serve.runs import run_folder
 from serve.shapes import GunicornShape
+from serve.store import StoreServer
+from serve.valkey import EmbeddedValkey
 
 WRAPPED = "loadtests.check.wrap:app"
 FOR_FLASK_RUN = "loadtests.check.wrap:for_flask_run()"
 START_TIMEOUT_SECONDS = 30.0
 SETUP_TIMEOUT_SECONDS = 120.0
+# Longer than an app's store timeout, so that every write sent into the
+# stopped store loses its answer; shorter than the retries of an app that
+# keeps trying, so that a later try is answered.
+STORE_PAUSE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class Shape:
     env: tuple[tuple[str, str], ...] = ()
     instances: int = 1
     restart: bool = False
+    pause_store: bool = False
 
     def describe(self) -> str:
         return DESCRIPTIONS[self.name]
@@ -79,6 +89,7 @@ SHAPES = {
     "flask": Shape("flask", "flask", 1),
     "restart": Shape("restart", "gunicorn", 2, GTHREAD, restart=True),
     "two-instances": Shape("two-instances", "gunicorn", 2, GTHREAD, instances=2),
+    "store-paused": Shape("store-paused", "gunicorn", 2, GTHREAD, pause_store=True),
 }
 DESCRIPTIONS = {
     "gthread": "gunicorn gthread 2 workers x 4 threads",
@@ -88,11 +99,14 @@ DESCRIPTIONS = {
     "flask": "flask run (threaded development server)",
     "restart": "gunicorn gthread 2 x 4, restarted in the middle of the run",
     "two-instances": "two gunicorn gthread 2 x 4 instances behind Caddy, round robin",
+    "store-paused": f"gunicorn gthread 2 x 4, its store paused {STORE_PAUSE_SECONDS:g} s mid-write",
 }
 
 
-def skip_reason(shape: str) -> str | None:
-    """Why this shape cannot run on this machine, or None."""
+def skip_reason(shape: str, app: AppSpec | None = None) -> str | None:
+    """Why this shape cannot run on this machine, or for this spec's [app], or None."""
+    if shape == "store-paused" and app is not None and not app.store:
+        return 'no store to pause: the spec\'s [app] names none (store = "valkey")'
     if shape == "gevent" and importlib.util.find_spec("gevent") is None:
         return "gevent is not installed (pip install gevent)"
     if shape == "uwsgi" and not uwsgi.available():
@@ -114,9 +128,12 @@ class Setting:
     app: AppSpec
 
 
-def environment(setting: Setting, data: Path) -> dict[str, str]:
+def environment(setting: Setting, data: Path, store_url: str = "") -> dict[str, str]:
     paths = [str(setting.chdir), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
-    env = {k: v.replace("{data}", str(data)) for k, v in setting.app.env.items()}
+    env = {
+        k: v.replace("{data}", str(data)).replace(STORE_URL, store_url)
+        for k, v in setting.app.env.items()
+    }
     return {
         **os.environ,
         **env,
@@ -125,7 +142,7 @@ def environment(setting: Setting, data: Path) -> dict[str, str]:
     }
 
 
-def run_setup(setting: Setting, data: Path) -> None:
+def run_setup(setting: Setting, data: Path, store_url: str = "") -> None:
     """[app].setup, once, in the app's folder and environment; its failure stops the check."""
     if not setting.app.setup:
         return
@@ -135,7 +152,7 @@ def run_setup(setting: Setting, data: Path) -> None:
         done = subprocess.run(
             command,
             cwd=setting.chdir,
-            env=environment(setting, data),
+            env=environment(setting, data, store_url),
             capture_output=True,
             text=True,
             timeout=SETUP_TIMEOUT_SECONDS,
@@ -152,8 +169,11 @@ def run_setup(setting: Setting, data: Path) -> None:
 class CheckServer:
     """One server of one shape on one port, in the background."""
 
-    def __init__(self, setting: Setting, shape: Shape, data: Path, port: int) -> None:
+    def __init__(
+        self, setting: Setting, shape: Shape, data: Path, port: int, store_url: str = ""
+    ) -> None:
         self.setting, self.shape, self.data, self.port = setting, shape, data, port
+        self.store_url = store_url
         self.process: subprocess.Popen | None = None
         self.log_path = var_dir() / "logs" / f"check-{shape.name}-{port}.log"
 
@@ -175,7 +195,7 @@ class CheckServer:
     def start(self) -> "CheckServer":
         if not port_is_free(self.port):
             raise RuntimeError(port_in_use_message(self.port, self.setting.target))
-        env = {**environment(self.setting, self.data), **dict(self.shape.env)}
+        env = {**environment(self.setting, self.data, self.store_url), **dict(self.shape.env)}
         env["PORT"] = str(self.port)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with (
@@ -265,23 +285,37 @@ class Deployment:
     urls: list[str]  # where the users send requests
     workers: int  # worker processes behind each url, to spread connections over
     restart: Callable[[], None]  # called once in the middle of the run
+    store: StoreServer | None = None  # the spec's [app].store, running
+
+
+def start_store(kind: str, data: Path) -> EmbeddedValkey:
+    """The spec's store, on its own folder under {data} and a free port."""
+    if kind != "valkey":  # spec.py lets no other through
+        raise ValueError(f"no store named {kind!r}")
+    return EmbeddedValkey(data / "valkey", port=free_port()).start()
 
 
 @contextmanager
 def deployed(setting: Setting, shape_name: str) -> Iterator[Deployment]:
-    """The app under this shape, its data fresh; stopped, and the data deleted, on exit."""
+    """The app under this shape, its data (and store) fresh; stopped, and
+    the data deleted, on exit."""
     shape = SHAPES[shape_name]
-    with ExitStack() as running, run_folder("check") as data:
-        run_setup(setting, data)
+    with run_folder("check") as data, ExitStack() as running:
+        store, store_url = None, ""
+        if setting.app.store:
+            store = start_store(setting.app.store, data)
+            running.callback(store.stop)
+            store_url = store.url
+        run_setup(setting, data, store_url)
         servers = []
         for _ in range(shape.instances):
-            server = CheckServer(setting, shape, data, free_port())
+            server = CheckServer(setting, shape, data, free_port(), store_url)
             servers.append(server.start())
             running.callback(server.stop)
         if shape.instances > 1:
             balancer = Balancer([s.url for s in servers], data / "caddy")
             running.enter_context(balancer)
-            yield Deployment([balancer.url], 0, lambda: None)
+            yield Deployment([balancer.url], 0, lambda: None, store)
             return
 
         def restart() -> None:
@@ -289,4 +323,4 @@ def deployed(setting: Setting, shape_name: str) -> Iterator[Deployment]:
                 servers[0].stop()
                 servers[0].start()
 
-        yield Deployment([servers[0].url], shape.workers, restart)
+        yield Deployment([servers[0].url], shape.workers, restart, store)

@@ -1,6 +1,7 @@
 """The check's spec: a TOML file saying what an app keeps and which requests reach it.
 
-One [app] table and any number of model tables, each an array of tables:
+One [app] table (its store = "valkey" asks for a store server, found at
+{store_url}) and any number of model tables, each an array of tables:
 [[counter]], [[per_user_list]], [[per_request]], [[shared_value]], [[login]]
 (docs/check-your-own-app.md describes every key). tomllib reads the values
 but keeps no line numbers, so a second pass over the text notes the line of
@@ -32,7 +33,9 @@ MODELS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 ROUTE_KEYS = {"increment", "read", "reset", "add", "list", "request", "set", "get", "login"}
 ROUTE_KEYS.add("whoami")
 STRING_KEYS = ("value", "items", "expect", "name", "read_value")
-APP_KEYS = ("target", "env", "setup", "gunicorn")
+APP_KEYS = ("target", "env", "setup", "gunicorn", "store")
+STORES = ("valkey",)  # [app].store: a server the check starts for each shape
+STORE_URL = "{store_url}"  # in [app].env: where that store listens
 
 
 class SpecError(Exception):
@@ -83,6 +86,7 @@ class AppSpec:
     env: dict[str, str] = field(default_factory=dict)
     setup: list[str] = field(default_factory=list)
     gunicorn: list[str] = field(default_factory=list)
+    store: str | None = None  # one of STORES, or none
 
 
 @dataclass
@@ -200,6 +204,18 @@ def parse_app(path: Path, table: Any, at: Any) -> AppSpec:
             shape = "a table of strings" if kind is dict else "a list of strings"
             raise SpecError(f"{path} line {at('app', 0, key)}: [app] {key} must be {shape}")
         setattr(app, key, value)
+    store = table.get("store")
+    if store is not None and store not in STORES:
+        raise SpecError(
+            f"{path} line {at('app', 0, 'store')}: [app] store is the server the check starts "
+            f"for the app, one of {', '.join(repr(s) for s in STORES)}; got {store!r}"
+        )
+    app.store = store
+    if not store and (uses := next((k for k, v in app.env.items() if STORE_URL in v), None)):
+        raise SpecError(
+            f"{path} line {at('app', 0, 'env')}: [app] env {uses} uses {STORE_URL}, but the "
+            f'spec names no store; add store = "valkey" to [app]'
+        )
     if app.target is not None and not re.fullmatch(r"[\w.]+:[\w.]+(\(\))?", str(app.target)):
         raise SpecError(
             f"{path} line {at('app', 0, 'target')}: target is module:factory or module:app, "

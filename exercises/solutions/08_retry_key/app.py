@@ -2,81 +2,69 @@
 
 Orders: POST /orders with {"item": "tea"} places an order and answers the
 caller's orders, GET /orders lists them. A user is one browser, given a
-random id in a cookie on its first visit; each order is a row in SQLite.
-The store sits across a network that sometimes loses its answer: the order
-was saved, but the app waited in vain and got a timeout, and tried again.
-Each order carries a key made once, before the first try; the orders table
-holds each key once, and a second try with the same key changes nothing
-(INSERT ... ON CONFLICT DO NOTHING). A browser that retries can send its
-own key in an Idempotency-Key header.
+random id in a cookie on its first visit; each user's orders are a list in
+Valkey (a Redis-protocol server) at STORE_URL. When the store stalls, the
+order reaches it but its answer comes later than the client waits
+(socket_timeout), and the app tries again. Each order carries a key made
+once, before the first try; one Lua script, which the store runs as one
+step, sets the key only if it is new (SET NX) and pushes the order only
+then, so a second try with the same key changes nothing. A browser that
+retries can send its own key in an Idempotency-Key header.
 
 Users report: "I ordered once and was charged twice."
 
-Run it by hand from this folder: flask --app app run
+Run it by hand from this folder, with a Valkey or Redis server running:
+STORE_URL=redis://127.0.0.1:6379/0 flask --app app run
 """
 
-import itertools
 import os
 import secrets
-import sqlite3
+import time
 import uuid
-from contextlib import closing
 
+import redis
 from flask import Flask, abort, current_app, g, request
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from werkzeug.exceptions import HTTPException
 
 USER_COOKIE = "uid"
-ATTEMPTS = 3
-SCHEMA = """CREATE TABLE IF NOT EXISTS orders (
-    id INTEGER PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    item TEXT NOT NULL,
-    order_key TEXT NOT NULL UNIQUE
-)"""
+STORE_TIMEOUT_SECONDS = 0.25  # how long one try waits for the store's answer
+ATTEMPTS = 5  # tries in all
+BACKOFF_SECONDS = 0.1  # before the second try; doubled before each next one
+KEY_SECONDS = 24 * 3600  # how long an order's key is kept: longer than any retry
+# The order pushed only if its key is new, in one step the store runs alone.
+PLACE_ONCE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+    redis.call('RPUSH', KEYS[2], ARGV[1])
+end
+return 1
+"""
 
 
-class StoreTimeout(Exception):
-    """The store did not answer in time: the write may have been made, or not."""
+def orders_key(user_id: str) -> str:
+    return f"orders:{user_id}"
 
 
-# Stands in for the network between the app and its store, and is not the
-# lesson: the first try of every other order loses its answer, after the
-# store has made the write; a retry's answer always arrives.
-LOST_ANSWER_EVERY = 2
-first_tries = itertools.count(1)
+def save_order(store: redis.Redis, user_id: str, item: str, order_key: str) -> None:
+    place_once = store.register_script(PLACE_ONCE)  # sent by its SHA1, else whole
+    place_once(keys=[f"order-key:{order_key}", orders_key(user_id)], args=[item, KEY_SECONDS])
 
 
-def store_answer_arrives() -> None:
-    first_try = "tried" not in g
-    g.tried = True
-    if first_try and next(first_tries) % LOST_ANSWER_EVERY == 0:
-        raise StoreTimeout("the store took too long to answer")
+def place_order_retrying(store: redis.Redis, user_id: str, item: str, order_key: str) -> bool:
+    """Save the order, trying again after a timeout; False if every try timed out."""
+    for attempt in range(ATTEMPTS):
+        try:
+            save_order(store, user_id, item, order_key)
+            return True
+        except redis.TimeoutError:
+            if attempt + 1 < ATTEMPTS:
+                time.sleep(BACKOFF_SECONDS * 2**attempt)
+    return False
 
 
-def connect(path: str) -> sqlite3.Connection:
-    # Autocommit: each statement is its own transaction; wait for a writer's lock.
-    return sqlite3.connect(path, timeout=10, isolation_level=None)
-
-
-def get_db() -> sqlite3.Connection:
-    """This request's connection, made on first use and closed at its end."""
-    if "db" not in g:
-        g.db = connect(current_app.config["DATABASE"])
-    return g.db
-
-
-def save_order(user_id: str, item: str, order_key: str) -> None:
-    get_db().execute(
-        "INSERT INTO orders (user_id, item, order_key) VALUES (?, ?, ?)"
-        " ON CONFLICT (order_key) DO NOTHING",
-        (user_id, item, order_key),
-    )
-    store_answer_arrives()
-
-
-def users_orders(user_id: str) -> list[str]:
-    rows = get_db().execute("SELECT item FROM orders WHERE user_id = ? ORDER BY id", (user_id,))
-    return [item for (item,) in rows]
+def users_orders(store: redis.Redis, user_id: str) -> list[str]:
+    return store.lrange(orders_key(user_id), 0, -1)
 
 
 def posted_item() -> str:
@@ -90,15 +78,19 @@ def posted_item() -> str:
 def create_app() -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
-    app.config["DATABASE"] = os.environ.get("DATABASE", "orders.sqlite3")
-    with closing(connect(app.config["DATABASE"])) as db:
-        db.execute(SCHEMA)
+    # One client per worker process, made here: redis-py's client is
+    # thread-safe and connects on first use. Its own retries are off
+    # (redis-py retries a timed-out command by default), so that the only
+    # retry is the one in place_order_retrying, in sight.
+    app.extensions["store"] = redis.Redis.from_url(
+        os.environ.get("STORE_URL", "redis://127.0.0.1:6379/0"),
+        socket_timeout=STORE_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
+    )
 
-    @app.teardown_appcontext
-    def close_db(_error):
-        db = g.pop("db", None)
-        if db is not None:
-            db.close()
+    def store() -> redis.Redis:
+        return current_app.extensions["store"]
 
     @app.before_request
     def identify_user():
@@ -117,24 +109,23 @@ def create_app() -> Flask:
         # One key for every try of this order; the user's own, if the browser sent one.
         header = request.headers.get("Idempotency-Key")
         order_key = f"{g.user_id}:{header}" if header else uuid.uuid4().hex
-        for _attempt in range(ATTEMPTS):
-            try:
-                save_order(g.user_id, item, order_key)
-                break
-            except StoreTimeout:
-                continue
-        else:
-            detail = "the store did not answer; the order may or may not be placed"
+        if not place_order_retrying(store(), g.user_id, item, order_key):
+            # Never sent again from here: the store may have saved it.
+            detail = "the store did not answer in time; the order may or may not have been saved"
             return {"error": "store timed out", "detail": detail, "outcome": "unknown"}, 503
-        return {"orders": users_orders(g.user_id)}, 201
+        return {"orders": users_orders(store(), g.user_id)}, 201
 
     @app.get("/orders")
     def show_orders():
-        return {"orders": users_orders(g.user_id)}
+        return {"orders": users_orders(store(), g.user_id)}
 
     # Not the lesson: an error is a JSON answer, never an HTML page.
     @app.errorhandler(HTTPException)
     def json_error(error: HTTPException):
         return {"error": error.name, "detail": error.description}, error.code
+
+    @app.errorhandler(redis.RedisError)
+    def store_error(error: redis.RedisError):
+        return {"error": "store unavailable", "detail": f"the store failed: {error}"}, 503
 
     return app
