@@ -16,7 +16,9 @@ from typing import Protocol
 
 from serve.pids import descendants, proc_stat, start_time
 
-STOP_LIMIT_SECONDS = 2.0  # the most a SIGSTOPped process may take to show it stopped
+# The most a SIGSTOPped process may take to show it stopped: one in an
+# uninterruptible wait (an fsync on a busy disk) stops only when that ends.
+STOP_LIMIT_SECONDS = 10.0
 
 
 class StoreServer(Protocol):
