@@ -231,7 +231,8 @@ class RateLimit(Driver):
     def hit(self, user: User, first: bool = False) -> Event:
         route = self.model.routes["request"]
         body = self.model.body if route.method != "GET" else None
-        event, answer = user.send("hit", route, self.tokens.new(), body, lambda a: None)
+        token = self.tokens.new() if TOKEN in f"{route.path}{body}" else None
+        event, answer = user.send("hit", route, token, body, lambda a: None)
         header = self.model.keys.get("remaining")
         if first and event.status != 429:  # refused at once: the limit is already used up
             first_check(self.model, "request", event, answer, None)
