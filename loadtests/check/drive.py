@@ -269,7 +269,7 @@ class Stream:
         while not self.closing.is_set():
             try:
                 chunk = answer.read1(4096)
-            except (*TRANSPORT_ERRORS, ValueError):
+            except (*TRANSPORT_ERRORS, ValueError, AttributeError):  # closed under it
                 return
             if not chunk:
                 return
