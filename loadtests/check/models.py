@@ -277,11 +277,11 @@ class Broadcast(Driver):
         self.workers = workers
         spread(self.users, workers)
 
-    def subscribe(self, history: list[Event], first: bool = False) -> list[Stream]:
+    def subscribe(self, history: list[Event], wanted: int = 0, first: bool = False) -> list[Stream]:
         """One subscriber per worker process (behind a balancer, four;
         with one process, two on it)."""
         self.rounds += 1
-        wanted = max(2, self.workers or 4)
+        wanted = wanted or max(2, self.workers or 4)
         streams: list[Stream] = []
         on: set[str] = set()
         for attempt in range(self.ATTEMPTS):
@@ -302,13 +302,15 @@ class Broadcast(Driver):
         return streams
 
     def publish(self, first: bool = False) -> Event:
-        event = self.send(self.users[0], "publish", "publish", self.tokens.new(), first=first)
+        event = self.send(self.users[0], "publish", "publish", self.tokens.new())
+        if first and event.status:  # no answer: every worker holding a stream (sync), judged
+            first_check(self.model, "publish", event, event.value, None)
         event.value = event.arg if event.ok else None
         return event
 
     def first(self) -> None:
-        # The routes checked, nothing judged: a subscriber recorded apart.
-        streams = self.subscribe([], first=True)
+        # The routes checked, nothing judged: one subscriber, recorded apart.
+        streams = self.subscribe([], wanted=1, first=True)
         try:
             self.publish(first=True)
         finally:
