@@ -25,8 +25,7 @@ worker process: RQ on Valkey, the smallest real one (a queue and a status
 per job in the Redis-protocol server the app already has, `rq worker` to run
 them). Its default Worker forks a work horse per job, so a job that crashes
 or hangs past its timeout is killed without taking the worker down; web
-workers can come and go meanwhile. `GET /jobs/latest`, the job started last,
-is what `python -m loadtests.check` reads (loadtests/check/specs/background_job.toml).
+workers can come and go meanwhile.
 """
 
 import contextlib
@@ -72,7 +71,9 @@ def build_report(name: str, seconds: float, done_dir: str) -> str:
 # In the worker process: its threads and what it knows of its jobs.
 executor = ThreadPoolExecutor(max_workers=2)
 jobs: dict[str, dict] = {}
-latest: dict[str, str] = {}  # the job started last: its id and name
+# The job started last: its id and name, at GET /jobs/latest, which
+# python -m loadtests.check reads (loadtests/check/specs/background_job.toml).
+latest: dict[str, str] = {}
 app = stamp_worker(Flask(__name__))
 NO_JOB = {"id": None, "name": None, "status": None}
 

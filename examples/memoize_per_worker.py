@@ -23,9 +23,6 @@ again, then once more after a restart on the same port. A run:
 
 The fix: Flask-Caching with CACHE_TYPE "RedisCache" (CACHE_REDIS_URL): one
 cache for every worker, instance and restart, and a clear that clears it.
-create_app() serves the same report for `python -m loadtests.check`
-(loadtests/check/specs/memoize.toml), its title editable, the cache as
-CACHE_TYPE says.
 """
 
 import contextlib
@@ -114,7 +111,8 @@ def create_shared_app() -> Flask:
 
 
 def create_app() -> Flask:
-    """The report at /reports/<name> for the check: Flask-Caching as CACHE_TYPE
+    """The report at /reports/<name> for python -m loadtests.check (its spec:
+    loadtests/check/specs/memoize.toml): Flask-Caching as CACHE_TYPE
     says (SimpleCache by default; RedisCache at REDIS_URL), its title in
     REPORTS_DIR. POST /reports/<name> changes the title and rebuilds the
     cached report at once (forced_update), as an admin's edit would."""

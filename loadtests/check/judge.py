@@ -1,27 +1,19 @@
 """Each model's verdict, judged from its recorded history.
 
-Where the rule is the existing checker's, it is the checker's code and words:
-the counter is loadtests.judge.writes.check_counter (lost update, divergence, final
-value), a per-user list is check_visits (lost visit, lost tab, duplicated
-visit, visit leak). The new models' rules, in the same style:
+The counter and the per-user list are the existing checker's code and words
+(loadtests.judge.writes: check_counter, check_visits). The new models' rules:
 
-per_request   every answer holds its own token and no other request's; the
-              witness is the answer and the overlapping request whose token
-              it holds ("request leak")
+per_request   every answer holds its own token and no other ("request leak")
 shared_value  no read returns a value older than the last set acknowledged
-              before the read began: a value some later acknowledged set
-              replaced before it, or one no set wrote ("stale read")
+              before the read began ("stale read")
 login         after an acknowledged login, every whoami with that cookie
-              names that user ("lost identity" when it names nobody or is
-              refused, "identity leak" when it names someone else); a user
-              who never logged in is never named as anyone ("identity leak")
-rate_limit    no user (or, per address, no one) has more requests accepted
-              than the limit ("over the limit", the accepted requests and
-              their workers); the remaining count never goes up from one
-              answer to a request sent after it ("remaining went up")
-broadcast     every subscriber listening when a message was published
-              receives it within `within` seconds of the publish's answer
-              ("missed message": how many of the subscribers it reached)
+              names that user ("lost identity", "identity leak"); one who
+              never logged in is never named as anyone ("identity leak")
+rate_limit    no user (per address: no one) has more requests accepted than
+              the limit ("over the limit"); the remaining count never goes
+              up after an answer ("remaining went up")
+broadcast     every subscriber listening when a message was published gets
+              it within `within` seconds of the answer ("missed message")
 
 Every model also counts requests that failed (no answer, or a 5xx).
 """
