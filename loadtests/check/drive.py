@@ -238,9 +238,12 @@ class Stream:
 
     def pid(self) -> str:
         """The worker process this connection is on, as /__check__/worker says."""
-        self.connection.request("GET", WORKER_PATH)
-        answer = self.connection.getresponse()
-        answer.read()
+        try:
+            self.connection.request("GET", WORKER_PATH)
+            answer = self.connection.getresponse()
+            answer.read()
+        except TRANSPORT_ERRORS:
+            return ""
         return answer.headers.get("X-Worker", "").partition("-")[0]
 
     def open(self, route: Route) -> tuple[Event, str]:

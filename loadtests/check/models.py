@@ -284,21 +284,26 @@ class Broadcast(Driver):
         wanted = wanted or max(2, self.workers or 4)
         streams: list[Stream] = []
         on: set[str] = set()
-        for attempt in range(self.ATTEMPTS):
-            if len(streams) == wanted:
-                break
-            name = f"{self.model.name}-r{self.rounds}-s{len(streams)}-{self.tokens.prefix}"
-            stream = Stream(name, self.users[0].urls[0], history, self.tokens)
-            if self.workers > 1 and attempt < self.ATTEMPTS - wanted:
-                pid = stream.pid()
-                if pid in on and len(on) < self.workers:
-                    stream.close()
-                    continue
-                on.add(pid)
-            streams.append(stream)
-            event, shown = stream.open(self.model.routes["subscribe"])
-            if first:
-                first_check(self.model, "subscribe", event, shown, None)
+        try:
+            for attempt in range(self.ATTEMPTS):
+                if len(streams) == wanted:
+                    break
+                name = f"{self.model.name}-r{self.rounds}-s{len(streams)}-{self.tokens.prefix}"
+                stream = Stream(name, self.users[0].urls[0], history, self.tokens)
+                if self.workers > 1 and attempt < self.ATTEMPTS - wanted:
+                    pid = stream.pid()
+                    if pid in on and len(on) < self.workers:
+                        stream.close()
+                        continue
+                    on.add(pid)
+                streams.append(stream)
+                event, shown = stream.open(self.model.routes["subscribe"])
+                if first:
+                    first_check(self.model, "subscribe", event, shown, None)
+        except BaseException:
+            for stream in streams:
+                stream.close()
+            raise
         return streams
 
     def publish(self, first: bool = False) -> Event:
