@@ -10,8 +10,9 @@ login         after an acknowledged login, every whoami with that cookie
               names that user ("lost identity", "identity leak"); one who
               never logged in is never named as anyone ("identity leak")
 rate_limit    no user (per address: no one) has more requests accepted than
-              the limit ("over the limit"); the remaining count never goes
-              up after an answer ("remaining went up")
+              the limit ("over the limit", the first limit + 1 accepted as
+              its witness); the remaining count never goes up after an
+              answer ("remaining went up")
 broadcast     every subscriber listening when a message was published gets
               it within `within` seconds of the answer ("missed message")
 
@@ -221,14 +222,21 @@ def rate_limit(history: list[Event], verdict: ModelVerdict, limit: int, per: str
             f"answered by {workers_of(accepted)}"
         )
         excess = sum(len(a) - limit for a in over.values())
-        verdict.add("over_limit", excess, summary, accepted)
+        verdict.add(
+            "over_limit", excess, summary, accepted[: limit + 1]
+        )  # the fewest that prove it
     went_up = []  # (earlier, later): the later request was told more remain
     for events in buckets.values():
         counted = [e for e in events if isinstance(e.value, int) and not isinstance(e.value, bool)]
-        for later in counted:
-            before = [e for e in counted if e.end < later.start and e.value < later.value]
-            if before:
-                went_up.append((max(before, key=lambda e: e.end), later))
+        ended = sorted(counted, key=lambda e: e.end)
+        lowest, n = None, 0  # the fewest remaining told by an answer before this request
+        for later in counted:  # by start
+            while n < len(ended) and ended[n].end < later.start:
+                if lowest is None or ended[n].value <= lowest.value:
+                    lowest = ended[n]
+                n += 1
+            if lowest is not None and lowest.value < later.value:
+                went_up.append((lowest, later))
     if went_up:
         earlier, later = min(went_up, key=lambda pair: span(list(pair)))
         summary = (
