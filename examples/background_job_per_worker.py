@@ -71,7 +71,11 @@ def build_report(name: str, seconds: float, done_dir: str) -> str:
 # In the worker process: its threads and what it knows of its jobs.
 executor = ThreadPoolExecutor(max_workers=2)
 jobs: dict[str, dict] = {}
+# The job started last: its id and name, at GET /jobs/latest, which
+# python -m loadtests.check reads (loadtests/check/specs/background_job.toml).
+latest: dict[str, str] = {}
 app = stamp_worker(Flask(__name__))
+NO_JOB = {"id": None, "name": None, "status": None}
 
 
 def run_job(job_id: str, name: str, seconds: float) -> None:
@@ -84,8 +88,14 @@ def run_job(job_id: str, name: str, seconds: float) -> None:
 def start_job():
     job_id = uuid.uuid4().hex
     jobs[job_id] = {"status": "queued"}
+    latest.update(id=job_id, name=request.json["name"])
     executor.submit(run_job, job_id, request.json["name"], float(request.json["seconds"]))
     return {"id": job_id}, 202
+
+
+@app.get("/jobs/latest")
+def latest_job():
+    return {**latest, "status": jobs[latest["id"]]["status"]} if latest else NO_JOB
 
 
 @app.get("/jobs/<job_id>")
@@ -105,7 +115,19 @@ def create_queued_app() -> Flask:
     def start_job():
         name, seconds = request.json["name"], float(request.json["seconds"])
         job = reports.enqueue(build_report, name, seconds, os.environ["JOBS_DONE_DIR"])
+        valkey.hset("jobs:latest", mapping={"id": job.id, "name": name})
         return {"id": job.id}, 202
+
+    @queued.get("/jobs/latest")
+    def latest_job():
+        found = {k.decode(): v.decode() for k, v in valkey.hgetall("jobs:latest").items()}
+        if not found:
+            return NO_JOB
+        try:
+            status = Job.fetch(found["id"], connection=valkey).get_status().value
+        except NoSuchJobError:  # expired with its result
+            status = None
+        return {**found, "status": status}
 
     @queued.get("/jobs/<job_id>")
     def job_status(job_id: str):

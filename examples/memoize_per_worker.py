@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-from flask import Flask
+from flask import Flask, request
 from flask_caching import Cache
 
 from examples.servers import Gunicorn, at_once, stamp_worker, worker_of
@@ -49,7 +49,20 @@ def build_report(name: str) -> dict:
     """The slow function worth caching (a query, a call to another service)."""
     global built_here
     built_here += 1
-    return {"name": name, "built": f"{os.getpid()}-{built_here}"}
+    return {"name": name, "built": f"{os.getpid()}-{built_here}", "title": read_title(name)}
+
+
+def read_title(name: str) -> str | None:
+    """The report's title, kept in REPORTS_DIR (the database, for create_app)."""
+    folder = os.environ.get("REPORTS_DIR")
+    path = Path(folder, name) if folder else None
+    return path.read_text() if path and path.exists() else None
+
+
+def write_title(name: str, title: str) -> None:
+    written = Path(os.environ["REPORTS_DIR"], f".{name}.new")
+    written.write_text(title)
+    written.replace(written.with_name(name))  # whole: a reader sees the old title or the new
 
 
 def add_routes(app: Flask, prefix: str, lookup: Callable[[str], dict], forget: Callable) -> None:
@@ -95,6 +108,30 @@ def create_shared_app() -> Flask:
     report = redis_cache.memoize(timeout=300)(build_report)
     add_routes(shared, "/redis", report, lambda name: redis_cache.delete_memoized(report, name))
     return shared
+
+
+def create_app() -> Flask:
+    """The report at /reports/<name> for python -m loadtests.check (its spec:
+    loadtests/check/specs/memoize.toml): Flask-Caching as CACHE_TYPE
+    says (SimpleCache by default; RedisCache at REDIS_URL), its title in
+    REPORTS_DIR. POST /reports/<name> changes the title and rebuilds the
+    cached report at once (forced_update), as an admin's edit would."""
+    checked = stamp_worker(Flask(__name__))
+    config = {"CACHE_TYPE": os.environ.get("CACHE_TYPE", "SimpleCache")}
+    if config["CACHE_TYPE"] == "RedisCache":
+        config["CACHE_REDIS_URL"] = os.environ["REDIS_URL"]
+    reports = Cache(checked, config=config)
+    report = reports.memoize(timeout=300, forced_update=lambda: request.method == "POST")(
+        build_report
+    )
+    add_routes(checked, "", report, lambda name: reports.delete_memoized(report, name))
+
+    @checked.post("/reports/<name>")
+    def edit_report(name: str):
+        write_title(name, request.json["title"])
+        return {"report": report(name)}  # built again, and cached in place of the old one
+
+    return checked
 
 
 @dataclass(frozen=True)

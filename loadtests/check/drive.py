@@ -14,11 +14,16 @@ fall between the two bursts of all of them:
     last     the final reads
 
 Bounded: USERS users x OPS requests per burst, and MAX_SECONDS in all.
+A broadcast's subscribers are Streams: one open response each, read in a
+thread, placed one per worker process as users' connections are.
 """
 
+import contextlib
+import http.client
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -91,6 +96,7 @@ class User:
         for connection in self.connections:
             connection.cookies = self.cookies  # one jar: every answer's cookies reach both
         self.turn = 0
+        self.headers: dict[str, str] = {}  # of its last answer
 
     def tab(self, name: str) -> "User":
         """Another tab of the same browser: its cookies, its own connection."""
@@ -120,11 +126,13 @@ class User:
             json_body = {}
         start = time.monotonic()
         status, parsed, worker, error = 0, None, "", ""
+        self.headers = {}
         try:
             answer = http.request(
                 route.method, url, timeout=TIMEOUT_SECONDS, json=json_body, params=params
             )
             status, worker = answer.status_code, answer.headers.get("X-Worker", "")
+            self.headers = dict(answer.headers.items())
             text = answer.content.decode(errors="replace")
             try:
                 parsed = json.loads(text)
@@ -211,3 +219,80 @@ def spread(users: list[User], workers: int, attempts: int = 100) -> None:
                 break
             connection.close()
             time.sleep(min(0.05, 0.002 * attempt))
+
+
+class Stream:
+    """One subscriber: a streaming answer (server-sent events, a long poll)
+    held open on a connection of its own and read in a thread. It records
+    "subscribe" (from the request to its headers: listening from then on),
+    a "receive" for each token it finds in the stream, and "unsubscribe"
+    when it is closed."""
+
+    def __init__(self, name: str, url: str, history: list[Event], tokens: Tokens) -> None:
+        self.name, self.history, self.tokens = name, history, tokens
+        parts = url.removeprefix("http://").partition(":")
+        self.connection = http.client.HTTPConnection(parts[0], int(parts[2]), TIMEOUT_SECONDS)
+        self.worker, self.received = "", set()
+        self.reader: threading.Thread | None = None
+        self.closing = threading.Event()
+
+    def pid(self) -> str:
+        """The worker process this connection is on, as /__check__/worker says."""
+        try:
+            self.connection.request("GET", WORKER_PATH)
+            answer = self.connection.getresponse()
+            answer.read()
+        except TRANSPORT_ERRORS:
+            return ""
+        return answer.headers.get("X-Worker", "").partition("-")[0]
+
+    def open(self, route: Route) -> tuple[Event, str]:
+        """Send the subscribe request; once its headers are in, read on in a thread."""
+        start = time.monotonic()
+        status, error, shown = 0, "", ""
+        try:
+            self.connection.request(route.method, route.path.replace(TOKEN, ""))
+            answer = self.connection.getresponse()
+            status, self.worker = answer.status, answer.headers.get("X-Worker", "")
+            if status != 200:
+                shown = answer.read(200).decode(errors="replace")
+        except TRANSPORT_ERRORS as failure:
+            error = str(failure) or type(failure).__name__
+        event = Event("subscribe", self.name, None, start, time.monotonic(), status, None,
+                      self.worker, error)  # fmt: skip
+        event.value = "listening" if status == 200 else None
+        self.history.append(event)
+        if status == 200:
+            self.reader = threading.Thread(target=self.read, args=(answer,), daemon=True)
+            self.reader.start()
+        return event, shown
+
+    def read(self, answer: http.client.HTTPResponse) -> None:
+        pending = ""
+        while not self.closing.is_set():
+            try:
+                chunk = answer.read1(4096)
+            except (*TRANSPORT_ERRORS, ValueError, AttributeError):  # closed under it
+                return
+            if not chunk:
+                return
+            now = time.monotonic()
+            *lines, pending = (pending + chunk.decode(errors="replace")).split("\n")
+            for token in self.tokens.found("\n".join(lines)):
+                if token not in self.received:
+                    self.received.add(token)
+                    self.history.append(Event("receive", self.name, token, now, now, 200,
+                                              token, self.worker))  # fmt: skip
+
+    def close(self) -> None:
+        self.closing.set()
+        if self.reader is not None:
+            now = time.monotonic()
+            self.history.append(Event("unsubscribe", self.name, None, now, now, 200, "closed",
+                                      self.worker))  # fmt: skip
+        if self.connection.sock is not None:
+            with contextlib.suppress(OSError):
+                self.connection.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader
+        self.connection.close()
+        if self.reader is not None:
+            self.reader.join(timeout=TIMEOUT_SECONDS)

@@ -4,7 +4,9 @@ Each driver records into a history of its own, in the op names the
 existing checker reads where its rule is the same: the counter's
 increment, read and reset; the list's add_visit and list_visits (one
 user's concurrent tabs marked scenario "tabs"). The new models record
-request, set and get, login and whoami (loadtests/check/judge.py).
+request, set and get, login and whoami, a rate limit's hit, a broadcast's
+publish and its subscribers' subscribe, receive and unsubscribe
+(loadtests/check/judge.py).
 """
 
 import json
@@ -17,13 +19,15 @@ from loadtests.check.drive import (
     MISSING,
     OPS,
     USERS,
+    Stream,
     Tokens,
     User,
     at_path,
     first_check,
+    spread,
     together,
 )
-from loadtests.check.spec import TOKEN, Model
+from loadtests.check.spec import TOKEN, WITHIN_SECONDS, Model
 from loadtests.judge.history import Event
 
 
@@ -35,6 +39,10 @@ class Driver:
         self.users = [User(f"{model.name}-u{i}-{run}", urls, self.history) for i in range(users)]
         self.deadline = time.monotonic() + MAX_SECONDS
         self.ops = OPS
+
+    def place(self, workers: int) -> None:
+        """Put the users' connections on the worker processes (drive.spread)."""
+        spread(self.users, workers)
 
     def in_time(self) -> bool:
         return time.monotonic() < self.deadline
@@ -216,10 +224,128 @@ class Login(Driver):
                                            for _ in self.repeat()])  # fmt: skip
 
 
+class RateLimit(Driver):
+    """Every user sends one more request than the limit, over both its
+    connections (so both worker processes), in each burst."""
+
+    def hit(self, user: User, first: bool = False) -> Event:
+        route = self.model.routes["request"]
+        body = self.model.body if route.method != "GET" else None
+        token = self.tokens.new() if TOKEN in f"{route.path}{body}" else None
+        event, answer = user.send("hit", route, token, body, lambda a: None)
+        header = self.model.keys.get("remaining")
+        if first and event.status != 429:  # refused at once: the limit is already used up
+            first_check(self.model, "request", event, answer, None)
+        if not header:
+            event.value = "accepted" if event.ok else None
+            return event
+        found = {k.lower(): v for k, v in user.headers.items()}.get(header.lower())
+        if first and event.status and found is None:
+            raise self.model.error(
+                "remaining", f"the answer to {route} has no header {header!r}; "
+                f"its headers: {', '.join(user.headers)}",
+            )  # fmt: skip
+        event.value = int(found) if found is not None and found.strip().isdigit() else None
+        return event
+
+    def first(self) -> None:
+        self.hit(self.users[0], first=True)
+
+    def burst(self) -> None:
+        more = self.model.keys["limit"] + 1
+        together(self.users, lambda i, u: [self.hit(u) for _ in range(more) if self.in_time()])
+
+
+class Broadcast(Driver):
+    """One user publishes; subscribers listen, one per worker process.
+
+    Each burst is a round: subscribers opened (each placed on a worker that
+    has none yet), a message published through each of the publisher's two
+    connections, a wait until every subscriber has every message or `within`
+    seconds after the last publish, the subscribers closed. The restart
+    falls between rounds, as a browser's EventSource reconnects after one."""
+
+    PUBLISHES = 2  # per round, one through each of the publisher's connections
+    ATTEMPTS = 100  # connections tried to find a worker without a subscriber
+
+    def __init__(self, model: Model, tokens: Tokens, urls: list[str], users: int = 1) -> None:
+        super().__init__(model, tokens, urls, users=1)
+        self.within = float(model.keys.get("within", WITHIN_SECONDS))
+        self.workers, self.rounds = 0, 0
+
+    def place(self, workers: int) -> None:
+        self.workers = workers
+        spread(self.users, workers)
+
+    def subscribe(self, history: list[Event], wanted: int = 0, first: bool = False) -> list[Stream]:
+        """One subscriber per worker process (behind a balancer, four;
+        with one process, two on it)."""
+        self.rounds += 1
+        wanted = wanted or max(2, self.workers or 4)
+        streams: list[Stream] = []
+        on: set[str] = set()
+        try:
+            for attempt in range(self.ATTEMPTS):
+                if len(streams) == wanted:
+                    break
+                name = f"{self.model.name}-r{self.rounds}-s{len(streams)}-{self.tokens.prefix}"
+                stream = Stream(name, self.users[0].urls[0], history, self.tokens)
+                if self.workers > 1 and attempt < self.ATTEMPTS - wanted:
+                    pid = stream.pid()
+                    if pid in on and len(on) < self.workers:
+                        stream.close()
+                        continue
+                    on.add(pid)
+                streams.append(stream)
+                event, shown = stream.open(self.model.routes["subscribe"])
+                if first:
+                    first_check(self.model, "subscribe", event, shown, None)
+        except BaseException:
+            for stream in streams:
+                stream.close()
+            raise
+        return streams
+
+    def publish(self, first: bool = False) -> Event:
+        event = self.send(self.users[0], "publish", "publish", self.tokens.new())
+        if first and event.status:  # no answer: every worker holding a stream (sync), judged
+            first_check(self.model, "publish", event, event.value, None)
+        event.value = event.arg if event.ok else None
+        return event
+
+    def first(self) -> None:
+        # The routes checked, nothing judged: one subscriber, recorded apart.
+        streams = self.subscribe([], wanted=1, first=True)
+        try:
+            self.publish(first=True)
+        finally:
+            for stream in streams:
+                stream.close()
+
+    def burst(self) -> None:
+        streams = self.subscribe(self.history)
+        try:
+            published = []
+            for _ in range(self.PUBLISHES):
+                published.append(self.publish())
+                if not published[-1].status:  # no answer: no worker was free to take it
+                    break
+            sent = {e.arg for e in published if e.ok}
+            deadline = max(e.end for e in published) + self.within
+            listening = [s for s in streams if s.reader is not None]
+            while time.monotonic() < deadline and any(sent - s.received for s in listening):
+                time.sleep(0.02)
+        finally:
+            for stream in streams:
+                stream.close()
+
+
 DRIVERS: dict[str, type[Driver]] = {
     "counter": Counter,
     "per_user_list": PerUserList,
     "per_request": PerRequest,
     "shared_value": SharedValue,
     "login": Login,
+    "rate_limit": RateLimit,
+    "broadcast": Broadcast,
 }

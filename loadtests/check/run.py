@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from loadtests.check.drive import Tokens, spread
+from loadtests.check.drive import Tokens
 from loadtests.check.judge import judge
 from loadtests.check.models import DRIVERS
 from loadtests.check.result import Cell, Result
@@ -82,7 +82,7 @@ def run_shape(setting: Setting, shape: str, models: list, progress: Callable) ->
         drivers = [DRIVERS[m.kind](m, tokens, deployment.urls) for m in models]
         try:
             for driver in drivers:
-                spread(driver.users, deployment.workers)
+                driver.place(deployment.workers)
             progress("first requests, one user at a time")
             for driver in drivers:
                 driver.first()
@@ -104,7 +104,13 @@ def run_shape(setting: Setting, shape: str, models: list, progress: Callable) ->
             for driver in drivers:
                 driver.close()
     return [
-        Cell(d.model.name, d.model.kind, shape, judge(d.model.kind, d.history, tokens), d.history)
+        Cell(
+            d.model.name,
+            d.model.kind,
+            shape,
+            judge(d.model.kind, d.history, tokens, d.model.keys),
+            d.history,
+        )
         for d in drivers
     ]
 

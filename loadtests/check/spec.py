@@ -1,14 +1,12 @@
 """The check's spec: a TOML file saying what an app keeps and which requests reach it.
 
-One [app] table (its store = "valkey" asks for a store server, found at
-{store_url}) and any number of model tables, each an array of tables:
-[[counter]], [[per_user_list]], [[per_request]], [[shared_value]], [[login]]
-(docs/check-your-own-app.md describes every key). tomllib reads the values
-but keeps no line numbers, so a second pass over the text notes the line of
-each table's header and of each key in it: every error names the spec's line,
-as a compiler would, whether found here (an unknown model, a missing key, a
-route that is not "METHOD /path") or at run time (a route that answers 404,
-a value path not in the answer).
+ROUTE_KEYS |= {"whoami", "subscribe", "publish"}
+STRING_KEYS = ("value", "items", "expect", "name", "read_value", "remaining", "per")
+PER = ("user", "address")
+WITHIN_SECONDS = 2.0
+APP_KEYS = ("target", "env", "setup", "gunicorn", "store")
+STORES = ("valkey",)  # [app].store: a server the check starts for each shape
+STORE_URL = "{store_url}"  # in [app].env: where that store listens
 """
 
 import re
@@ -29,10 +27,17 @@ MODELS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "per_request": (("name", "request", "expect"), ("body",)),
     "shared_value": (("name", "set", "get", "value"), ("body",)),
     "login": (("name", "login", "whoami", "value"), ("body",)),
+    # limit: requests accepted per window; per: "user" (a cookie jar) or "address" (all
+    # of the check's requests, which come from one); remaining: the header counting down
+    "rate_limit": (("name", "request", "limit"), ("body", "per", "remaining")),
+    # within: seconds a subscriber may take to receive a message (default 2)
+    "broadcast": (("name", "subscribe", "publish"), ("body", "within")),
 }
 ROUTE_KEYS = {"increment", "read", "reset", "add", "list", "request", "set", "get", "login"}
-ROUTE_KEYS.add("whoami")
-STRING_KEYS = ("value", "items", "expect", "name", "read_value")
+ROUTE_KEYS |= {"whoami", "subscribe", "publish"}
+STRING_KEYS = ("value", "items", "expect", "name", "read_value", "remaining", "per")
+PER = ("user", "address")
+WITHIN_SECONDS = 2.0
 APP_KEYS = ("target", "env", "setup", "gunicorn", "store")
 STORES = ("valkey",)  # [app].store: a server the check starts for each shape
 STORE_URL = "{store_url}"  # in [app].env: where that store listens
@@ -54,7 +59,7 @@ class Route:
 
 @dataclass
 class Model:
-    kind: str  # counter, per_user_list, per_request, shared_value, login
+    kind: str  # counter, per_user_list, per_request, shared_value, login, rate_limit, broadcast
     name: str
     routes: dict[str, Route]  # by key: "increment", "read", ...
     keys: dict[str, Any]  # the table as written
@@ -242,12 +247,24 @@ def parse_model(
     for key in table:
         if key in ROUTE_KEYS:
             model.routes[key] = parse_route(model, key, table[key])
-        elif key in ("value", "items", "expect", "name", "read_value") and not isinstance(
-            table[key], str
-        ):
+        elif key in STRING_KEYS and not isinstance(table[key], str):
             raise model.error(key, f"must be a string, got {table[key]!r}")
     if "body" in table and not isinstance(table["body"], dict):
         raise model.error("body", 'must be a table, the JSON body: body = { item = "{token}" }')
     if kind == "per_request" and TOKEN not in table["expect"]:
         raise model.error("expect", f"must hold {TOKEN}, the caller's own token")
+    limit = table.get("limit", 1)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise model.error("limit", f"must be a whole number of requests, 1 or more; got {limit!r}")
+    if table.get("per", "user") not in PER:
+        raise model.error("per", f'is "user" or "address"; got {table["per"]!r}')
+    within = table.get("within", WITHIN_SECONDS)
+    if isinstance(within, bool) or not isinstance(within, int | float) or within <= 0:
+        raise model.error("within", f"must be a number of seconds above 0; got {within!r}")
+    if kind == "broadcast" and TOKEN not in str(table.get("body", "")):
+        raise model.error(
+            "body" if "body" in table else "publish",
+            f"the publish needs a body holding {TOKEN}, the message: "
+            f'body = {{ message = "{TOKEN}" }}',
+        )
     return model
