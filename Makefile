@@ -108,8 +108,12 @@ run-broken: $(STAMP) ## Serve broken_global on http://127.0.0.1:5000
 run-fixed: $(STAMP) ## Serve every fixed app on its port (5001-5003)
 	$(BIN)/python -m serve --fixed
 
-test: $(STAMP) ## Run the test suite (PYTEST_ARGS="-k fuzz" to pick)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The suite in TEST_JOBS processes (pytest-xdist), a test file to each at a
+# time so a file's shared servers start once: most of a test's time is spent
+# waiting on the servers it starts. TEST_JOBS=0 runs it in this one process.
+TEST_JOBS ?= 2
+test: $(STAMP) ## Run the test suite (PYTEST_ARGS="-k fuzz" to pick; TEST_JOBS=0: one process)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 examples: $(STAMP) ## Run every proof in examples/, one line each
 	$(BIN)/python -m examples
