@@ -141,6 +141,14 @@ def test_the_fixed_shop_passes(fixed, model, shape):
     assert cell.verdict.operations > 20
 
 
+def test_two_shapes_run_at_once(fixed):
+    # Each shape's own time, from its start to its last read, added up, is
+    # more than the whole check took: the shapes overlapped.
+    per_shape = {cell.shape: cell.seconds for cell in fixed.cells if not cell.skipped}
+    assert len(per_shape) >= 2, fixed.report()
+    assert sum(per_shape.values()) > fixed.seconds, (per_shape, fixed.seconds)
+
+
 def test_shop_as_a_users_own_test_would_check_it():
     """The example of docs/check-your-own-app.md: a user's pytest calls the check."""
     result = check_app(

@@ -3,7 +3,9 @@
 For each shape: the app started on a fresh data folder (servers.deployed),
 every model's driver run through its phases together (first requests alone,
 burst, the restart if the shape has one, burst, last reads), each history
-judged, the servers stopped. Under store-paused the first burst opens every
+judged, the servers stopped. Two shapes run at once (SHAPES_AT_ONCE): each
+has its own ports, data and store, and most of a shape's time is spent
+waiting for its servers to start and stop. Under store-paused the first burst opens every
 app thread's connection to the store, and each model's second burst is
 released into the store already stopped: its first writes are in flight
 when the pause lands. A shape that cannot run here gives "skipped" cells
@@ -14,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -27,6 +30,11 @@ from serve.store import StoreServer
 
 STORE_SHAPES = ("store-paused",)  # faults of the spec's [app].store
 DEFAULT_SHAPES = tuple(s for s in SHAPES if s not in STORE_SHAPES)
+SHAPES_AT_ONCE = 2
+
+
+class Stopped(Exception):
+    """Another shape failed, or Ctrl-C came: this one ends at its next phase."""
 
 
 def default_shapes(spec: Spec) -> list[str]:
@@ -61,43 +69,82 @@ def run_check(
     result = Result(target, spec.path, chdir, list(shapes))
     setting = Setting(target, chdir, spec.app)
     began = time.monotonic()
-    for n, shape in enumerate(shapes, start=1):
-        progress(f"[{n}/{len(shapes)}] {shape}: starting {target} ...")
-        if reason := skip_reason(shape, spec.app):
-            result.cells += [Cell(m.name, m.kind, shape, skipped=reason) for m in chosen]
-            continue
-        started = time.monotonic()
-        cells = run_shape(setting, shape, chosen, lambda line, s=shape, k=n: progress(
-            f"[{k}/{len(shapes)}] {s}: {line}"))  # fmt: skip
-        for cell in cells:
-            cell.seconds = time.monotonic() - started
-        result.cells += cells
+    reasons = {shape: skip_reason(shape, spec.app) for shape in shapes}
+    stopping = threading.Event()
+    with ThreadPoolExecutor(SHAPES_AT_ONCE, thread_name_prefix="shape") as pool:
+        try:
+            running = {}
+            for n, shape in enumerate(shapes, start=1):
+                if not reasons[shape]:
+                    label = f"[{n}/{len(shapes)}] {shape}"
+                    args = (setting, shape, chosen, stopping, progress, label)
+                    running[shape] = pool.submit(timed_shape, *args)
+            for shape in shapes:
+                if reasons[shape]:
+                    result.cells += [
+                        Cell(m.name, m.kind, shape, skipped=reasons[shape]) for m in chosen
+                    ]
+                else:
+                    result.cells += running[shape].result()
+        except BaseException:  # a shape's error, or Ctrl-C: the others stop their servers too
+            stopping.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     result.seconds = time.monotonic() - began
     return result
 
 
-def run_shape(setting: Setting, shape: str, models: list, progress: Callable) -> list[Cell]:
+def timed_shape(
+    setting: Setting,
+    shape: str,
+    models: list,
+    stopping: threading.Event,
+    progress: Callable[[str], None],
+    label: str,
+) -> list[Cell]:
+    """run_shape, its progress lines labelled, each cell with the shape's time."""
+    progress(f"{label}: starting {setting.target} ...")
+    started = time.monotonic()
+    cells = run_shape(setting, shape, models, lambda line: progress(f"{label}: {line}"), stopping)
+    for cell in cells:
+        cell.seconds = time.monotonic() - started
+    return cells
+
+
+def run_shape(
+    setting: Setting,
+    shape: str,
+    models: list,
+    progress: Callable,
+    stopping: threading.Event | None = None,
+) -> list[Cell]:
     tokens = Tokens()
+
+    def phase(line: str) -> None:
+        if stopping is not None and stopping.is_set():
+            raise Stopped(shape)
+        progress(line)
+
     with deployed(setting, shape) as deployment:
         drivers = [DRIVERS[m.kind](m, tokens, deployment.urls) for m in models]
         try:
             for driver in drivers:
                 driver.place(deployment.workers)
-            progress("first requests, one user at a time")
+            phase("first requests, one user at a time")
             for driver in drivers:
                 driver.first()
-            progress("burst 1")
+            phase("burst 1")
             for driver in drivers:
                 driver.burst()
             if SHAPES[shape].restart:
-                progress("restarting the server")
+                phase("restarting the server")
                 deployment.restart()
             pause = SHAPES[shape].pause_store and deployment.store is not None
-            progress("burst 2, the store paused" if pause else "burst 2")
+            phase("burst 2, the store paused" if pause else "burst 2")
             for driver in drivers:
                 with paused_for(deployment.store, STORE_PAUSE_SECONDS) if pause else nullcontext():
                     driver.burst()
-            progress("last reads")
+            phase("last reads")
             for driver in drivers:
                 driver.last()
         finally:
