@@ -110,15 +110,15 @@ def create_shared_app() -> Flask:
     return shared
 
 
-def create_app() -> Flask:
+def create_app(cache_type: str = "SimpleCache") -> Flask:
     """The report at /reports/<name> for python -m loadtests.check (its spec:
-    loadtests/check/specs/memoize.toml): Flask-Caching as CACHE_TYPE
-    says (SimpleCache by default; RedisCache at REDIS_URL), its title in
-    REPORTS_DIR. POST /reports/<name> changes the title and rebuilds the
-    cached report at once (forced_update), as an admin's edit would."""
+    loadtests/check/specs/memoize.toml): Flask-Caching's cache_type (in
+    the worker; RedisCache: at REDIS_URL), its title in REPORTS_DIR.
+    POST /reports/<name> changes the title and rebuilds the cached report
+    at once (forced_update), as an admin's edit would."""
     checked = stamp_worker(Flask(__name__))
-    config = {"CACHE_TYPE": os.environ.get("CACHE_TYPE", "SimpleCache")}
-    if config["CACHE_TYPE"] == "RedisCache":
+    config = {"CACHE_TYPE": cache_type}
+    if cache_type == "RedisCache":
         config["CACHE_REDIS_URL"] = os.environ["REDIS_URL"]
     reports = Cache(checked, config=config)
     report = reports.memoize(timeout=300, forced_update=lambda: request.method == "POST")(
@@ -132,6 +132,12 @@ def create_app() -> Flask:
         return {"report": report(name)}  # built again, and cached in place of the old one
 
     return checked
+
+
+def create_redis_app() -> Flask:
+    """The fix, for python -m loadtests.check: create_app's routes cached by
+    RedisCache in Valkey at REDIS_URL (the spec's store)."""
+    return create_app("RedisCache")
 
 
 @dataclass(frozen=True)

@@ -42,14 +42,15 @@ ALLOWED = 3
 REQUESTS = 12  # from one client, alternating between the two workers
 
 
-def create_app() -> Flask:
-    """One limited route; the counts kept where RATELIMIT_STORAGE_URI says
-    (unset: Flask-Limiter's default, memory://, in this process)."""
+def create_app(storage_uri: str | None = None) -> Flask:
+    """One limited route; the counts kept at storage_uri, else where
+    RATELIMIT_STORAGE_URI says (unset: Flask-Limiter's default, memory://,
+    in this process)."""
     app = stamp_worker(Flask(__name__))
     limiter = Limiter(
         get_remote_address,
         app=app,
-        storage_uri=os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
+        storage_uri=storage_uri or os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
         headers_enabled=True,
     )
 
@@ -63,6 +64,12 @@ def create_app() -> Flask:
         return {"results": []}
 
     return app
+
+
+def create_shared_app() -> Flask:
+    """The fix, for python -m loadtests.check: the counts in Valkey at
+    REDIS_URL (loadtests/check/specs/rate_limit.toml: the check's store)."""
+    return create_app(limits_uri(os.environ["REDIS_URL"]))
 
 
 def limits_uri(valkey_url: str) -> str:

@@ -3,13 +3,12 @@ its spec in loadtests/check/specs/: the broken app fails under the shape
 that shows it, with the witness's words, and its fix passes the same shape.
 
 A cache and a job's status are shared values; a rate limit and a live update
-have models of their own. The fixes keep their state in Valkey: the test
-starts the embedded server (the redis_url fixture, emptied for each test)
-and the apps read its address from the environment the check passes on."""
+have models of their own. The fixes keep their state in Valkey: each spec
+names the store, the check starts a fresh one for each shape, and the apps
+read its address from REDIS_URL, which the spec sets to {store_url}."""
 
 import pytest
 
-from examples.rate_limit_per_worker import limits_uri
 from loadtests.check import SpecError, check_app
 from loadtests.check.spec import load_spec
 from plumbing.config import REPO_ROOT
@@ -31,9 +30,8 @@ def test_a_cache_kept_in_the_worker_serves_an_old_title():
     assert len({e.pid for e in stale.witness}) == 2  # set on one worker, read old on the other
 
 
-def test_redis_cache_serves_the_new_title_on_every_worker(redis_url, monkeypatch):
-    monkeypatch.setenv("CACHE_TYPE", "RedisCache")
-    fixed = check("memoize_per_worker:create_app", "memoize.toml", "gthread")
+def test_redis_cache_serves_the_new_title_on_every_worker():
+    fixed = check("memoize_per_worker:create_redis_app", "memoize.toml", "gthread")
     assert not fixed.failed, fixed.verdict.summary()
     assert fixed.verdict.operations > 20 and fixed.verdict.workers == 2
 
@@ -44,7 +42,7 @@ def test_a_job_status_kept_in_the_worker_is_unknown_to_the_other():
     assert broken.verdict.examples[0].kind == "stale read"
 
 
-def test_a_job_status_in_valkey_is_known_to_every_worker(redis_url):
+def test_a_job_status_in_valkey_is_known_to_every_worker():
     fixed = check("background_job_per_worker:create_queued_app", "background_job.toml", "sync")
     assert not fixed.failed, fixed.verdict.summary()
     assert fixed.verdict.operations > 20 and fixed.verdict.workers == 2
@@ -61,12 +59,23 @@ def test_a_rate_limit_in_memory_lets_more_through_per_worker_and_after_a_restart
     assert broken.verdict.counts["over_limit"] == len(accepted) - 3
 
 
-def test_a_rate_limit_in_valkey_holds_through_both_workers_and_a_restart(redis_url, monkeypatch):
-    monkeypatch.setenv("RATELIMIT_STORAGE_URI", limits_uri(redis_url))
-    fixed = check("rate_limit_per_worker:create_app", "rate_limit.toml", "restart")
+def test_a_rate_limit_in_valkey_holds_through_both_workers_and_a_restart():
+    fixed = check("rate_limit_per_worker:create_shared_app", "rate_limit.toml", "restart")
     assert not fixed.failed, fixed.verdict.summary()
     assert sum(e.ok for e in fixed.history) == 3  # the limit, through both workers and a restart
     assert fixed.verdict.workers == 4
+
+
+def test_a_rate_limit_in_valkey_starts_from_nothing_in_each_shape():
+    # Each shape its own store: a count shared from one shape to the next
+    # would refuse every request after the first shape, and prove nothing.
+    target = "examples.rate_limit_per_worker:create_shared_app"
+    result = check_app(target, SPECS / "rate_limit.toml", chdir=REPO_ROOT,
+                       shapes=["gthread", "restart"])  # fmt: skip
+    assert [c.shape for c in result.cells] == ["gthread", "restart"]
+    for cell in result.cells:
+        assert not cell.failed, cell.verdict.summary()
+        assert sum(e.ok for e in cell.history) == 3, cell.shape  # the restart keeps its store
 
 
 def test_a_live_update_announced_in_the_worker_reaches_its_own_subscriber_only():
@@ -81,7 +90,7 @@ def test_a_live_update_announced_in_the_worker_reaches_its_own_subscriber_only()
     assert broken.verdict.counts == {"messages_missed": 4}
 
 
-def test_a_live_update_through_valkey_pub_sub_reaches_every_subscriber(redis_url):
+def test_a_live_update_through_valkey_pub_sub_reaches_every_subscriber():
     fixed = check("live_update_reaches_one_worker:create_shared_app", "live_update.toml", "gthread")
     assert not fixed.failed, fixed.verdict.summary()
     received = [e for e in fixed.history if e.op == "receive"]
@@ -117,3 +126,6 @@ def test_every_example_spec_parses():
              for path in SPECS.glob("*.toml")}  # fmt: skip
     assert kinds["memoize"] == kinds["background_job"] == ["shared_value"]
     assert kinds["rate_limit"] == ["rate_limit"] and kinds["live_update"] == ["broadcast"]
+    for fixed_in_valkey in ("memoize", "background_job", "rate_limit", "live_update"):
+        app = load_spec(SPECS / f"{fixed_in_valkey}.toml", "x:app").app
+        assert app.store == "valkey" and app.env["REDIS_URL"] == "{store_url}"
