@@ -12,12 +12,23 @@ from loadtests.runs import bench
 
 SHORT = ["--seconds", "0.6", "--rounds", "2", "--profile-seconds", "0.6"]
 SHARES = ("web_cpu_share", "store_client_cpu_share", "project_cpu_share")
+# Each app's reference beside it (loadtests/runs/bare/), on the same store.
+BARE = {"fixed_db": "bare_sqlite", "fixed_cache": "bare_valkey", "fixed_session": "bare_session"}
+MAIN_WRITE = {app: "POST /counter/increment" for app in BARE} | {"fixed_session": "POST /visits"}
 
 
 def run_bench(app: str, out) -> dict[str, dict[str, str]]:
+    """The app's rows by route; its bare reference's rows are checked here."""
     assert bench.main([app, *SHORT, "--out", str(out)]) == 0
     with (out / "bench.csv").open() as f:
-        return {r["route"]: r for r in csv.DictReader(f)}
+        rows = list(csv.DictReader(f))
+    bare = {r["route"]: r for r in rows if r["app"] == BARE[app]}
+    assert list(bare) == ["GET /healthz", MAIN_WRITE[app]]
+    for row in bare.values():
+        assert int(row["req_per_s"]) > 0 and row["failed"] == "0"
+    if sys.platform == "linux":  # the same model, from the bare app's own /healthz
+        assert int(bare[MAIN_WRITE[app]]["best_case_req_s"]) > 0
+    return {r["route"]: r for r in rows if r["app"] == app}
 
 
 @pytest.mark.parametrize("app", ["fixed_db", "fixed_cache"])
