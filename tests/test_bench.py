@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from loadtests.runs import bench
+from loadtests.runs import bench, in_process
 
 SHORT = ["--seconds", "0.6", "--rounds", "2", "--profile-seconds", "0.6"]
 SHARES = ("web_cpu_share", "store_client_cpu_share", "project_cpu_share")
@@ -76,3 +76,13 @@ def check_floor_and_best_case(rows: dict[str, dict[str, str]], write: str) -> No
     # The write runs this project's code and its store's client; /healthz hardly any.
     assert float(row["project_cpu_share"]) > float(healthz["project_cpu_share"])
     assert float(row["store_client_cpu_share"]) > 0
+
+
+def test_in_process_measures_the_write_and_its_bare_app_in_one_thread(isolated_var_dir):
+    """loadtests/runs/in_process.py: the app's row, then its bare app's, each
+    write costing more of the thread's CPU than its /healthz."""
+    args = in_process.argparse.Namespace(requests=50, rounds=2)
+    app, bare = in_process.measure_app("fixed_db", args)
+    assert (app["app"], bare["app"]) == ("fixed_db (SQLite)", "bare_sqlite")
+    for row in (app, bare):
+        assert 0 < row["healthz_us"] < row["write_us"]
