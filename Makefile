@@ -84,7 +84,7 @@ compare: $(STAMP) ## The demo, plus each app's /healthz ceiling, CSV and charts 
 matrix: $(STAMP) ## Every app under seven server shapes (gevent and uWSGI too): CSV and heatmap in var/results
 	$(BIN)/python -m loadtests.runs.matrix
 
-bench: $(STAMP) ## Each app's main write vs. /healthz, its store's floor and its best case; where the CPU goes
+bench: $(STAMP) ## Each app's main write vs. /healthz, its store's floor, its best case and a bare Flask app; where the CPU goes
 	$(BIN)/python -m loadtests.runs.bench --wrk
 
 faults: $(STAMP) ## Kill and pause stores and workers under load, with and without Idempotency-Keys (DB=postgres: PostgreSQL too)

@@ -8,16 +8,27 @@ import sys
 
 import pytest
 
-from loadtests.runs import bench
+from loadtests.runs import bench, in_process
 
 SHORT = ["--seconds", "0.6", "--rounds", "2", "--profile-seconds", "0.6"]
 SHARES = ("web_cpu_share", "store_client_cpu_share", "project_cpu_share")
+# Each app's reference beside it (loadtests/runs/bare/), on the same store.
+BARE = {"fixed_db": "bare_sqlite", "fixed_cache": "bare_valkey", "fixed_session": "bare_session"}
+MAIN_WRITE = {app: "POST /counter/increment" for app in BARE} | {"fixed_session": "POST /visits"}
 
 
 def run_bench(app: str, out) -> dict[str, dict[str, str]]:
+    """The app's rows by route; its bare reference's rows are checked here."""
     assert bench.main([app, *SHORT, "--out", str(out)]) == 0
     with (out / "bench.csv").open() as f:
-        return {r["route"]: r for r in csv.DictReader(f)}
+        rows = list(csv.DictReader(f))
+    bare = {r["route"]: r for r in rows if r["app"] == BARE[app]}
+    assert list(bare) == ["GET /healthz", MAIN_WRITE[app]]
+    for row in bare.values():
+        assert int(row["req_per_s"]) > 0 and row["failed"] == "0"
+    if sys.platform == "linux":  # the same model, from the bare app's own /healthz
+        assert int(bare[MAIN_WRITE[app]]["best_case_req_s"]) > 0
+    return {r["route"]: r for r in rows if r["app"] == app}
 
 
 @pytest.mark.parametrize("app", ["fixed_db", "fixed_cache"])
@@ -65,3 +76,13 @@ def check_floor_and_best_case(rows: dict[str, dict[str, str]], write: str) -> No
     # The write runs this project's code and its store's client; /healthz hardly any.
     assert float(row["project_cpu_share"]) > float(healthz["project_cpu_share"])
     assert float(row["store_client_cpu_share"]) > 0
+
+
+def test_in_process_measures_the_write_and_its_bare_app_in_one_thread(isolated_var_dir):
+    """loadtests/runs/in_process.py: the app's row, then its bare app's, each
+    write costing more of the thread's CPU than its /healthz."""
+    args = in_process.argparse.Namespace(requests=50, rounds=2)
+    app, bare = in_process.measure_app("fixed_db", args)
+    assert (app["app"], bare["app"]) == ("fixed_db (SQLite)", "bare_sqlite")
+    for row in (app, bare):
+        assert 0 < row["healthz_us"] < row["write_us"]

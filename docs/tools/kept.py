@@ -36,6 +36,11 @@ RUNS: dict[str, tuple[dict[str, str], list[str]]] = {
         {"FIXED_DB_BACKEND": "postgres"},
         ["python", "-m", "loadtests.runs.bench", "fixed_db", "--wrk"],
     ),
+    "in-process": ({}, ["python", "-m", "loadtests.runs.in_process"]),
+    "in-process-postgres": (
+        {"FIXED_DB_BACKEND": "postgres"},
+        ["python", "-m", "loadtests.runs.in_process", "fixed_db"],
+    ),
     "hot-row": ({}, ["python", "-m", "loadtests.runs.hot_row"]),
     "check-shop-broken": ({}, [*SHOP_CHECK, "examples/shop/broken"]),
     "check-shop-fixed": ({}, [*SHOP_CHECK, "examples/shop/fixed"]),

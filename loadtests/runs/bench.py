@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from loadtests.clients.rawhttp import (
     set_cookie,
 )
 from loadtests.runs import report
+from loadtests.runs.bare.server import bare_server
 from loadtests.runs.bench_table import (
     COLUMNS,
     LEGEND,
@@ -46,7 +48,14 @@ from loadtests.runs.bench_table import (
     shown,
     where_the_rest_went,
 )
-from loadtests.runs.cpu import CpuSeconds, cpu_per_request, cpu_spent, cpu_used, server_processes
+from loadtests.runs.cpu import (
+    CpuSeconds,
+    Groups,
+    cpu_per_request,
+    cpu_spent,
+    cpu_used,
+    server_processes,
+)
 from loadtests.runs.floor import Floor, floor_slice, floor_store
 from loadtests.runs.hammer import measure_ceiling
 from loadtests.runs.profiled import ProfiledServer, split
@@ -210,9 +219,12 @@ def profile_shares(app: str, op: str, args: argparse.Namespace) -> dict[str, flo
 
 def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
     """Each route of one app, in interleaved turns, against GET /healthz and
-    its store's floor."""
+    its store's floor, and beside the bare app of its store (loadtests/runs/bare/)."""
     # WORK_MS=0: measure what the state costs, not the stand-in for a query.
-    with AppServer(app, free_port(), env={"WORK_MS": "0"}, own_folder="bench") as server:
+    with ExitStack() as running:
+        server = running.enter_context(
+            AppServer(app, free_port(), env={"WORK_MS": "0"}, own_folder="bench")
+        )
         print(
             f"\n{server.label} ({server.shape()}, {args.connections} connections, "
             f"{args.processes} client process(es), {args.seconds:g} s per route "
@@ -223,14 +235,30 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
         groups = server_processes(server)  # whose CPU time each request costs
         store = floor_store(server) if args.floor else None
         slices: dict[str, list[Result]] = {op: [] for op in ["healthz", *ops]}
+        bare = None
+        bare_slices: dict[str, list[Result]] = {}
+        bare_groups: Groups = {}
+        if args.bare and store and APPS[app].main_write in ops:
+            bare = running.enter_context(bare_server(server, store, free_port()))
+            # Its own processes, and the store's, which the project's app started.
+            bare_groups = {
+                **server_processes(bare),
+                **{g: groups[g] for g in groups if g == "store"},
+            }
+            bare_slices = {op: [] for op in ("healthz", APPS[app].main_write)}
+            print(f"{bare.label} beside it ({bare.shape()}, on the same store)", flush=True)
         floors: list[Floor] = []
         share = args.seconds / args.rounds
         for _ in range(args.rounds):
-            for op in slices:
-                before = cpu_used(groups)
-                result = measure(server.port, op, args.connections, share, args.processes, workers)
-                result.cpu_seconds = cpu_spent(before, cpu_used(groups))
-                slices[op].append(result)
+            turns = ((server, groups, slices), (bare, bare_groups, bare_slices))
+            for target, watched, taken in turns:
+                for op in taken:
+                    before = cpu_used(watched)
+                    result = measure(
+                        target.port, op, args.connections, share, args.processes, workers
+                    )
+                    result.cpu_seconds = cpu_spent(before, cpu_used(watched))
+                    taken[op].append(result)
             if store:
                 floors.append(floor_slice(store, server, groups, share))
         wrk = hammer = None
@@ -238,12 +266,50 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
             # The hammer's own client (threads, one kept-alive connection each) on
             # the same route with as many connections: it must not limit a run.
             hammer = measure_ceiling(server.url, args.connections, 400, workers)
+        backend = server.backend or ""  # fixed_db's: sqlite or postgres
     profiles = {op: profile_shares(app, op, args) for op in slices}
 
-    healthz = combine(slices["healthz"])
-    ceiling = healthz.rate
     floor = Floor(*(sum(getattr(f, k) for f in floors) for k in ("completed", "seconds")), 0.0)
     floor.client_cpu_seconds = sum(f.client_cpu_seconds for f in floors)
+    rows = table_rows(app, backend, slices, floor, profiles)
+    print(report.format_table([shown(r) for r in rows], COLUMNS), flush=True)
+    print(LEGEND)
+    for row in rows[1:]:
+        if row["vs_best_case"] and row["cores_busy"] and rows[0]["cores_busy"]:
+            print(where_the_rest_went(rows[0], row))
+    if bare:
+        bare_rows = table_rows(bare.name, backend, bare_slices, floor, {})
+        print(f"{bare.name}, the same write from a bare Flask app (loadtests/runs/bare/):")
+        print(report.format_table([shown(r) for r in bare_rows], COLUMNS), flush=True)
+        for row in bare_rows[1:]:
+            if row["vs_best_case"] and row["cores_busy"] and bare_rows[0]["cores_busy"]:
+                print(where_the_rest_went(bare_rows[0], row))
+        print(against_bare(rows, bare_rows))
+        rows += bare_rows
+    if store:
+        print(f"floor: {store.operation}, {workers} x {server.setting('GUNICORN_THREADS', '1')}")
+    if wrk:
+        ceiling = rows[0]["req_per_s"]
+        print(f"{'GET /healthz, wrk':<26}{wrk:>8.0f}   this bench: {ceiling / wrk:.2f}x of wrk")
+        print(
+            f"{'GET /healthz, hammer':<26}{hammer:>8.0f}   the hammer: {hammer / wrk:.2f}x of wrk"
+        )
+        for name, rate in (("wrk", wrk), ("hammer", hammer)):
+            rows.append({**rows[0], "route": f"GET /healthz ({name})", "req_per_s": round(rate)})
+    return rows
+
+
+def table_rows(
+    app: str,
+    backend: str,
+    slices: dict[str, list[Result]],
+    floor: Floor,
+    profiles: dict[str, dict[str, float] | None],
+) -> list[dict]:
+    """One row per route, /healthz first: its rate, CPU, and the best case
+    the model gives from this app's own /healthz and the store's floor."""
+    healthz = combine(slices["healthz"])
+    ceiling = healthz.rate
     healthz_cpu = server_cpu_per_request(healthz)
     rows = []
     for op, parts in slices.items():
@@ -259,7 +325,7 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
         rows.append(
             {
                 "app": app,
-                "backend": server.backend or "",  # fixed_db's: sqlite or postgres
+                "backend": backend,
                 "route": f"{method} {path}",
                 "req_per_s": round(result.rate),
                 "p50_ms": round(result.percentile(50), 2),
@@ -279,24 +345,23 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
                 "switches_per_req": round(spent["app_switches"] / done, 1)
                 if spent and done
                 else None,
-                **shares_of(profiles[op]),
+                **shares_of(profiles.get(op)),
             }
         )
-    print(report.format_table([shown(r) for r in rows], COLUMNS), flush=True)
-    print(LEGEND)
-    for row in rows[1:]:
-        if row["vs_best_case"] and row["cores_busy"] and rows[0]["cores_busy"]:
-            print(where_the_rest_went(rows[0], row))
-    if store:
-        print(f"floor: {store.operation}, {workers} x {server.setting('GUNICORN_THREADS', '1')}")
-    if wrk:
-        print(f"{'GET /healthz, wrk':<26}{wrk:>8.0f}   this bench: {ceiling / wrk:.2f}x of wrk")
-        print(
-            f"{'GET /healthz, hammer':<26}{hammer:>8.0f}   the hammer: {hammer / wrk:.2f}x of wrk"
-        )
-        for name, rate in (("wrk", wrk), ("hammer", hammer)):
-            rows.append({**rows[0], "route": f"GET /healthz ({name})", "req_per_s": round(rate)})
     return rows
+
+
+def against_bare(rows: list[dict], bare_rows: list[dict]) -> str:
+    """The project's write against the bare app's, and both against the
+    project's best case: what is the stack's, and what is the project's."""
+    write, bare = rows[-1], bare_rows[-1]
+    best = write["best_case_req_s"]
+    return (
+        f"{write['route']}: {write['app']} {write['req_per_s']} req/s, "
+        f"{bare['app']} {bare['req_per_s']} req/s ({write['req_per_s'] / bare['req_per_s']:.2f}x "
+        f"of the bare one's); against {write['app']}'s best case {best}: "
+        f"{write['req_per_s'] / best:.2f} and {bare['req_per_s'] / best:.2f}"
+    )
 
 
 def server_cpu_per_request(result: Result) -> float | None:
@@ -329,6 +394,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrk", action="store_true", help="also run wrk on /healthz, if installed")
     parser.add_argument(
         "--no-floor", dest="floor", action="store_false", help="skip the store's floor"
+    )
+    parser.add_argument(
+        "--no-bare",
+        dest="bare",
+        action="store_false",
+        help="skip the bare app beside each write (loadtests/runs/bare/)",
     )
     parser.add_argument(
         "--profile-seconds",
