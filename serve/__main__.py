@@ -24,6 +24,7 @@ from serve.pids import (
     free_port,
     port_in_use_message,
     port_is_free,
+    raise_if_interrupted,
     shield_cleanup,
     stop_on_sigterm,
 )
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         restarts = {server.app: 0 for server in servers}
         while all(s.process.poll() is None for s in servers):
             time.sleep(0.5)
+            raise_if_interrupted()  # a Ctrl-C that Python dropped (serve.pids.INTERRUPTED)
             for server in servers:
                 valkey = isinstance(server.backing, EmbeddedValkey)
                 if valkey and server.backing.restarts != restarts[server.app]:

@@ -6,13 +6,12 @@ not start, a setting of a wrong value) shown as one paragraph and exit code 2.
 
 import functools
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from registry import APPS, SettingError
+from serve.pids import remember_interrupts
 
 # A launcher's known failures: a port taken, a store's folder in use, a server
 # that did not start (RuntimeError); a setting of a wrong value (SettingError).
@@ -45,8 +44,9 @@ def launcher(main: Callable[..., int]) -> Callable[..., int]:
         # SIGTERM (a plain `kill`) stops it as Ctrl-C does, so that what it
         # started is stopped and its run folder deleted: Python's default for
         # SIGTERM is to exit at once, cleaning up nothing.
-        in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, interrupt) if in_main else None
+        # A Ctrl-C Python drops (in a finalizer) is remembered: the next
+        # spawn raises it again (serve.pids.INTERRUPTED).
+        undo = remember_interrupts()
         try:
             check_settings()
             return main(*args, **kwargs)
@@ -56,11 +56,6 @@ def launcher(main: Callable[..., int]) -> Callable[..., int]:
             print("stopped", file=sys.stderr, flush=True)
             return 130
         finally:
-            if in_main:
-                signal.signal(signal.SIGTERM, previous)
+            undo()
 
     return guarded
-
-
-def interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -39,6 +39,40 @@ def _die_with_parent(parent: int, death_signal: int) -> None:
         os._exit(1)
 
 
+# Set by remember_interrupts()'s handler when Ctrl-C (or SIGTERM) reaches a
+# launcher. Python drops a KeyboardInterrupt raised while a finalizer
+# (__del__) or a weakref callback runs, printing "Exception ignored": the
+# launcher would start its next server and serve on. The flag outlives the
+# exception, and the next spawn, or the wait while serving, raises it again.
+INTERRUPTED = threading.Event()
+
+
+def remember_interrupts() -> Callable[[], None]:
+    """For a launcher's main thread: SIGINT and SIGTERM raise KeyboardInterrupt
+    and set INTERRUPTED; returns what undoes it (handlers back, flag cleared)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupted(_signum: int, _frame: object) -> None:
+        INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def undo() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        INTERRUPTED.clear()
+
+    return undo
+
+
+def raise_if_interrupted() -> None:
+    """A Ctrl-C that Python dropped still stops the launcher (INTERRUPTED)."""
+    if INTERRUPTED.is_set():
+        raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
     """Hold SIGINT and SIGTERM back while a child is started and recorded,
@@ -47,7 +81,9 @@ def signals_held() -> Iterator[None]:
     nobody stops, and one that comes while Python runs its fork handlers
     (os.register_at_fork, which logging uses) is printed as "Exception
     ignored" and lost, so the launcher serves on as if no Ctrl-C came. Only
-    the main thread runs signal handlers; elsewhere this does nothing."""
+    the main thread runs signal handlers; elsewhere this only refuses to
+    start anything once the launcher was interrupted."""
+    raise_if_interrupted()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
