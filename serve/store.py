@@ -16,9 +16,11 @@ from typing import Protocol
 
 from serve.pids import descendants, proc_stat, start_time
 
-# The most a SIGSTOPped process may take to show it stopped: one in an
-# uninterruptible wait (an fsync on a busy disk) stops only when that ends.
-STOP_LIMIT_SECONDS = 10.0
+STOP_LIMIT_SECONDS = 2.0  # the most a SIGSTOPped process may take to show it stopped
+# A process that can run no more: stopped (T), or exited (Z, X). A PostgreSQL
+# backend that was exiting when the pause came (the app's pool closed its
+# connection) stays a zombie until its parent, stopped too, reaps it.
+HALTED = ("T", "Z", "X", None)
 
 
 class StoreServer(Protocol):
@@ -87,9 +89,10 @@ class Paused:
                 os.kill(pid, signal.SIGSTOP)
                 self.stopped.append((pid, started))
         deadline = time.monotonic() + STOP_LIMIT_SECONDS
-        while any(state(pid) not in ("T", None) for pid, _ in self.stopped):
+        while running := [(pid, s) for pid, _ in self.stopped if (s := state(pid)) not in HALTED]:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self} did not stop within {STOP_LIMIT_SECONDS} s")
+                states = ", ".join(f"{pid} in state {letter}" for pid, letter in running)
+                raise RuntimeError(f"{self} did not stop within {STOP_LIMIT_SECONDS} s: {states}")
             time.sleep(0.001)
 
     def resume(self) -> None:

@@ -25,8 +25,9 @@ from redis.retry import Retry
 
 from loadtests.clients.client import Client
 from loadtests.clients.transport import KeepAliveSession
-from serve.pids import pid_alive
+from serve.pids import descendants, pid_alive
 from serve.processes import AppServer, free_port
+from serve.store import Paused, state
 from serve.valkey import EmbeddedValkey
 from tests.conftest import launch
 
@@ -306,3 +307,40 @@ def test_the_launcher_says_when_the_store_was_restarted(isolated_var_dir):
             launcher.send_signal(signal.SIGINT)
             launcher.wait(timeout=15)
     wait_for(lambda: exited(new), f"valkey-server pid {new} to stop with the launcher")
+
+
+ZOMBIE_PARENT = """
+import subprocess, time
+subprocess.Popen(["sleep", "60"])
+print("started", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_pause_counts_a_child_that_exits_as_it_comes_as_halted(monkeypatch):
+    # A PostgreSQL backend exiting as the pause came (its connection closed by
+    # the app's pool) stays a zombie under its stopped parent, and a zombie
+    # never shows "stopped": the pause waited for it and gave up, failing a
+    # fault test. Here the child is killed right after its SIGSTOP is sent.
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ZOMBIE_PARENT], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout.readline() == "started\n"
+        [(child, _)] = descendants(parent.pid)
+        send = os.kill
+
+        def exit_as_the_pause_comes(pid: int, signum: int) -> None:
+            send(pid, signum)
+            if pid == child and signum == signal.SIGSTOP:
+                send(pid, signal.SIGKILL)
+
+        monkeypatch.setattr(os, "kill", exit_as_the_pause_comes)
+        with Paused("server", parent.pid) as paused:
+            assert state(parent.pid) == "T"
+            assert state(child) == "Z"
+            assert str(paused) == f"server {parent.pid} and its 1 processes"
+        assert state(parent.pid) != "T"
+    finally:
+        parent.kill()
+        parent.wait()
