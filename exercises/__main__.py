@@ -164,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     app_dir = getattr(args, "app_dir", None)
     app_dir = app_dir.resolve() if app_dir else ex.folder
     if args.command == "grade":
-        return print_grade(grade(ex, app_dir), keep=app_dir == ex.folder)
+        try:
+            return print_grade(grade(ex, app_dir), keep=app_dir == ex.folder)
+        except KeyboardInterrupt:
+            print("\nStopped: the check stopped the servers it started.", file=sys.stderr)
+            return 130
     if args.command == "watch":
         return watch(ex, app_dir)
     if args.command == "hint":

@@ -33,6 +33,7 @@ PRECHECK = Path(__file__).resolve().parent / "precheck.py"
 PRECHECK_SECONDS = 20
 CHECK_SECONDS = 300  # the check bounds its own runs; this only ends one that hangs
 STOP_SECONDS = 30
+STOP_GRACE_SECONDS = 1.0  # after Ctrl-C, before the check is sent one of its own
 TESTCASE = re.compile(r"^(?P<model>.+) \[(?P<shape>[^\]]+)\]$")
 EVENT_LINE = re.compile(r"^\s+[+-]?\d+(\.\d+)?s\b")  # "  +0.1441s..+0.1503s  u26 ..."
 WITNESS_LINES = 8
@@ -170,6 +171,14 @@ def run(command: list[str], out: Path, interrupted: Callable[[], bool] | None) -
                     stop(check)
                     return -1
                 time.sleep(0.1)
+        except (
+            KeyboardInterrupt
+        ):  # Ctrl-C: the check stops its servers (and resumes a paused store) first
+            try:
+                check.wait(timeout=STOP_GRACE_SECONDS)  # it had the terminal's SIGINT too
+            except subprocess.TimeoutExpired:
+                stop(check)
+            raise
         finally:
             if check.poll() is None:
                 check.kill()

@@ -63,6 +63,7 @@ class EmbeddedValkey(Service):
         maxmemory: str = "256mb",
         appendfsync: str | None = None,
         port: int | None = None,
+        death_signal: int = signal.SIGTERM,
     ) -> None:
         appendfsync = (
             appendfsync or os.environ.get("VALKEY_APPENDFSYNC") or default("VALKEY_APPENDFSYNC")
@@ -70,6 +71,9 @@ class EmbeddedValkey(Service):
         if appendfsync not in APPENDFSYNC:
             raise ValueError(f"VALKEY_APPENDFSYNC must be one of {', '.join(APPENDFSYNC)}")
         self.directory = directory
+        # What the server gets if this process dies without stopping it
+        # (serve.pids.spawn); a server paused with SIGSTOP acts on SIGKILL only.
+        self.death_signal = death_signal
         self.maxmemory = maxmemory
         self.appendfsync = appendfsync
         # A port given: 127.0.0.1 on it, for a client that is told a redis:// URL.
@@ -230,6 +234,7 @@ class EmbeddedValkey(Service):
         with signals_held():  # recorded for stopping, or not started
             self.process = spawn(
                 self.command(),
+                death_signal=self.death_signal,
                 stdin=subprocess.DEVNULL,
                 pass_fds=(self._lock.fileno(),),  # the server holds the folder's lock too
             )

@@ -4,6 +4,7 @@ again on each save (and stopping a check a save interrupts), a grade's
 printout kept in the progress, and an unknown EX= as one line.
 """
 
+import os
 import queue
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from exercises.grading import (
     witness_blocks,
 )
 from exercises.hints import diagnose, hints
+from serve.pids import descendants, proc_stat, start_time
 from tests.test_exercises import BROKEN
 
 EXERCISES = exercises()
@@ -170,3 +172,35 @@ def test_a_save_during_the_check_stops_it_as_ctrl_c_would(hears, tmp_path, monke
     said = out.read_text()
     assert said.startswith("started")
     assert ("stopped its servers" in said) == hears  # a deaf one is killed
+
+
+def test_ctrl_c_in_make_grade_while_the_store_is_paused_leaves_nothing_running():
+    # Ctrl-C in a terminal reaches the grade and the check it runs. The grade
+    # used to SIGKILL the check in the middle of its own clean-up, and the
+    # Valkey it had paused stayed stopped for good (a SIGSTOPped process
+    # cannot act on its parent-death SIGTERM); and the grade printed a traceback.
+    grade = subprocess.Popen(
+        [sys.executable, "-m", "exercises", "grade", "8"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, as a terminal's foreground job is
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any((proc_stat(pid) or "?")[0] == "T" for pid, _ in descendants(grade.pid)):
+            assert grade.poll() is None, grade.communicate()
+            assert time.monotonic() < deadline, "the store was never paused"
+            time.sleep(0.01)
+        started = descendants(grade.pid)  # the check, Valkey, gunicorn's master and workers
+        os.killpg(grade.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        out, err = grade.communicate(timeout=60)
+    finally:
+        if grade.poll() is None:
+            os.killpg(grade.pid, signal.SIGKILL)
+            grade.wait()
+    assert len(started) >= 5
+    assert [pid for pid, began in started if start_time(pid) == began] == []
+    assert "Traceback" not in err, err
+    assert grade.returncode == 130, out + err

@@ -23,6 +23,7 @@ A shape that cannot run here is skipped with the reason (skip_reason), never dro
 import importlib.util
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -292,7 +293,10 @@ def start_store(kind: str, data: Path) -> EmbeddedValkey:
     """The spec's store, on its own folder under {data} and a free port."""
     if kind != "valkey":  # spec.py lets no other through
         raise ValueError(f"no store named {kind!r}")
-    return EmbeddedValkey(data / "valkey", port=free_port()).start()
+    # SIGKILL if the check dies without stopping it (kill -9): store-paused may
+    # have it stopped, and a stopped server acts on no gentler signal; its data
+    # is thrown away with {data} anyway.
+    return EmbeddedValkey(data / "valkey", port=free_port(), death_signal=signal.SIGKILL).start()
 
 
 @contextmanager

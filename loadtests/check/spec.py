@@ -1,12 +1,14 @@
 """The check's spec: a TOML file saying what an app keeps and which requests reach it.
 
-ROUTE_KEYS |= {"whoami", "subscribe", "publish"}
-STRING_KEYS = ("value", "items", "expect", "name", "read_value", "remaining", "per")
-PER = ("user", "address")
-WITHIN_SECONDS = 2.0
-APP_KEYS = ("target", "env", "setup", "gunicorn", "store")
-STORES = ("valkey",)  # [app].store: a server the check starts for each shape
-STORE_URL = "{store_url}"  # in [app].env: where that store listens
+One [app] table (its store = "valkey" asks for a store server, found at
+{store_url}) and any number of model tables, each an array of tables:
+[[counter]], [[per_user_list]], [[per_request]], [[shared_value]], [[login]],
+[[rate_limit]], [[broadcast]] (docs/check-your-own-app.md describes every
+key). tomllib reads the values but keeps no line numbers, so a second pass
+over the text notes the line of each table's header and of each key in it:
+every error names the spec's line, as a compiler would, whether found here
+(an unknown model, a missing key, a route that is not "METHOD /path") or at
+run time (a route that answers 404, a value path not in the answer).
 """
 
 import re
