@@ -1,9 +1,11 @@
 """Ports on 127.0.0.1, and the processes we start and stop, by PID."""
 
+import collections
 import contextlib
 import ctypes
 import functools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,10 +21,38 @@ STOP_TIMEOUT_SECONDS = 10.0
 START_TIMEOUT_SECONDS = 20.0
 
 
+SERVER_PORTS = 8192  # how many ports below the kernel's range free_port() picks from
+HANDED_OUT: collections.deque[int] = collections.deque(maxlen=1024)  # the latest, not again
+PICK = (
+    random.SystemRandom()
+)  # its own: a test that seeds `random` (Hypothesis does) changes nothing
+
+
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing holds, for a server about to start.
+    Picked below the kernel's range for outgoing connections
+    (ip_local_port_range): a port the kernel hands out (bind to 0) can be
+    taken, before the server binds it, as the local port of a connection
+    some client of ours opens meanwhile (another shape of the same check,
+    another test), and the server's start fails with the port in use."""
+    low = outgoing_ports_start()
+    if low is not None and low - SERVER_PORTS >= 1024:
+        for _ in range(100):
+            port = PICK.randrange(low - SERVER_PORTS, low)
+            if port not in HANDED_OUT and port_is_free(port):
+                HANDED_OUT.append(port)
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def outgoing_ports_start() -> int | None:
+    """The first port of Linux's range for outgoing connections, or None."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 PR_SET_PDEATHSIG = 1  # prctl(2), Linux
