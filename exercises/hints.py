@@ -7,7 +7,9 @@ half-fix the learner wrote.
 - right on one instance, restarts included, wrong on two: a per-host store;
 - right for every user but one user's tabs: a whole-value save (the session);
 - wrong only when the store pauses mid-write, or a write applied twice: a
-  retry without an idempotency key.
+  retry without an idempotency key; under the pause alone, a write given up
+  (an error answer) is a retry too short or none, and a write acknowledged
+  then missing is a key kept apart from its write.
 
 Pure: it reads verdicts, starts nothing. Each hint links the half-fix page
 and its proof; tests/test_exercises.py checks that every link resolves.
@@ -44,18 +46,30 @@ class Advice:
     read: tuple[str, ...]  # the half-fix page, then its proof(s), from the repository root
 
 
+# Under store-paused alone: a write acknowledged and then missing, a write refused.
+ACKNOWLEDGED_THEN_MISSING = re.compile(r"\blost visit\b|acknowledged, then missing")
+FAILED_REQUEST = re.compile(r"\bfailed requests?\b")
+
+
 def anomalies(text: str) -> set[str]:
     return {name for name, words in ANOMALY_WORDS.items() if words.search(text)}
 
 
 def diagnose(results: list[ShapeResult]) -> str:
     """The pattern's name: solved, not-graded, two-tabs, applied-twice,
-    one-process, per-process, memory or per-host."""
+    gave-up, key-apart, one-process, per-process, memory or per-host."""
     failed = [r for r in results if r.verdict == "failed"]
     if not failed:
         return "solved" if any(r.verdict == "passed" for r in results) else "not-graded"
-    if {r.shape for r in failed} == {"store-paused"}:
-        return "applied-twice"  # right while the store answers: the retry is what is wrong
+    if {r.shape for r in failed} == {"store-paused"}:  # right while the store answers
+        said = "\n".join(r.witness for r in failed)
+        if "twice" in anomalies(said):
+            return "applied-twice"
+        if ACKNOWLEDGED_THEN_MISSING.search(said):
+            return "key-apart"
+        if FAILED_REQUEST.search(said):
+            return "gave-up"
+        return "applied-twice"
     seen = set().union(*(anomalies(r.witness) for r in failed))
     if seen == {"tabs"}:
         return "two-tabs"
@@ -200,6 +214,31 @@ ADVICE: dict[tuple[str, str], Advice] = {
         (
             "docs/faults.md#idempotency-keys-make-them-safe",
             "docs/faults.md#retries-make-them-double",
+            "tests/test_faults.py",
+        ),
+    ),
+    ("gave-up", ""): Advice(
+        "Right while the store answers, wrong while it is paused ({failed}): the write gave "
+        "up with an error answer while the store was away, though its first try may well "
+        "have been written.",
+        "Keep retrying for longer than a pause of a second or so (several tries, each "
+        "waiting longer), and make the retry harmless: a key made once per write, before "
+        "the first try, that the store keeps once in the same step as the write.",
+        (
+            "docs/faults.md#timeouts-make-outcomes-unknown",
+            "docs/faults.md#idempotency-keys-make-them-safe",
+            "tests/test_faults.py",
+        ),
+    ),
+    ("key-apart", ""): Advice(
+        "A write was acknowledged, then missing ({failed}): the key and the write are two "
+        "steps, so a try that set the key but never wrote, or whose write came too late, "
+        "made the retry skip the write it still needed.",
+        "Make the key and the write one step the store runs: one Lua script that does SET "
+        "key NX and pushes only if that set it (or MULTI/EXEC); in SQL, the key's row and "
+        "the write in one transaction.",
+        (
+            "docs/faults.md#idempotency-keys-make-them-safe",
             "tests/test_faults.py",
         ),
     ),

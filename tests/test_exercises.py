@@ -241,6 +241,24 @@ def test_what_the_witness_says_comes_before_the_shapes():
     assert diagnose([lost]) == "one-process"
 
 
+def test_under_the_store_paused_alone_the_witness_says_which_retry_is_wrong():
+    # Three wrong fixes of exercise 8, each failing store-paused alone.
+    def paused(witness: str) -> list[ShapeResult]:
+        passed = [ShapeResult(shape, "passed") for shape in ("threads", "processes")]
+        return [*passed, ShapeResult("store-paused", "failed", witness=witness)]
+
+    twice = "duplicated visit: orders-u1's append of 'k66' is in its last list 2 times"
+    given_up = "failed request: orders-u7-k848cn's add_visit got 503"
+    missing = "lost visit: orders-u0's append of 'k69' was acknowledged, then missing from 28"
+    assert diagnose(paused(twice)) == "applied-twice"  # a retry without a key
+    assert diagnose(paused(given_up)) == "gave-up"  # no retry, or one too short
+    assert diagnose(paused(missing)) == "key-apart"  # SET NX, then RPUSH: two steps
+    for witness, pattern in ((given_up, "gave-up"), (missing, "key-apart")):
+        found, texts = hints(paused(witness), 8)
+        assert found == pattern
+        assert "twice" not in texts[0], texts[0]
+
+
 def test_each_pattern_gives_three_hints_that_name_the_shapes_and_link_the_proof():
     found = [
         ShapeResult("threads", "passed"),

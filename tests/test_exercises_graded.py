@@ -194,6 +194,24 @@ HALF_FIXES = {
             'return {"text": host_db().execute("SELECT text FROM banner").fetchone()[0]}\n',
         ),
     ),
+    # A retry taken away: one try, and an error answer when it times out,
+    # though the write may have been made.
+    "no retry": (8, "gave-up", ("ATTEMPTS = 5  #", "ATTEMPTS = 1  #")),
+    # A key made once per write, but set in a step of its own before the
+    # push: a try whose SET NX was made but not answered makes the retry
+    # skip the push (docs/faults.md, keys in the same step as the write).
+    "key apart from its write": (
+        8,
+        "key-apart",
+        (
+            "    for attempt in range(ATTEMPTS):\n        try:\n"
+            "            save_order(store, user_id, item)\n",
+            '    key = f"order-key:{secrets.token_hex(8)}"\n'
+            "    for attempt in range(ATTEMPTS):\n        try:\n"
+            "            if store.set(key, 1, nx=True, ex=600):\n"
+            "                save_order(store, user_id, item)\n",
+        ),
+    ),
 }
 
 
