@@ -112,7 +112,7 @@ run-fixed: $(STAMP) ## Serve every fixed app on its port (5001-5003)
 # time so a file's shared servers start once: most of a test's time is spent
 # waiting on the servers it starts. TEST_JOBS=0 runs it in this one process.
 TEST_JOBS ?= 2
-test: $(STAMP) ## Run the test suite (PYTEST_ARGS="-k fuzz" to pick; TEST_JOBS=0: one process)
+test: $(STAMP) ## Run the test suite in TEST_JOBS=2 processes (PYTEST_ARGS="-k fuzz" to pick; TEST_JOBS=0: one)
 	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 examples: $(STAMP) ## Run every proof in examples/, one line each
