@@ -171,13 +171,17 @@ def run(command: list[str], out: Path, interrupted: Callable[[], bool] | None) -
                     stop(check)
                     return -1
                 time.sleep(0.1)
-        except (
-            KeyboardInterrupt
-        ):  # Ctrl-C: the check stops its servers (and resumes a paused store) first
+        except KeyboardInterrupt:
+            # Ctrl-C: the check stops its servers (and resumes a paused store)
+            # first. A second Ctrl-C must not cut that wait short: the kill in
+            # `finally` would leave the servers it has not stopped yet.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
                 check.wait(timeout=STOP_GRACE_SECONDS)  # it had the terminal's SIGINT too
             except subprocess.TimeoutExpired:
                 stop(check)
+            finally:
+                signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
             raise
         finally:
             if check.poll() is None:

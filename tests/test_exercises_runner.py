@@ -179,6 +179,8 @@ def test_ctrl_c_in_make_grade_while_the_store_is_paused_leaves_nothing_running()
     # used to SIGKILL the check in the middle of its own clean-up, and the
     # Valkey it had paused stayed stopped for good (a SIGSTOPped process
     # cannot act on its parent-death SIGTERM); and the grade printed a traceback.
+    # A second Ctrl-C (or the grade's own SIGINT to a check slow to stop) cut
+    # the check's clean-up short, and its other shape's gunicorn outlived it.
     grade = subprocess.Popen(
         [sys.executable, "-m", "exercises", "grade", "8"],
         cwd=REPO_ROOT,
@@ -195,6 +197,9 @@ def test_ctrl_c_in_make_grade_while_the_store_is_paused_leaves_nothing_running()
             time.sleep(0.01)
         started = descendants(grade.pid)  # the check, Valkey, gunicorn's master and workers
         os.killpg(grade.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        time.sleep(0.3)
+        if grade.poll() is None:
+            os.killpg(grade.pid, signal.SIGINT)  # and an impatient second one
         out, err = grade.communicate(timeout=60)
     finally:
         if grade.poll() is None:

@@ -12,6 +12,7 @@ when the pause lands. A shape that cannot run here gives "skipped" cells
 with the reason. The Result holds a Cell per model x shape.
 """
 
+import signal
 import sys
 import threading
 import time
@@ -86,12 +87,30 @@ def run_check(
                     ]
                 else:
                     result.cells += running[shape].result()
-        except BaseException:  # a shape's error, or Ctrl-C: the others stop their servers too
+        except BaseException as error:  # a shape's error, or Ctrl-C: the others stop theirs too
             stopping.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+            # A second Ctrl-C (a grade stopping its check sends one) must not
+            # cut the shapes' clean-up short and leave their servers running.
+            with ignoring_ctrl_c(isinstance(error, KeyboardInterrupt)):
+                pool.shutdown(wait=True, cancel_futures=True)
             raise
     result.seconds = time.monotonic() - began
     return result
+
+
+@contextmanager
+def ignoring_ctrl_c(ignore: bool) -> Iterator[None]:
+    """SIGINT and SIGTERM ignored for the block (main thread only), then back."""
+    if not ignore or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def timed_shape(
