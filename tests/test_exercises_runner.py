@@ -6,6 +6,7 @@ printout kept in the progress, and an unknown EX= as one line.
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -209,3 +210,20 @@ def test_ctrl_c_in_make_grade_while_the_store_is_paused_leaves_nothing_running()
     assert [pid for pid, began in started if start_time(pid) == began] == []
     assert "Traceback" not in err, err
     assert grade.returncode == 130, out + err
+
+
+def test_the_grade_bench_times_a_starting_app_and_its_fix_and_leaves_progress_alone(
+    isolated_var_dir,
+):
+    done = subprocess.run(
+        [sys.executable, "-m", "exercises.bench", "7"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    [row] = [line for line in done.stdout.splitlines() if line.startswith("07_two_tabs")]
+    start, fix = (float(seconds) for seconds in re.findall(r"(\d+\.\d) s", row))
+    assert 0 < start < 300 and 0 < fix < 300, row
+    assert not (isolated_var_dir / "practice.json").exists()  # the learner's progress untouched

@@ -44,6 +44,7 @@ RUNS: dict[str, tuple[dict[str, str], list[str]]] = {
     "hot-row": ({}, ["python", "-m", "loadtests.runs.hot_row"]),
     "check-shop-broken": ({}, [*SHOP_CHECK, "examples/shop/broken"]),
     "check-shop-fixed": ({}, [*SHOP_CHECK, "examples/shop/fixed"]),
+    "grades": ({}, ["python", "-m", "exercises.bench"]),
 }
 # A run that met its expectations exits 0, but for a check that must find
 # anomalies (exit 1: the broken shop fails its check).
