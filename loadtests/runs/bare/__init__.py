@@ -15,8 +15,13 @@ no answer for a failed write): they are the cost of a request, nothing more.
 
 import os
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from flask import Flask
+
+Connection = TypeVar("Connection")
+INCREMENT_SQL = "UPDATE counter SET value = value + 1 WHERE id = 1 RETURNING value"
 
 
 def bare_app(name: str) -> Flask:
@@ -27,5 +32,30 @@ def bare_app(name: str) -> Flask:
     def healthz() -> tuple[dict, int, dict]:
         worker = f"{os.getpid()}-{threading.get_native_id()}"
         return {"status": "ok", "strategy": name}, 200, {"X-Worker": worker}
+
+    return app
+
+
+def per_thread(connect: Callable[[], Connection]) -> Callable[[], Connection]:
+    """This server thread's connection, made on its first request and kept, as
+    the floor's client keeps its own (loadtests/runs/floor.py)."""
+    mine = threading.local()
+
+    def connection() -> Connection:
+        if not hasattr(mine, "conn"):
+            mine.conn = connect()
+        return mine.conn
+
+    return connection
+
+
+def counter_app(name: str, connection: Callable) -> Flask:
+    """bare_app with POST /counter/increment: INCREMENT_SQL on this thread's connection."""
+    app = bare_app(name)
+
+    @app.post("/counter/increment")
+    def increment() -> dict:
+        [(value,)] = connection().execute(INCREMENT_SQL).fetchall()
+        return {"value": value}
 
     return app

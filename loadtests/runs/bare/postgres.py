@@ -6,30 +6,13 @@ keeps its own (loadtests/runs/floor.py).
 """
 
 import os
-import threading
 
 import psycopg
 from flask import Flask
 
-from loadtests.runs.bare import bare_app
-
-INCREMENT_SQL = "UPDATE counter SET value = value + 1 WHERE id = 1 RETURNING value"
+from loadtests.runs.bare import counter_app, per_thread
 
 
 def create_app() -> Flask:
-    app = bare_app("bare_postgres")
     url = os.environ["DATABASE_URL"]
-    mine = threading.local()
-
-    def connection() -> psycopg.Connection:
-        conn = getattr(mine, "conn", None)
-        if conn is None:
-            conn = mine.conn = psycopg.connect(url, autocommit=True)
-        return conn
-
-    @app.post("/counter/increment")
-    def increment() -> dict:
-        [(value,)] = connection().execute(INCREMENT_SQL).fetchall()
-        return {"value": value}
-
-    return app
+    return counter_app("bare_postgres", per_thread(lambda: psycopg.connect(url, autocommit=True)))

@@ -9,30 +9,18 @@ is the app's, already in WAL; each statement commits itself.
 
 import os
 import sqlite3
-import threading
 
 from flask import Flask
 
-from loadtests.runs.bare import bare_app
-
-INCREMENT_SQL = "UPDATE counter SET value = value + 1 WHERE id = 1 RETURNING value"
+from loadtests.runs.bare import counter_app, per_thread
 
 
 def create_app() -> Flask:
-    app = bare_app("bare_sqlite")
     path = os.environ["DATABASE_URL"].removeprefix("sqlite:///")
-    mine = threading.local()
 
-    def connection() -> sqlite3.Connection:
-        conn = getattr(mine, "conn", None)
-        if conn is None:
-            conn = mine.conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
-            conn.execute("PRAGMA synchronous=NORMAL")
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+        conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
-    @app.post("/counter/increment")
-    def increment() -> dict:
-        [(value,)] = connection().execute(INCREMENT_SQL).fetchall()
-        return {"value": value}
-
-    return app
+    return counter_app("bare_sqlite", per_thread(connect))
