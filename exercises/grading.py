@@ -26,7 +26,7 @@ from pathlib import Path
 from exercises.catalog import CHECK_SHAPES, REPO_ROOT, Exercise
 from exercises.hints import ShapeResult, hints
 from plumbing.config import var_dir
-from serve.pids import free_port
+from serve.pids import cleanup_shielded, free_port
 from serve.valkey import EmbeddedValkey
 
 PRECHECK = Path(__file__).resolve().parent / "precheck.py"
@@ -175,13 +175,11 @@ def run(command: list[str], out: Path, interrupted: Callable[[], bool] | None) -
             # Ctrl-C: the check stops its servers (and resumes a paused store)
             # first. A second Ctrl-C must not cut that wait short: the kill in
             # `finally` would leave the servers it has not stopped yet.
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
-                check.wait(timeout=STOP_GRACE_SECONDS)  # it had the terminal's SIGINT too
-            except subprocess.TimeoutExpired:
-                stop(check)
-            finally:
-                signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+            with cleanup_shielded((signal.SIGINT,)):
+                try:
+                    check.wait(timeout=STOP_GRACE_SECONDS)  # it had the terminal's SIGINT too
+                except subprocess.TimeoutExpired:
+                    stop(check)
             raise
         finally:
             if check.poll() is None:

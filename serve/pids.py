@@ -299,6 +299,22 @@ def shield_cleanup() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+@contextlib.contextmanager
+def cleanup_shielded(held: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """shield_cleanup() for a block, then the handlers back: for a clean-up in
+    code that goes on afterwards (a library call, a loop). Main thread only;
+    elsewhere it does nothing, as signal handlers are the main thread's."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

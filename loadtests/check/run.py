@@ -12,7 +12,6 @@ when the pause lands. A shape that cannot run here gives "skipped" cells
 with the reason. The Result holds a Cell per model x shape.
 """
 
-import signal
 import sys
 import threading
 import time
@@ -27,6 +26,7 @@ from loadtests.check.models import DRIVERS
 from loadtests.check.result import Cell, Result
 from loadtests.check.servers import SHAPES, STORE_PAUSE_SECONDS, Setting, deployed, skip_reason
 from loadtests.check.spec import Spec
+from serve.pids import cleanup_shielded
 from serve.store import StoreServer
 
 STORE_SHAPES = ("store-paused",)  # faults of the spec's [app].store
@@ -91,26 +91,11 @@ def run_check(
             stopping.set()
             # A second Ctrl-C (a grade stopping its check sends one) must not
             # cut the shapes' clean-up short and leave their servers running.
-            with ignoring_ctrl_c(isinstance(error, KeyboardInterrupt)):
+            with cleanup_shielded() if isinstance(error, KeyboardInterrupt) else nullcontext():
                 pool.shutdown(wait=True, cancel_futures=True)
             raise
     result.seconds = time.monotonic() - began
     return result
-
-
-@contextmanager
-def ignoring_ctrl_c(ignore: bool) -> Iterator[None]:
-    """SIGINT and SIGTERM ignored for the block (main thread only), then back."""
-    if not ignore or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in held}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def timed_shape(
