@@ -12,22 +12,29 @@ from loadtests.runs import bench, in_process
 
 SHORT = ["--seconds", "0.6", "--rounds", "2", "--profile-seconds", "0.6"]
 SHARES = ("web_cpu_share", "store_client_cpu_share", "project_cpu_share")
-# Each app's reference beside it (loadtests/runs/bare/), on the same store.
-BARE = {"fixed_db": "bare_sqlite", "fixed_cache": "bare_valkey", "fixed_session": "bare_session"}
+# Each app's references beside it (loadtests/runs/bare/), on the same store:
+# fixed_session's are the bare file write, and Flask-Session over that write.
+BARE = {
+    "fixed_db": ("bare_sqlite",),
+    "fixed_cache": ("bare_valkey",),
+    "fixed_session": ("bare_session", "bare_flask_session"),
+}
 MAIN_WRITE = {app: "POST /counter/increment" for app in BARE} | {"fixed_session": "POST /visits"}
 
 
 def run_bench(app: str, out) -> dict[str, dict[str, str]]:
-    """The app's rows by route; its bare reference's rows are checked here."""
+    """The app's rows by route; its bare references' rows are checked here."""
     assert bench.main([app, *SHORT, "--out", str(out)]) == 0
     with (out / "bench.csv").open() as f:
         rows = list(csv.DictReader(f))
-    bare = {r["route"]: r for r in rows if r["app"] == BARE[app]}
-    assert list(bare) == ["GET /healthz", MAIN_WRITE[app]]
-    for row in bare.values():
-        assert int(row["req_per_s"]) > 0 and row["failed"] == "0"
-    if sys.platform == "linux":  # the same model, from the bare app's own /healthz
-        assert int(bare[MAIN_WRITE[app]]["best_case_req_s"]) > 0
+    assert [r["app"] for r in rows] == [app, app] + [b for b in BARE[app] for _ in (1, 2)]
+    for name in BARE[app]:
+        bare = {r["route"]: r for r in rows if r["app"] == name}
+        assert list(bare) == ["GET /healthz", MAIN_WRITE[app]]
+        for row in bare.values():
+            assert int(row["req_per_s"]) > 0 and row["failed"] == "0"
+        if sys.platform == "linux":  # the same model, from the bare app's own /healthz
+            assert int(bare[MAIN_WRITE[app]]["best_case_req_s"]) > 0
     return {r["route"]: r for r in rows if r["app"] == app}
 
 
@@ -86,3 +93,29 @@ def test_in_process_measures_the_write_and_its_bare_app_in_one_thread(isolated_v
     assert (app["app"], bare["app"]) == ("fixed_db (SQLite)", "bare_sqlite")
     for row in (app, bare):
         assert 0 < row["healthz_us"] < row["write_us"]
+
+
+def test_in_process_measures_fixed_session_beside_flask_session_alone(isolated_var_dir):
+    """fixed_session has two references: the bare file write, and Flask-Session
+    over that write, which reads and writes the session as any app of it does."""
+    args = in_process.argparse.Namespace(requests=50, rounds=2)
+    rows = in_process.measure_app("fixed_session", args)
+    assert [r["app"] for r in rows] == ["fixed_session", "bare_session", "bare_flask_session"]
+    for row in rows:
+        assert 0 < row["healthz_us"] < row["write_us"]
+
+
+def test_the_flask_session_reference_keeps_each_users_visits_in_one_file(tmp_path, monkeypatch):
+    """The reference does the write it stands for: a session read and saved
+    per append, one file per user, rewritten in place."""
+    from loadtests.runs.bare import flask_session
+
+    monkeypatch.setenv("BARE_SESSION_DIR", str(tmp_path))
+    app = flask_session.create_app()
+    ann, bob = app.test_client(), app.test_client()
+    for client, articles in ((ann, "abc"), (bob, "xy")):
+        for article in articles:
+            assert client.post("/visits", json={"article": article}).status_code == 201
+    assert ann.post("/visits", json={"article": "d"}).json == {"visits": list("abcd")}
+    assert bob.post("/visits", json={"article": "z"}).json == {"visits": list("xyz")}
+    assert len(list(tmp_path.iterdir())) == 2

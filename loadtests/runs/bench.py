@@ -39,7 +39,7 @@ from loadtests.clients.rawhttp import (
     set_cookie,
 )
 from loadtests.runs import report
-from loadtests.runs.bare.server import bare_server
+from loadtests.runs.bare.server import BareServer, bare_servers
 from loadtests.runs.bench_table import (
     COLUMNS,
     LEGEND,
@@ -235,23 +235,19 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
         groups = server_processes(server)  # whose CPU time each request costs
         store = floor_store(server) if args.floor else None
         slices: dict[str, list[Result]] = {op: [] for op in ["healthz", *ops]}
-        bare = None
-        bare_slices: dict[str, list[Result]] = {}
-        bare_groups: Groups = {}
+        bares: list[tuple[BareServer, Groups, dict[str, list[Result]]]] = []
         if args.bare and store and APPS[app].main_write in ops:
-            bare = running.enter_context(bare_server(server, store, free_port()))
-            # Its own processes, and the store's, which the project's app started.
-            bare_groups = {
-                **server_processes(bare),
-                **{g: groups[g] for g in groups if g == "store"},
-            }
-            bare_slices = {op: [] for op in ("healthz", APPS[app].main_write)}
-            print(f"{bare.label} beside it ({bare.shape()}, on the same store)", flush=True)
+            for bare in bare_servers(server, store, iter(free_port, None)):
+                running.enter_context(bare)
+                # Its own processes, and the store's, which the project's app started.
+                store_group = {g: groups[g] for g in groups if g == "store"}
+                bare_groups = {**server_processes(bare), **store_group}
+                bares.append((bare, bare_groups, {"healthz": [], APPS[app].main_write: []}))
+                print(f"{bare.label} beside it ({bare.shape()}, on the same store)", flush=True)
         floors: list[Floor] = []
         share = args.seconds / args.rounds
         for _ in range(args.rounds):
-            turns = ((server, groups, slices), (bare, bare_groups, bare_slices))
-            for target, watched, taken in turns:
+            for target, watched, taken in ((server, groups, slices), *bares):
                 for op in taken:
                     before = cpu_used(watched)
                     result = measure(
@@ -277,14 +273,15 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
     for row in rows[1:]:
         if row["vs_best_case"] and row["cores_busy"] and rows[0]["cores_busy"]:
             print(where_the_rest_went(rows[0], row))
-    if bare:
+    project_rows = list(rows)
+    for bare, _, bare_slices in bares:
         bare_rows = table_rows(bare.name, backend, bare_slices, floor, {})
         print(f"{bare.name}, the same write from a bare Flask app (loadtests/runs/bare/):")
         print(report.format_table([shown(r) for r in bare_rows], COLUMNS), flush=True)
         for row in bare_rows[1:]:
             if row["vs_best_case"] and row["cores_busy"] and bare_rows[0]["cores_busy"]:
                 print(where_the_rest_went(bare_rows[0], row))
-        print(against_bare(rows, bare_rows))
+        print(against_bare(project_rows, bare_rows))
         rows += bare_rows
     if store:
         print(f"floor: {store.operation}, {workers} x {server.setting('GUNICORN_THREADS', '1')}")

@@ -40,9 +40,9 @@ DEFAULT_REQUESTS = 1000  # per batch
 DEFAULT_ROUNDS = 7
 WARM_UP = 200
 APPENDS_PER_USER = 50  # POST /visits: a new user this often, as the bench's client does
-# The app -> its bare module (loadtests/runs/bare/), by the store its write goes to.
-BARE = {"fixed_session": "session", "fixed_cache": "valkey"}
-DB_BARE = {"sqlite": "sqlite", "postgres": "postgres"}
+# The app -> its bare modules (loadtests/runs/bare/), by the store its write goes to.
+BARE = {"fixed_session": ("session", "flask_session"), "fixed_cache": ("valkey",)}
+DB_BARE = {"sqlite": ("sqlite",), "postgres": ("postgres",)}
 COLUMNS = (
     ("app", "app"),
     ("healthz_us", "/healthz us"),
@@ -145,7 +145,7 @@ def measure(name: str, app: WsgiApp, op: str, args: argparse.Namespace) -> dict:
     }
 
 
-def bare_module(app: str, backend: str | None) -> str:
+def bare_modules(app: str, backend: str | None) -> tuple[str, ...]:
     return DB_BARE[backend] if app == "fixed_db" and backend else BARE[app]
 
 
@@ -164,16 +164,16 @@ def measure_app(app: str, args: argparse.Namespace) -> list[dict]:
             project = import_module(f"{app}.app").create_app()
         title = APPS[app].label({**os.environ, **settings})
         rows = [measure(title, project, op, args)]
-        bare = bare_module(app, backend)
-        if bare == "sqlite":
-            settings["DATABASE_URL"] = f"sqlite:///{folder / APPS[app].sqlite_file}"
-        elif bare == "session":
-            settings["BARE_SESSION_DIR"] = str(Path(folder) / "bare-sessions")
-        elif bare == "valkey":
-            settings["REDIS_URL"] = settings[APPS[app].url_setting]
-        with environment(settings):
-            reference = import_module(f"loadtests.runs.bare.{bare}").create_app()
-        rows.append(measure(f"bare_{bare}", reference, op, args))
+        for bare in bare_modules(app, backend):
+            if bare == "sqlite":
+                settings["DATABASE_URL"] = f"sqlite:///{folder / APPS[app].sqlite_file}"
+            elif bare in ("session", "flask_session"):
+                settings["BARE_SESSION_DIR"] = str(Path(folder) / f"bare-{bare}")
+            elif bare == "valkey":
+                settings["REDIS_URL"] = settings[APPS[app].url_setting]
+            with environment(settings):
+                reference = import_module(f"loadtests.runs.bare.{bare}").create_app()
+            rows.append(measure(f"bare_{bare}", reference, op, args))
         close = getattr(project.extensions.get(app), "close", None)
         if close:  # fixed_db's PostgreSQL pool, before its server stops
             close()
@@ -197,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
             write = " ".join(ROUTES[APPS[app].main_write][:2])
             print(f"\n{rows[0]['app']}: {write} against GET /healthz, one thread, no server")
             print(report.format_table(rows, COLUMNS), flush=True)
-            print(
-                f"the app's write costs {rows[0]['extra_us'] - rows[1]['extra_us']} us "
-                f"more than the bare one's, beyond each one's /healthz"
-            )
+            for bare in rows[1:]:
+                print(
+                    f"the app's write costs {rows[0]['extra_us'] - bare['extra_us']} us "
+                    f"more than {bare['app']}'s, beyond each one's /healthz"
+                )
     except SettingError as error:
         parser.error(str(error))
     return 0

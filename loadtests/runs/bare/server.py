@@ -1,22 +1,23 @@
 """Serving a bare reference app (this package) beside the app it stands for.
 
 BareServer is an AppServer for the project's app (its settings, its shape,
-the shared gunicorn config) whose command serves the bare module instead,
+the shared gunicorn config) whose command serves a bare module instead,
 pointed at the store the project's app already uses: nothing of its own is
-started for it.
+started for it. A store may have more than one reference: the session files
+have the bare write, and Flask-Session over it.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from loadtests.runs.floor import Store
 from serve.processes import AppServer
 
-# The store's kind (floor.Store.kind) -> the bare module in this package.
+# The store's kind (floor.Store.kind) -> the bare modules in this package.
 BARE_APPS = {
-    "valkey": "valkey",
-    "sqlite": "sqlite",
-    "postgres": "postgres",
-    "session-files": "session",
+    "valkey": ("valkey",),
+    "sqlite": ("sqlite",),
+    "postgres": ("postgres",),
+    "session-files": ("session", "flask_session"),
 }
 
 
@@ -41,8 +42,9 @@ class BareServer(AppServer):
         return command
 
 
-def bare_server(project: AppServer, store: Store, port: int) -> BareServer:
-    """Not started: the bare app on `store`, the one `project` uses."""
+def bare_servers(project: AppServer, store: Store, ports: Iterable[int]) -> list[BareServer]:
+    """Not started: the bare apps on `store`, the one `project` uses, each on
+    a port from `ports`."""
     if store.kind == "session-files":
         where = {"BARE_SESSION_DIR": store.where}
     elif store.kind == "valkey":
@@ -52,4 +54,7 @@ def bare_server(project: AppServer, store: Store, port: int) -> BareServer:
     else:
         where = {"DATABASE_URL": store.where}
     settings = {name: project.setting(name) for name in project.spec.environment()}
-    return BareServer(project.app, port, BARE_APPS[store.kind], {**settings, **where})
+    return [
+        BareServer(project.app, port, module, {**settings, **where})
+        for module, port in zip(BARE_APPS[store.kind], ports, strict=False)
+    ]
