@@ -55,9 +55,16 @@ def first_child(launcher: subprocess.Popen, deadline: float) -> bool:
 
 def left_after_ctrl_c(app: str, env: dict[str, str], var: Path, moment: float) -> list[str]:
     """Start the launcher, Ctrl-C it `moment` seconds after its first child
-    appears; what still runs GONE_SECONDS later, as "pid program"."""
-    env = {**env, "VAR_DIR": str(var)}
-    launcher = launch(app, free_port(), env, stdout=subprocess.DEVNULL, start_new_session=True)
+    appears; what still runs GONE_SECONDS later, as "pid program (state)",
+    with the Python stacks of those that are Python."""
+    # faulthandler: SIGABRT makes a Python process print every thread's stack.
+    env = {**env, "VAR_DIR": str(var), "PYTHONFAULTHANDLER": "1"}
+    var.mkdir(parents=True)
+    errors = var / "stderr.txt"
+    with errors.open("w") as stderr:
+        launcher = launch(
+            app, free_port(), env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
+        )
     try:
         if not first_child(launcher, time.monotonic() + 60):
             return [f"the launcher started no server (exit code {launcher.poll()})"]
@@ -70,7 +77,8 @@ def left_after_ctrl_c(app: str, env: dict[str, str], var: Path, moment: float) -
             if not left and launcher.poll() is not None:
                 return []
             time.sleep(0.02)
-        return [f"{pid} {program(pid)}" for pid in left] or ["the launcher"]
+        found = [f"{pid} {program(pid)} ({state(pid)})" for pid in left] or ["the launcher"]
+        return found + stacks_of([pid for pid in left if program(pid).startswith("python")], errors)
     finally:
         for pid in [launcher.pid, *pids_mentioning(str(var))]:  # never leave one running
             with contextlib.suppress(ProcessLookupError):
@@ -83,6 +91,26 @@ def program(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return "?"
+
+
+def state(pid: int) -> str:
+    """Its state and the kernel function it waits in, from /proc."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        wchan = Path(f"/proc/{pid}/wchan").read_text().strip()
+    except OSError:
+        return "gone"
+    [line] = [line for line in status.splitlines() if line.startswith("State:")]
+    return f"{line.split(None, 1)[1]}, waiting in {wchan or '-'}"
+
+
+def stacks_of(pids: list[int], errors: Path) -> list[str]:
+    """Each Python process's threads, as faulthandler prints them on SIGABRT."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGABRT)
+    time.sleep(1.0)
+    return [errors.read_text()[-6000:]] if pids else []
 
 
 @pytest.mark.parametrize("store", SWEEPS)
