@@ -27,7 +27,6 @@ from exercises.catalog import CHECK_SHAPES, REPO_ROOT, Exercise
 from exercises.hints import ShapeResult, hints
 from plumbing.config import var_dir
 from serve.pids import cleanup_shielded, free_port
-from serve.valkey import EmbeddedValkey
 
 PRECHECK = Path(__file__).resolve().parent / "precheck.py"
 PRECHECK_SECONDS = 20
@@ -71,6 +70,8 @@ def spec_store(exercise: Exercise, data_dir: Path) -> Iterator[str]:
     if exercise.spec().get("app", {}).get("store") != "valkey":
         yield ""
         return
+    from serve.valkey import EmbeddedValkey  # redis: for the exercises with a store only
+
     with EmbeddedValkey(data_dir / "valkey", port=free_port()) as store:
         yield store.url
 

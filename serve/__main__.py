@@ -28,18 +28,17 @@ from serve.pids import (
     shield_cleanup,
     stop_on_sigterm,
 )
-from serve.postgres import EmbeddedPostgres
 from serve.processes import APPS, AppServer, fixed_apps, launcher
-from serve.valkey import EmbeddedValkey
 
 
 def stores(server: AppServer) -> str:
     """What the start-up line says of a server: its PIDs, and where its data is.
     A file before gunicorn's PID, which ends the line as it always has."""
     shown = f"gunicorn pid {server.process.pid}"
-    if isinstance(server.backing, EmbeddedValkey):
+    store = server.backing.name if server.backing else None
+    if store == "valkey":
         shown += f", valkey-server pid {server.backing.process.pid} at {server.backing.url}"
-    elif isinstance(server.backing, EmbeddedPostgres):
+    elif store == "postgres":
         postgres = server.backing
         shown += f", postgres pid {postgres.process.pid} at {postgres.shown_url}"
     elif path := server.sqlite_file():
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
             raise_if_interrupted()  # a Ctrl-C that Python dropped (serve.pids.INTERRUPTED)
             for server in servers:
-                valkey = isinstance(server.backing, EmbeddedValkey)
+                valkey = server.backing is not None and server.backing.name == "valkey"
                 if valkey and server.backing.restarts != restarts[server.app]:
                     restarts[server.app] = server.backing.restarts
                     print(

@@ -8,8 +8,12 @@ A server that fails to start raises with the tail of its log, so a port in use
 or a broken import is a clear message, not a hang. A harness run gives its
 servers a data folder of its own (run_folder()); a launcher's known failures
 (LAUNCH_ERRORS) reach the user as one paragraph and exit code 2
-(launch_failed()).
+(launch_failed()). The store servers' modules are imported only when a
+store is started: with psycopg and redis they are half of what a launcher
+or a harness tool would otherwise import before it does anything.
 """
+
+from __future__ import annotations
 
 import os
 import re
@@ -20,7 +24,7 @@ import urllib.request
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from plumbing.config import REPO_ROOT, var_dir
 from registry import APPS, SettingError
@@ -38,7 +42,6 @@ from serve.pids import (
     spawn,
     stop_process,
 )
-from serve.postgres import EmbeddedPostgres
 from serve.runs import run_folder
 from serve.shapes import (
     DEFAULT_SHAPE,
@@ -49,7 +52,10 @@ from serve.shapes import (
     resolve,
 )
 from serve.uwsgi import UwsgiShape, uwsgi_command
-from serve.valkey import EmbeddedValkey
+
+if TYPE_CHECKING:
+    from serve.postgres import EmbeddedPostgres
+    from serve.valkey import EmbeddedValkey
 
 __all__ = [
     "APPS",
@@ -94,8 +100,12 @@ def store_server(
     embedded = APPS[app].embedded_server(env)
     try:
         if embedded == "valkey":
+            from serve.valkey import EmbeddedValkey
+
             return EmbeddedValkey(folder / "valkey")
         if embedded == "postgres":
+            from serve.postgres import EmbeddedPostgres
+
             return EmbeddedPostgres(folder / "postgres")
     except ValueError as error:  # VALKEY_APPENDFSYNC, POSTGRES_SYNCHRONOUS_COMMIT
         raise SettingError(str(error)) from None

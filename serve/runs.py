@@ -15,7 +15,6 @@ from pathlib import Path
 
 from plumbing.config import var_dir
 from serve.pids import STOP_TIMEOUT_SECONDS, pid_alive, pids_mentioning
-from serve.postgres import EmbeddedPostgres
 
 RUNS = "runs"  # under var/: the harness runs' data folders
 
@@ -73,5 +72,7 @@ def remove_run_folder(folder: Path) -> None:
     """Delete a run folder, with the PostgreSQL cluster in it, which as root
     lives outside it (serve/postgres.py: EmbeddedPostgres.remove)."""
     if (folder / "postgres").exists():
+        from serve.postgres import EmbeddedPostgres  # psycopg: only when there is one
+
         EmbeddedPostgres(folder / "postgres", synchronous_commit="on").remove()
     shutil.rmtree(folder, ignore_errors=True)

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loadtests.check.spec import STORE_URL, AppSpec
 from loadtests.check.wrap import TARGET_SETTING, WORKER_PATH
@@ -51,7 +52,9 @@ from serve.processes import ERROR_LINE, GUNICORN_CONF
 from serve.runs import run_folder
 from serve.shapes import GunicornShape
 from serve.store import StoreServer
-from serve.valkey import EmbeddedValkey
+
+if TYPE_CHECKING:
+    from serve.valkey import EmbeddedValkey
 
 WRAPPED = "loadtests.check.wrap:app"
 FOR_FLASK_RUN = "loadtests.check.wrap:for_flask_run()"
@@ -289,13 +292,16 @@ class Deployment:
     store: StoreServer | None = None  # the spec's [app].store, running
 
 
-def start_store(kind: str, data: Path) -> EmbeddedValkey:
+def start_store(kind: str, data: Path) -> "EmbeddedValkey":
     """The spec's store, on its own folder under {data} and a free port."""
     if kind != "valkey":  # spec.py lets no other through
         raise ValueError(f"no store named {kind!r}")
     # SIGKILL if the check dies without stopping it (kill -9): store-paused may
     # have it stopped, and a stopped server acts on no gentler signal; its data
-    # is thrown away with {data} anyway.
+    # is thrown away with {data} anyway. Imported here, as serve.processes
+    # does: redis is for the specs that name a store.
+    from serve.valkey import EmbeddedValkey
+
     return EmbeddedValkey(data / "valkey", port=free_port(), death_signal=signal.SIGKILL).start()
 
 
