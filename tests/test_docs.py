@@ -66,10 +66,13 @@ def test_the_site_builds_strictly_with_a_page_per_linked_file(site):
 
 
 def test_a_broken_link_or_anchor_fails_the_strict_build(tmp_path):
+    # The site's own config and hooks, on two pages: the whole site is built above.
     docs = tmp_path / "docs"
-    shutil.copytree(DOCS_DIR, docs, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(DOCS_DIR / "stylesheets", docs / "stylesheets")
+    (docs / "why.md").write_text("# Why\n\n## A part\n")
     (docs / "broken.md").write_text(
         "# Broken\n\n[gone](../examples/no_such_example.py) and [nowhere](why.md#no-such-part)\n"
+        "and [there](why.md#a-part)\n"
     )
     config = tmp_path / "mkdocs.yml"
     config.write_text(
@@ -77,12 +80,17 @@ def test_a_broken_link_or_anchor_fails_the_strict_build(tmp_path):
         f"docs_dir: {docs}\n"
         f"site_dir: {tmp_path / 'site'}\n"
         f"hooks:\n  - {REPO_ROOT / 'docs/tools/hooks.py'}\n"
+        "nav:\n  - broken.md\n  - why.md\n"
         "watch: []\n"
     )
     build = mkdocs("build", "--strict", config=config)
     assert build.returncode == 1
     assert "code/examples/no_such_example.py.md" in build.stderr
     assert "no-such-part" in build.stderr
+    assert "a-part" not in build.stderr.replace("no-such-part", "")
+    # Without the two broken links, the same two pages build.
+    (docs / "broken.md").write_text("# Broken\n\n[there](why.md#a-part)\n")
+    assert mkdocs("build", "--strict", config=config).returncode == 0
 
 
 def top_level_names(path: Path) -> set[str]:

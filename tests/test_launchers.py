@@ -59,7 +59,8 @@ TOOLS = {
     "scale-out": "loadtests.runs.hammer fixed_cache --users 2 --ops 2 --instances 2 --out OUT",
     "matrix": "loadtests.runs.matrix --apps fixed_cache --shapes sync-1 --users 2 --ops 2"
     " --out OUT",
-    "bench": "loadtests.runs.bench fixed_cache --seconds 0.3 --rounds 1 --out OUT",
+    "bench": "loadtests.runs.bench fixed_cache --seconds 0.3 --rounds 1 --profile-seconds 0.2"
+    " --out OUT",
     "stall": "loadtests.faults.stall fixed_cache --connections 2 --seconds 0.2",
     "locust": "loadtests.swarm.locust_run fixed_cache --app-port 0 --headless --run-time 2s"
     " --users 2",
