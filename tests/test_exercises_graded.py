@@ -7,6 +7,7 @@ Each grade starts real servers (gunicorn, flask run) through the check's
 command line, as `make grade` does.
 """
 
+import functools
 import re
 import shutil
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from exercises.catalog import resolve
-from exercises.grading import grade, precheck
+from exercises.grading import Grade, grade, precheck
 
 # What each starting app's grade must find: the pattern its exercise teaches.
 TAUGHT = {
@@ -29,10 +30,16 @@ TAUGHT = {
 }
 
 
+@functools.cache
+def starting_app_graded(number: int) -> Grade:
+    """One real grade of a starting app, for every test here that reads it."""
+    return grade(resolve(str(number)))
+
+
 @pytest.mark.gunicorn
 @pytest.mark.parametrize("number", sorted(TAUGHT))
 def test_every_starting_app_fails_for_the_reason_it_teaches(number):
-    graded = grade(resolve(str(number)))
+    graded = starting_app_graded(number)
     assert not graded.problem, graded.problem
     assert graded.pattern == TAUGHT[number], (graded.results, graded.witness)
     assert graded.witness  # the smallest witness of what is still wrong
@@ -52,7 +59,7 @@ def test_every_reference_fix_passes_under_every_shape_it_names(number):
 def test_exercise_8_places_an_order_twice_only_when_its_store_pauses():
     """The retry without a key is right while the store answers; with the
     store stopped mid-write, an order sent once is in the list twice."""
-    graded = grade(resolve("8"))
+    graded = starting_app_graded(8)
     verdicts = {r.shape: r.verdict for r in graded.results}
     assert verdicts == {"threads": "passed", "processes": "passed", "store-paused": "failed"}
     assert graded.witness.startswith("(store-paused)\nduplicated visit: "), graded.witness

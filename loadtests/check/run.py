@@ -142,6 +142,10 @@ def run_shape(
                 driver.burst()
             if SHAPES[shape].restart:
                 phase("restarting the server")
+                # Users close their idle connections first, as they would lose
+                # them anyway: gunicorn would hold them open 2 s before it stops.
+                for driver in drivers:
+                    driver.close()
                 deployment.restart()
             pause = SHAPES[shape].pause_store and deployment.store is not None
             phase("burst 2, the store paused" if pause else "burst 2")
