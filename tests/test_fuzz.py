@@ -58,23 +58,32 @@ articles = st.one_of(
 )
 
 
+# Strategies are made once, here, not in the composites below: made afresh at
+# every draw, the text strategies' alphabets were most of the test's time.
+body_kinds = st.sampled_from(["article", "json", "bytes", "deep", "big", "empty"])
+short_names = st.text(max_size=8)
+raw_bodies = st.binary(max_size=300)
+depths = st.integers(100, 5000)
+big_sizes = st.integers(16 * 1024 - 20, 40_000)
+
+
 @st.composite
 def bodies(draw) -> bytes:
-    kind = draw(st.sampled_from(["article", "json", "bytes", "deep", "big", "empty"]))
+    kind = draw(body_kinds)
     if kind == "article":
         obj = {"article": draw(articles)}
         if draw(st.booleans()):
-            obj[draw(st.text(max_size=8))] = draw(json_values)
+            obj[draw(short_names)] = draw(json_values)
         return json.dumps(obj, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
     if kind == "json":
         return json.dumps(draw(json_values)).encode()
     if kind == "bytes":
-        return draw(st.binary(max_size=300))
+        return draw(raw_bodies)
     if kind == "deep":
-        depth = draw(st.integers(100, 5000))
+        depth = draw(depths)
         return b"[" * depth + b"]" * depth
     if kind == "big":
-        return b'{"article": "big"' + b" " * draw(st.integers(16 * 1024 - 20, 40_000)) + b"}"
+        return b'{"article": "big"' + b" " * draw(big_sizes) + b"}"
     return b""
 
 
@@ -82,52 +91,63 @@ def quoted(text: str) -> str:
     return "".join(c if c in TOKEN else "".join(f"%{b:02X}" for b in c.encode()) for c in text)
 
 
+paths = (
+    st.sampled_from(ROUTES)
+    | st.sampled_from(["/", "/visits/", "/../healthz", "//counter", "/%2e%2e/x", "/a" * 300])
+    | st.text(TOKEN + "/%", min_size=1, max_size=40).map(lambda t: "/" + t)
+)
+names = st.text(max_size=80) | st.sampled_from(["", "\ud800", "a\x00"])
+
+
 @st.composite
 def targets(draw) -> str:
-    path = draw(
-        st.sampled_from(ROUTES)
-        | st.sampled_from(["/", "/visits/", "/../healthz", "//counter", "/%2e%2e/x", "/a" * 300])
-        | st.text(TOKEN + "/%", min_size=1, max_size=40).map(lambda t: "/" + t)
-    )
+    path = draw(paths)
     if draw(st.booleans()):
-        name = draw(st.text(max_size=80) | st.sampled_from(["", "\ud800", "a\x00"]))
+        name = draw(names)
         path += "?name=" + quoted(name.encode("utf-8", "surrogatepass").decode("latin-1"))
     return path
 
 
 header_values = st.text(string.printable.strip() + " ", max_size=60)
+content_types = st.sampled_from(
+    [None, "application/json", "application/json; charset=latin-1", "text/plain"]
+)
+cookie_kinds = st.sampled_from(["none", "known", "forged"])
+cookie_names = st.sampled_from(["uid", "session"])
+cookie_values = st.text(TOKEN + ".=", max_size=120)
+header_names = st.text(TOKEN, min_size=1, max_size=12)
 
 
 @st.composite
 def headers(draw) -> dict[str, str]:
     found = {}
-    content_type = draw(
-        st.sampled_from(
-            [None, "application/json", "application/json; charset=latin-1", "text/plain"]
-        )
-    )
+    content_type = draw(content_types)
     if content_type:
         found["Content-Type"] = content_type
-    cookie = draw(st.sampled_from(["none", "known", "forged"]))
+    cookie = draw(cookie_kinds)
     if cookie == "known":  # the user whose visits the model follows
         found["Cookie"] = KNOWN_USER
     elif cookie == "forged":
-        name = draw(st.sampled_from(["uid", "session"]))
-        found["Cookie"] = f"{name}={draw(st.text(TOKEN + '.=', max_size=120))}"
+        name = draw(cookie_names)
+        found["Cookie"] = f"{name}={draw(cookie_values)}"
     if draw(st.booleans()):
         found["Idempotency-Key"] = draw(header_values)
     for _ in range(draw(st.integers(0, 2))):
-        found["X-" + draw(st.text(TOKEN, min_size=1, max_size=12))] = draw(header_values)
+        found["X-" + draw(header_names)] = draw(header_values)
     return found
+
+
+methods = st.sampled_from(METHODS)
+framings = st.sampled_from(["length", "chunked", "broken-chunks", "short-length"])
 
 
 @st.composite
 def requests_(draw) -> tuple[str, str, bytes]:
     """(method, path, the request's bytes)."""
-    method = draw(st.sampled_from(METHODS))
+    method = draw(methods)
     target = draw(targets())
     body = draw(bodies())
-    framing = draw(st.sampled_from(["length", "chunked", "broken-chunks", "short-length"]))
+    framing = draw(framings)
     payload = request(method, target, body, draw(headers()), chunked=framing != "length")
     if framing == "broken-chunks":  # complete, but its chunk size is not hexadecimal
         head = payload.partition(b"\r\n\r\n")[0]
