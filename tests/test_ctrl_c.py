@@ -67,7 +67,8 @@ def left_after_ctrl_c(app: str, env: dict[str, str], var: Path, moment: float) -
         )
     try:
         if not first_child(launcher, time.monotonic() + 60):
-            return [f"the launcher started no server (exit code {launcher.poll()})"]
+            said = errors.read_text()[-2000:]
+            return [f"the launcher started no server (exit code {launcher.poll()}): {said}"]
         time.sleep(moment)
         os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
         deadline = time.monotonic() + GONE_SECONDS
