@@ -237,10 +237,10 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
         slices: dict[str, list[Result]] = {op: [] for op in ["healthz", *ops]}
         bares: list[tuple[BareServer, Groups, dict[str, list[Result]]]] = []
         if args.bare and store and APPS[app].main_write in ops:
+            # Each one's own processes, and the store's, which the project's app started.
+            store_group = {g: groups[g] for g in groups if g == "store"}
             for bare in bare_servers(server, store, iter(free_port, None)):
                 running.enter_context(bare)
-                # Its own processes, and the store's, which the project's app started.
-                store_group = {g: groups[g] for g in groups if g == "store"}
                 bare_groups = {**server_processes(bare), **store_group}
                 bares.append((bare, bare_groups, {"healthz": [], APPS[app].main_write: []}))
                 print(f"{bare.label} beside it ({bare.shape()}, on the same store)", flush=True)

@@ -33,6 +33,7 @@ from typing import Any
 
 from loadtests.clients.client import ROUTES
 from loadtests.runs import report
+from loadtests.runs.bare.server import BARE_APPS
 from registry import APPS, SettingError
 from serve.processes import fixed_apps, run_folder, store_server
 
@@ -40,9 +41,10 @@ DEFAULT_REQUESTS = 1000  # per batch
 DEFAULT_ROUNDS = 7
 WARM_UP = 200
 APPENDS_PER_USER = 50  # POST /visits: a new user this often, as the bench's client does
-# The app -> its bare modules (loadtests/runs/bare/), by the store its write goes to.
-BARE = {"fixed_session": ("session", "flask_session"), "fixed_cache": ("valkey",)}
-DB_BARE = {"sqlite": ("sqlite",), "postgres": ("postgres",)}
+# The store each app's write goes to, as the bench names it (floor.Store.kind),
+# whose bare modules (loadtests/runs/bare/server.py BARE_APPS) stand beside it;
+# fixed_db's is its backend.
+STORE_KIND = {"fixed_session": "session-files", "fixed_cache": "valkey"}
 COLUMNS = (
     ("app", "app"),
     ("healthz_us", "/healthz us"),
@@ -146,7 +148,7 @@ def measure(name: str, app: WsgiApp, op: str, args: argparse.Namespace) -> dict:
 
 
 def bare_modules(app: str, backend: str | None) -> tuple[str, ...]:
-    return DB_BARE[backend] if app == "fixed_db" and backend else BARE[app]
+    return BARE_APPS[backend if app == "fixed_db" and backend else STORE_KIND[app]]
 
 
 def measure_app(app: str, args: argparse.Namespace) -> list[dict]:
