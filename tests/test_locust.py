@@ -150,8 +150,13 @@ def test_an_app_that_should_be_correct_and_is_not_exits_1(broken_global):
     assert run.returncode == 1, run.stderr[-3000:]
     assert "Correctness of broken_global judged as fixed_db" in run.stdout
     assert "UNEXPECTED: fixed_db: anomalies in an app that should have none: " in run.stdout
-    assert re.search(r"should have none: \d+ lost updates, \d+ divergence", run.stdout)
-    assert "{" not in run.stdout.split("should have none: ")[1].splitlines()[0]  # no dict
+    # "N title, N title": the kinds this run showed, each with its count, no dict.
+    # Which kinds a 4-second run shows varies: one fresh-clone run had no lost update.
+    shown = run.stdout.split("should have none: ")[1].splitlines()[0]
+    counted = [re.fullmatch(r"(\d+) (.+)", item) for item in shown.split(", ")]
+    assert all(counted), shown
+    assert {m[2] for m in counted} <= {kind.title for kind in KINDS}, shown
+    assert all(int(m[1]) > 0 for m in counted), shown
 
 
 def test_fixed_db_is_clean_and_exits_0(isolated_var_dir):
