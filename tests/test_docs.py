@@ -51,6 +51,26 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
+def small_site(folder: Path, pages: dict[str, str]) -> Path:
+    """The site's own config and hooks on a few pages of our own, for what
+    needs no whole site (which the fixture above builds): its config file."""
+    docs = folder / "docs"
+    shutil.copytree(DOCS_DIR / "stylesheets", docs / "stylesheets")
+    for name, text in pages.items():
+        (docs / name).write_text(text)
+    nav = "".join(f"  - {name}\n" for name in pages)
+    config = folder / "mkdocs.yml"
+    config.write_text(
+        f"INHERIT: {REPO_ROOT / 'mkdocs.yml'}\n"
+        f"docs_dir: {docs}\n"
+        f"site_dir: {folder / 'site'}\n"
+        f"hooks:\n  - {REPO_ROOT / 'docs/tools/hooks.py'}\n"
+        f"nav:\n{nav}"
+        "watch: []\n"
+    )
+    return config
+
+
 def test_the_site_builds_strictly_with_a_page_per_linked_file(site):
     for page in ("index.html", "why/index.html", "results/index.html", "choosing/index.html"):
         assert (site / page).is_file(), page
@@ -66,23 +86,12 @@ def test_the_site_builds_strictly_with_a_page_per_linked_file(site):
 
 
 def test_a_broken_link_or_anchor_fails_the_strict_build(tmp_path):
-    # The site's own config and hooks, on two pages: the whole site is built above.
-    docs = tmp_path / "docs"
-    shutil.copytree(DOCS_DIR / "stylesheets", docs / "stylesheets")
-    (docs / "why.md").write_text("# Why\n\n## A part\n")
-    (docs / "broken.md").write_text(
+    broken = (
         "# Broken\n\n[gone](../examples/no_such_example.py) and [nowhere](why.md#no-such-part)\n"
         "and [there](why.md#a-part)\n"
     )
-    config = tmp_path / "mkdocs.yml"
-    config.write_text(
-        f"INHERIT: {REPO_ROOT / 'mkdocs.yml'}\n"
-        f"docs_dir: {docs}\n"
-        f"site_dir: {tmp_path / 'site'}\n"
-        f"hooks:\n  - {REPO_ROOT / 'docs/tools/hooks.py'}\n"
-        "nav:\n  - broken.md\n  - why.md\n"
-        "watch: []\n"
-    )
+    config = small_site(tmp_path, {"broken.md": broken, "why.md": "# Why\n\n## A part\n"})
+    docs = tmp_path / "docs"
     build = mkdocs("build", "--strict", config=config)
     assert build.returncode == 1
     assert "code/examples/no_such_example.py.md" in build.stderr
@@ -247,11 +256,15 @@ def test_the_witness_pictures_are_dated_real_pictures_of_real_runs_and_shown():
             assert shot["file"] in shown and f"`{shot['run']}`" in shown, page
 
 
-def test_make_docs_serves_the_site_on_loopback():
+def test_make_docs_serves_the_site_on_loopback(tmp_path):
     recipe = re.search(r"^docs:.*\n((?:\t.*\n)+)", (REPO_ROOT / "Makefile").read_text(), re.M)
     assert "mkdocs serve --dev-addr 127.0.0.1:" in recipe[1]
+    # Serving, on one page and the code page it links to: the whole site's
+    # build is the fixture's above, and mkdocs serve would build it all again.
+    page = "# Start\n\nThe [lock](../examples/half_fix_lock.py#prove).\n"
+    config = small_site(tmp_path, {"README.md": page})
     port = free_port()
-    command = [sys.executable, "-m", "mkdocs", "serve", "--no-livereload"]
+    command = [sys.executable, "-m", "mkdocs", "serve", "--no-livereload", "-f", str(config)]
     server = subprocess.Popen(
         [*command, "--dev-addr", f"127.0.0.1:{port}"],
         cwd=REPO_ROOT,
