@@ -40,6 +40,8 @@ def server(request, tmp_path, two_users):
         for driver in two_users:
             driver.delete_all_cookies()  # a new user on each app
         yield running
+        for driver in two_users:  # or the server's stop waits 2 s for their connections
+            browser.close_connections(driver)
 
 
 def test_one_users_visits_show_up_for_another_only_in_broken_global(server, two_users):
