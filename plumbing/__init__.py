@@ -1,32 +1,27 @@
 """Plumbing shared by all four apps, written once because it is not the lesson.
 
-create_base_app() returns a Flask app that already answers JSON errors, limits
-body size, stamps X-Worker on every response, knows the user-id cookie, has
-its secret key and serves GET /healthz. Each app folder adds its state
-strategy and the six routes of the HTTP contract in README.md, and the page
-for people at GET / (plumbing/page.py). Imported by the apps; never starts
-processes.
+create_base_app() (app.py) returns a Flask app that already answers JSON
+errors, limits body size, stamps X-Worker on every response, knows the
+user-id cookie, has its secret key and serves GET /healthz. Each app folder
+adds its state strategy and the six routes of the HTTP contract in README.md,
+and the page for people at GET / (plumbing/page.py). Imported by the apps;
+never starts processes.
+
+The names below load their module on first use (PEP 562): the launchers and
+the harness import plumbing.config alone, and would otherwise import Flask
+for nothing, most of a launcher's start-up CPU.
 """
 
-import time
-from collections.abc import Mapping
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app
-
-from plumbing.config import (
-    MAX_BODY_BYTES,
-    env_flag,
-    load_secret_key,
-    secret_key_fallbacks,
-    setting,
-    var_dir,
-    work_seconds,
-)
-from plumbing.http import article_from_body, install_http, name_from_query, unavailable_when
-from plumbing.idempotency import idempotent
-from plumbing.page import visits_page
-from plumbing.users import current_user_id, install_users
+if TYPE_CHECKING:
+    from plumbing.app import create_base_app, do_some_work
+    from plumbing.config import setting
+    from plumbing.http import article_from_body, name_from_query, unavailable_when
+    from plumbing.idempotency import idempotent
+    from plumbing.page import visits_page
+    from plumbing.users import current_user_id
 
 __all__ = [
     "article_from_body",
@@ -39,43 +34,20 @@ __all__ = [
     "unavailable_when",
     "visits_page",
 ]
+MODULES = {
+    "article_from_body": "http",
+    "create_base_app": "app",
+    "current_user_id": "users",
+    "do_some_work": "app",
+    "idempotent": "idempotency",
+    "name_from_query": "http",
+    "setting": "config",
+    "unavailable_when": "http",
+    "visits_page": "page",
+}
 
 
-def create_base_app(
-    import_name: str,
-    test_config: Mapping[str, Any] | None = None,
-    defaults: Mapping[str, Any] | None = None,
-) -> Flask:
-    """A Flask app with the plumbing installed. Configuration is layered:
-    the shared settings, then the app's `defaults`, then `test_config`."""
-    app_name = import_name.partition(".")[0]  # the folder
-    app = Flask(import_name)
-    directory = var_dir()
-    app.config.from_mapping(
-        APP_NAME=app_name,
-        VAR_DIR=str(directory),
-        SECRET_KEY=load_secret_key(directory),
-        SECRET_KEY_FALLBACKS=secret_key_fallbacks(),
-        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
-        WORK_SECONDS=work_seconds(),
-        SESSION_COOKIE_SECURE=env_flag("COOKIE_SECURE"),
-        SESSION_COOKIE_SAMESITE="Lax",
-    )
-    app.config.update(defaults or {})
-    app.config.update(test_config or {})
-    install_http(app)
-    install_users(app)
-
-    @app.get("/healthz")
-    def healthz():
-        return {"status": "ok", "strategy": app_name}  # the contract's name for it
-
-    return app
-
-
-def do_some_work() -> None:
-    """What a real handler does between reading and writing state: a query, an
-    API call, a template. Sleeping releases the GIL, as that I/O would, so other
-    threads run in the gap. Its length is WORK_MS."""
-    if seconds := current_app.config["WORK_SECONDS"]:
-        time.sleep(seconds)  # even sleep(0) costs a system call
+def __getattr__(name: str) -> Any:
+    if name not in MODULES:
+        raise AttributeError(f"module 'plumbing' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"plumbing.{MODULES[name]}"), name)
