@@ -16,16 +16,13 @@ was told. The keyed PostgreSQL run also takes a pause, a crashed backend and
 the server killed and started again (loadtests/README.md, Faults).
 """
 
-import os
-import subprocess
-
 import pytest
 
 from loadtests.clients.client import Client, Retry
 from loadtests.faults.run import Run
 from loadtests.faults.schedules import WRITES_IN_FLIGHT, Planned
 from loadtests.judge.history import NOT_APPLIED, UNKNOWN, WRITES
-from serve.postgres import EmbeddedPostgres
+from tests.postgres_fixtures import unavailable
 
 pytestmark = pytest.mark.gunicorn
 
@@ -37,36 +34,17 @@ POSTGRES_SECONDS = 6.0  # of load around PostgreSQL's four faults
 THREADS = 2 * 4  # the shared config's: a write in flight for each app thread
 
 
-@pytest.fixture(scope="session")
-def postgres_template(tmp_path_factory):
-    """A stopped cluster, made by initdb once, that each test's server copies;
-    the error instead if the embedded server cannot start here."""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "template")
-    try:
-        server.start().stop()
-    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
-        server.remove()
-        yield error
-        return
-    yield server
-    server.remove()
-
-
 @pytest.fixture
-def fixed_db_on_postgres(postgres_template, isolated_var_dir, monkeypatch):
-    """FIXED_DB_BACKEND=postgres, and a cluster where AppServer starts its
-    embedded server (var/postgres), copied from the template; removed after.
-    Skipped if the server cannot start here, except in CI, where it fails."""
-    if isinstance(template := postgres_template, Exception):
-        reason = f"the embedded PostgreSQL server cannot start: {template}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)  # CI must run them
-        pytest.skip(reason)
-    server = EmbeddedPostgres(isolated_var_dir / "postgres", template=template)
-    server.start().stop()
+def fixed_db_on_postgres(template, monkeypatch):
+    """FIXED_DB_BACKEND=postgres: each Run's AppServer starts its embedded
+    server in the run's own folder (serve/runs.py), by initdb, as `make faults
+    DB=postgres` does; a cluster made anywhere else beforehand would go unused.
+    The session's template (tests/postgres_fixtures.py), shared with the other
+    PostgreSQL tests, says whether the server can start here: skipped if it
+    cannot, except in CI, where it fails."""
+    if isinstance(template, Exception):
+        unavailable(f"{type(template).__name__}: {template}")
     monkeypatch.setenv("FIXED_DB_BACKEND", "postgres")
-    yield
-    server.remove()  # the cluster, and as root its folder outside var/
 
 
 IN_FLIGHT_PLAN = (Planned(0.3, WRITES_IN_FLIGHT),)

@@ -127,8 +127,10 @@ class Client:
         tab.http.cookies.update(self.http.cookies)
         return tab
 
-    def healthz(self) -> Event:
-        return self._call("healthz")
+    def healthz(self, base_url: str | None = None) -> Event:
+        """GET /healthz on the next instance in turn, or on `base_url`, one of
+        the client's (Placement settles each instance's connection on its own)."""
+        return self._call("healthz", base_url=base_url)
 
     def app_name(self) -> str:
         """The app's folder name, as its /healthz answer says ("strategy")."""
@@ -159,7 +161,9 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    def _call(self, op: str, arg: str | None = None, **kwargs: Any) -> Event:
+    def _call(
+        self, op: str, arg: str | None = None, base_url: str | None = None, **kwargs: Any
+    ) -> Event:
         key = ""
         if op in WRITES:
             if self.keys:
@@ -168,13 +172,13 @@ class Client:
                 kwargs["headers"] = {KEY_HEADER: key}
             else:
                 key = f"{PROCESS_TAG}-{next(REQUEST_IDS)}"
-        event = self._send(op, arg, key, 1, kwargs)
+        event = self._send(op, arg, key, 1, kwargs, base_url)
         if self.record is None:
             return event
         while self.retry and self.retry.wants(event):
             self.record(event)
             self.retry.wait(event)
-            event = self._send(op, arg, key, event.attempt + 1, kwargs)
+            event = self._send(op, arg, key, event.attempt + 1, kwargs, base_url)
         self.record(event)
         return event
 
@@ -190,8 +194,17 @@ class Client:
             except TRANSPORT_ERRORS:  # the write itself will then say what is wrong
                 time.sleep(0.05 * 2**attempt)
 
-    def _send(self, op: str, arg: str | None, key: str, attempt: int, kwargs: dict) -> Event:
-        """One try: an Event, whatever happened."""
+    def _send(
+        self,
+        op: str,
+        arg: str | None,
+        key: str,
+        attempt: int,
+        kwargs: dict,
+        base_url: str | None = None,
+    ) -> Event:
+        """One try: an Event, whatever happened. To `base_url` if given, else
+        to the next instance in turn."""
         method, path, field = ROUTES[op]
         if self.judge:
             # One statistics row per route, whatever the query string says.
@@ -199,7 +212,7 @@ class Client:
         start = time.monotonic()
         try:
             response = self.http.request(
-                method, next(self.turns) + path, timeout=self.timeout, **kwargs
+                method, (base_url or next(self.turns)) + path, timeout=self.timeout, **kwargs
             )
         except TRANSPORT_ERRORS as error:  # requests' own errors are OSErrors too
             # Nothing left (NotSent), else it may have reached the app: unknown.

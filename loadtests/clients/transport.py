@@ -100,6 +100,13 @@ class KeepAliveSession:
             self.connections[server] = connection
         return connection
 
+    def close_connection(self, url: str) -> None:
+        """Close the connection to url's server, if one is open; the next
+        request there opens a new one. The others stay open."""
+        parts = urlsplit(url)
+        if connection := self.connections.pop((parts.hostname, parts.port), None):
+            connection.close()
+
     def close(self) -> None:
         for connection in self.connections.values():
             connection.close()
