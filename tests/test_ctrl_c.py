@@ -17,6 +17,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from plumbing.config import REPO_ROOT
-from serve.pids import free_port, pids_mentioning
+from serve.pids import INTERRUPTED, free_port, join_all, pids_mentioning, remember_interrupts
 from tests.conftest import launch
 
 pytestmark = pytest.mark.gunicorn
@@ -178,3 +179,29 @@ def test_a_ctrl_c_python_drops_in_a_finalizer_still_stops_the_launcher():
     assert "Exception ignored" in done.stderr  # Python did drop it
     assert "started" not in done.stdout, done.stdout + done.stderr
     assert done.returncode == 130, done.stdout + done.stderr
+
+
+class DropsACtrlC:
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C while a finalizer runs: Python drops it
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_python_drops_while_threads_run_still_ends_the_wait_for_them():
+    # faults.stall, sent SIGTERM at its start, ran its 30 s of load to the
+    # end (2 of 4 runs of test_launchers' SIGTERM test): the KeyboardInterrupt
+    # was dropped, and join() waited the load's threads out.
+    release = threading.Event()
+    load = threading.Thread(target=release.wait, args=(30,), daemon=True)
+    load.start()
+    undo = remember_interrupts()
+    try:
+        DropsACtrlC()
+        assert INTERRUPTED.is_set()  # dropped, but remembered
+        with pytest.raises(KeyboardInterrupt):
+            join_all([load])
+        assert load.is_alive()  # the wait ended, not the load
+    finally:
+        undo()
+        release.set()
+        load.join()

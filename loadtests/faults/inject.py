@@ -28,6 +28,7 @@ from pathlib import Path
 from loadtests.clients.client import Client, Retry
 from loadtests.clients.placement import Placement
 from loadtests.judge.history import Event
+from serve.pids import join_all
 from serve.processes import AppServer
 from serve.store import StoreServer
 
@@ -124,8 +125,7 @@ def together(clients: list[Client], action: Callable[[int, Client], object]) -> 
     threads = [threading.Thread(target=go, args=pair) for pair in enumerate(clients)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    join_all(threads)
 
 
 class WritesInFlight:

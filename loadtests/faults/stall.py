@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from loadtests.clients.transport import TRANSPORT_ERRORS, KeepAliveSession
 from loadtests.runs import report
 from registry import APPS, SERVER_TITLES
+from serve.pids import join_all
 from serve.processes import AppServer, free_port, launcher
 
 # The apps that can have a store server of their own, which the stall pauses.
@@ -98,8 +99,7 @@ def on_every_connection(target, sessions: list[KeepAliveSession], *args) -> None
     threads = [threading.Thread(target=target, args=(s, *args), daemon=True) for s in sessions]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    join_all(threads)  # a SIGTERM Python dropped still ends the run
 
 
 def stall(server: AppServer, connections: int, seconds: float) -> tuple[list[Answer], list[Answer]]:

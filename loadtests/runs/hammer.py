@@ -34,6 +34,7 @@ from loadtests.runs import report
 from loadtests.timeline import write_timeline
 from plumbing.config import var_dir
 from registry import APPS
+from serve.pids import join_all
 from serve.processes import (
     AppServer,
     available_apps,
@@ -119,8 +120,7 @@ def run_scenarios(
     threads = [threading.Thread(target=user, args=(i,), daemon=True) for i in range(users)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    join_all(threads)
     tabs_owner.close()
     return history
 
@@ -147,8 +147,7 @@ def measure_ceiling(
         thread.start()
     start_together.wait()
     began = time.monotonic()
-    for thread in threads:
-        thread.join()
+    join_all(threads)
     return len(done) / (time.monotonic() - began)
 
 

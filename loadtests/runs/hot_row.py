@@ -25,6 +25,7 @@ import psycopg
 
 from loadtests.runs import report
 from loadtests.runs.floor import client_pool
+from serve.pids import join_all
 from serve.postgres import EmbeddedPostgres
 from serve.processes import launcher, run_folder
 
@@ -112,8 +113,7 @@ def client_process(url: str, variant: str, slots: list[int], seconds: float) -> 
     ]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    join_all(threads)
     return (
         sum(o[0] for o in out),
         sum(o[1] for o in out),

@@ -32,7 +32,7 @@ from loadtests.judge.checker import check
 from loadtests.judge.history import Event, answer
 from loadtests.timeline.render import render, worker_lane
 from registry import APPS
-from serve.pids import port_in_use_message, port_is_free
+from serve.pids import join_all, port_in_use_message, port_is_free
 from serve.processes import AppServer, available_apps, free_port, launcher
 
 # The routes a learner can race: what each racer sends.
@@ -64,8 +64,7 @@ def race(url: str, route: str, racers: int) -> list[Event]:
     threads = [threading.Thread(target=racer, args=(c,), daemon=True) for c in clients]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    join_all(threads)
     return sorted(history, key=lambda e: e.start)
 
 
