@@ -108,6 +108,7 @@ class KeepAliveSession:
             connection.close()
 
     def close(self) -> None:
-        for connection in self.connections.values():
+        # A copy: a thread may still be opening one, in a run that a Ctrl-C ended.
+        for connection in list(self.connections.values()):
             connection.close()
         self.connections.clear()
