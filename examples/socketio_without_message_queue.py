@@ -44,7 +44,9 @@ from serve.valkey import EmbeddedValkey
 LABEL = "proven"
 MESSAGE = "the price of tea went up"
 DELIVERY_SECONDS = 5.0
-MISS_WINDOW_SECONDS = 1.0  # a browser still without it this long after the other got it: missed
+# A browser still without it this long after the other got it: missed. Through
+# the queue, a delivery once took over 1 s on a busy 2-core machine (make test).
+MISS_WINDOW_SECONDS = 3.0
 
 sockets = SocketIO()
 
