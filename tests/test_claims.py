@@ -23,13 +23,20 @@ import pytest
 from docs.tools import blocks, lock
 from plumbing.config import REPO_ROOT
 
-SKIPPED = {".venv", "var", "node_modules", ".git"}
+SKIPPED = {"var", "node_modules"}
+
+
+def readers_page(page) -> bool:
+    """Not the runs' data, nor a hidden folder's: the venv, git, and the tools'
+    caches (.pytest_cache has a README.md of its own after a first run)."""
+    parts = page.relative_to(REPO_ROOT).parts
+    return not SKIPPED & set(parts) and not any(part.startswith(".") for part in parts)
+
+
 PAGES = sorted(
     [*(REPO_ROOT / "docs").glob("*.md"), *REPO_ROOT.glob("**/README.md")],
 )
-PAGES = [
-    page for page in dict.fromkeys(PAGES) if not SKIPPED & set(page.relative_to(REPO_ROOT).parts)
-]
+PAGES = [page for page in dict.fromkeys(PAGES) if readers_page(page)]
 
 CLAIM = re.compile(r"(?<!not )\b(proven|proves|measured)\b", re.IGNORECASE)
 LINK = re.compile(r"\]\(([^)#\s]+)[^)]*\)")
