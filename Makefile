@@ -43,7 +43,7 @@ LOCK_COMMAND := $(BIN)/uv pip compile pyproject.toml --extra dev --universal \
   --python-version 3.11 --generate-hashes --custom-compile-command "make lock" --quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock check-app demo compare matrix bench faults race scale-out run run-broken run-fixed test examples lint format clean
+.PHONY: help venv lock check-app demo compare matrix bench bench-timeline faults race scale-out run run-broken run-fixed test examples lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -86,6 +86,9 @@ matrix: $(STAMP) ## Every app under seven server shapes (gevent and uWSGI too): 
 
 bench: $(STAMP) ## Each app's main write vs. /healthz, its store's floor, its best case and a bare Flask app; where the CPU goes
 	$(BIN)/python -m loadtests.runs.bench --wrk
+
+bench-timeline: $(STAMP) ## How fast a long timeline opens: a real run cut to its LIMIT of operations, from disk in headless Chromium
+	$(BIN)/python -m loadtests.runs.timeline_bench
 
 faults: $(STAMP) ## Kill and pause stores and workers under load, with and without Idempotency-Keys (DB=postgres: PostgreSQL too)
 	$(BIN)/python -m loadtests.faults.run

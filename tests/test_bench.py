@@ -10,7 +10,7 @@ import pytest
 
 from loadtests.runs import bench, in_process
 
-SHORT = ["--seconds", "0.6", "--rounds", "2", "--profile-seconds", "0.6"]
+SHORT = ["--seconds", "0.6", "--rounds", "1", "--profile-seconds", "0.3"]
 SHARES = ("web_cpu_share", "store_client_cpu_share", "project_cpu_share")
 # Each app's references beside it (loadtests/runs/bare/), on the same store:
 # fixed_session's are the bare file write, and Flask-Session over that write.

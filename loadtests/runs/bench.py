@@ -204,17 +204,27 @@ def wrk_rate(url: str, connections: int, seconds: float) -> float | None:
     return max(rates, default=None)
 
 
-def profile_shares(app: str, op: str, args: argparse.Namespace) -> dict[str, float] | None:
-    """The profiled pass (profiled.py): each part's share of a request's CPU."""
+def profile_shares(
+    app: str, ops: list[str], args: argparse.Namespace
+) -> dict[str, dict[str, float] | None]:
+    """The profiled pass (profiled.py): each part's share of a request's CPU,
+    for each route in turn, from one server that listens on a port per route."""
     if args.profile_seconds <= 0:
-        return None
+        return dict.fromkeys(ops)
+    ports: dict[str, int] = {}
+    for op in ops:  # distinct ports: free_port() may give one twice
+        ports[op] = next(p for p in iter(free_port, None) if p not in ports.values())
+    first, *more = ports.values()
     with run_folder("bench-profile") as folder:
         env = {"WORK_MS": "0"}
-        with ProfiledServer(app, free_port(), folder, env=env, own_folder="bench") as server:
+        with ProfiledServer(
+            app, first, folder, more_ports=tuple(more), env=env, own_folder="bench"
+        ) as server:
             if server.setting("GUNICORN_WORKER_CLASS") != "gthread":
-                return None
-            measure(server.port, op, args.connections, args.profile_seconds, 1, server.workers())
-        return split(folder)
+                return dict.fromkeys(ops)
+            for op, port in ports.items():
+                measure(port, op, args.connections, args.profile_seconds, 1, server.workers())
+        return {op: split(folder, port) for op, port in ports.items()}
 
 
 def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
@@ -263,7 +273,7 @@ def bench_app(app: str, ops: list[str], args: argparse.Namespace) -> list[dict]:
             # the same route with as many connections: it must not limit a run.
             hammer = measure_ceiling(server.url, args.connections, 400, workers)
         backend = server.backend or ""  # fixed_db's: sqlite or postgres
-    profiles = {op: profile_shares(app, op, args) for op in slices}
+    profiles = profile_shares(app, list(slices), args)
 
     floor = Floor(*(sum(getattr(f, k) for f in floors) for k in ("completed", "seconds")), 0.0)
     floor.client_cpu_seconds = sum(f.client_cpu_seconds for f in floors)

@@ -3,14 +3,16 @@
 A separate, short pass of the bench (bench.py --profile-seconds): the app
 starts under the same gunicorn config, through create_app() here, which
 wraps gunicorn's gthread handler (one request, from reading it to writing
-the answer) in cProfile with a per-thread CPU clock, one profiler per
-thread. Each worker writes its profile when it exits; split() sorts every
-function's own time by where its code lives. Standard-library and built-in
-functions (socket calls, pickle, locks) count for the code that called
-them. cProfile slows every Python call alike, so a share is approximate,
-and the rate of this pass is not a measurement; the bench's own rates come
-from a pass without it. A sampling profiler would cost less but is not in
-the lock. gthread only: other worker classes run unprofiled.
+the answer) in cProfile with a per-thread CPU clock, one profiler per thread
+and listening port. The server listens on one port per route, so one server
+profiles every route apart. Each worker writes a profile per port when it
+exits; split() sorts every function's own time by where its code lives.
+Standard-library and built-in functions (socket calls, pickle, locks) count
+for the code that called them. cProfile slows every Python call alike, so a
+share is approximate, and the rate of this pass is not a measurement; the
+bench's own rates come from a pass without it. A sampling profiler would
+cost less but is not in the lock. gthread only: other worker classes run
+unprofiled.
 """
 
 import atexit
@@ -39,43 +41,62 @@ def create_app() -> Any:  # the app's own factory decides its type
     app = importlib.import_module(f"{os.environ[APP_SETTING]}.app").create_app()
     from gunicorn.workers.gthread import ThreadWorker
 
-    profilers: list[cProfile.Profile] = []
+    profilers: dict[int, list[cProfile.Profile]] = {}  # by the port a request came to
     mine = threading.local()
     handle = ThreadWorker.handle
 
-    def profiled(self: ThreadWorker, *args: object) -> object:
-        profiler = getattr(mine, "profiler", None)
+    def profiled(self: ThreadWorker, conn: Any) -> object:
+        port = conn.server[1]  # the listening socket's address
+        if not hasattr(mine, "profilers"):
+            mine.profilers = {}
+        profiler = mine.profilers.get(port)
         if profiler is None:
-            mine.profiler = profiler = cProfile.Profile(time.thread_time)
-            profilers.append(profiler)
+            mine.profilers[port] = profiler = cProfile.Profile(time.thread_time)
+            profilers.setdefault(port, []).append(profiler)
         profiler.enable()
         try:
-            return handle(self, *args)
+            return handle(self, conn)
         finally:
             profiler.disable()
 
     def save() -> None:
-        if profilers:
-            stats = pstats.Stats(profilers[0])
-            for other in profilers[1:]:
+        for port, made in list(profilers.items()):
+            stats = pstats.Stats(made[0])
+            for other in made[1:]:
                 stats.add(other)
-            stats.dump_stats(Path(os.environ[DIR_SETTING]) / f"worker-{os.getpid()}.prof")
+            stats.dump_stats(profile_file(Path(os.environ[DIR_SETTING]), port, os.getpid()))
 
     ThreadWorker.handle = profiled
     atexit.register(save)
     return app
 
 
-class ProfiledServer(AppServer):
-    """An AppServer whose workers profile every request (create_app() above)."""
+def profile_file(profile_dir: Path, port: int, pid: int | str) -> Path:
+    return profile_dir / f"worker-{pid}-port-{port}.prof"
 
-    def __init__(self, app: str, port: int, profile_dir: Path, **kwargs: object) -> None:
+
+class ProfiledServer(AppServer):
+    """An AppServer whose workers profile every request (create_app() above),
+    listening on `port` and on each of `more_ports` too: a profile per port."""
+
+    def __init__(
+        self,
+        app: str,
+        port: int,
+        profile_dir: Path,
+        more_ports: tuple[int, ...] = (),
+        **kwargs: object,
+    ) -> None:
         env = {**kwargs.pop("env", {}), APP_SETTING: app, DIR_SETTING: str(profile_dir)}
         super().__init__(app, port, env=env, **kwargs)
+        self.more_ports = more_ports
 
     def command(self) -> list[str]:
         command = super().command()
         command[-1] = f"{__name__}:create_app()"
+        if self.more_ports:  # the command line's binds replace the config's
+            binds = [f"--bind=127.0.0.1:{p}" for p in (self.port, *self.more_ports)]
+            command[-1:-1] = binds
         return command
 
 
@@ -101,9 +122,10 @@ def builtin_part(name: str) -> str | None:
     return "store_client" if "sqlite3." in name or "psycopg" in name else None
 
 
-def split(profile_dir: Path) -> dict[str, float] | None:
-    """Each part's share of the profiled CPU time, every worker together."""
-    files = sorted(profile_dir.glob("worker-*.prof"))
+def split(profile_dir: Path, port: int | str = "*") -> dict[str, float] | None:
+    """Each part's share of the profiled CPU time of the requests to `port`
+    (default: every port), every worker together."""
+    files = sorted(profile_dir.glob(profile_file(Path(), port, "*").name))
     if not files:
         return None
     stats = pstats.Stats(*map(str, files)).stats  # func -> (cc, nc, tottime, cumtime, callers)
