@@ -115,7 +115,8 @@ def program(pid: int) -> str:
 def nothing_left_running(tmp_path_factory):
     """After the last test, no server started by a test may still run: every
     server of the suite lives under pytest's temporary folder."""
-    base = str(tmp_path_factory.getbasetemp())
+    # With the separator: pytest-22 must not match another session's pytest-220.
+    base = os.path.join(tmp_path_factory.getbasetemp(), "")
     yield
     if Path("/proc").is_dir():
         left = processes_mentioning(base)
