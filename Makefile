@@ -115,13 +115,9 @@ run-fixed: $(STAMP) ## Serve every fixed app on its port (5001-5003)
 # time so a file's shared servers start once. Three on two cores: a test
 # spends most of its time on the CPU, the rest waiting for servers to start
 # and stop, and a third process runs in those waits. TEST_JOBS=0: one process.
-# Python's bytecode cache (__pycache__, ignored by git) is written even where
-# PYTHONDONTWRITEBYTECODE is set: each Python process the suite starts (the
-# servers, their workers, the tools) would otherwise compile the project's
-# modules again, and each pytest process its rewritten test modules.
 TEST_JOBS ?= 3
 test: $(STAMP) ## Run the test suite in TEST_JOBS=3 processes (PYTEST_ARGS="-k fuzz" to pick; TEST_JOBS=0: one)
-	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 examples: $(STAMP) ## Run every proof in examples/, one line each
 	$(BIN)/python -m examples
