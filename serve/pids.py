@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Self
@@ -285,15 +286,37 @@ def port_is_free(port: int) -> bool:
 
 
 def stop_process(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-    """SIGTERM the process we started (by its PID), then SIGKILL if it lingers."""
-    if process.poll() is not None:
+    """SIGTERM the process we started (by its PID), then SIGKILL if it lingers.
+
+    Reaped with os.waitpid, not Popen.wait(): a Ctrl-C whose KeyboardInterrupt
+    lands just after Popen.poll() took the lock it reaps under, before its
+    `try`, leaves that lock taken, and Popen.wait() then waits forever (a
+    launcher Ctrl-C'd during start-up hung so, with its clean-up deaf to
+    signals)."""
+    if process.returncode is not None or reaped(process, 0):
         return
     os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
+    if not reaped(process, timeout):
         os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+        reaped(process, None)
+
+
+def reaped(process: subprocess.Popen, timeout: float | None) -> bool:
+    """Wait up to `timeout` seconds (None: for as long as it takes) for our
+    child to exit, and record its exit code on `process`. True once it has."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            pid, status = os.waitpid(process.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped already, by a Popen call elsewhere
+            process.returncode = 0 if process.returncode is None else process.returncode
+            return True
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
 
 
 def stop_on_sigterm() -> None:

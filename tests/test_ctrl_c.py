@@ -25,7 +25,15 @@ from pathlib import Path
 import pytest
 
 from plumbing.config import REPO_ROOT
-from serve.pids import INTERRUPTED, free_port, join_all, pids_mentioning, remember_interrupts
+from serve.pids import (
+    INTERRUPTED,
+    free_port,
+    join_all,
+    pids_mentioning,
+    remember_interrupts,
+    spawn,
+    stop_process,
+)
 from tests.conftest import launch
 
 pytestmark = pytest.mark.gunicorn
@@ -129,6 +137,20 @@ def test_ctrl_c_at_any_moment_of_start_up_leaves_nothing_running(store, tmp_path
             f"{m * 1000:.1f} ms": left for m, left in zip(moments, results, strict=True) if left
         }
     assert not failed, f"{len(failed)} of {len(moments)} moments left processes: {failed}"
+
+
+def test_a_ctrl_c_that_leaves_popens_lock_taken_still_lets_the_server_be_stopped():
+    # A moment the sweep above found with the suite in four processes: the
+    # KeyboardInterrupt landed just after Popen.poll() took the lock it reaps
+    # under, before its `try`, and the lock stayed taken; the launcher's
+    # clean-up then waited in Popen.wait() forever. Here it is taken on purpose.
+    process = spawn(["sleep", "30"])
+    process._waitpid_lock.acquire()  # what the interrupted poll() left behind
+    stopping = threading.Thread(target=stop_process, args=(process,), daemon=True)
+    stopping.start()
+    stopping.join(GONE_SECONDS)
+    assert not stopping.is_alive(), "stop_process waits on Popen's lock forever"
+    assert process.returncode == -signal.SIGTERM
 
 
 def test_the_ctrl_c_tests_hold_when_the_suite_starts_with_sigint_ignored():
