@@ -26,7 +26,7 @@ from pathlib import Path
 from exercises.catalog import CHECK_SHAPES, REPO_ROOT, Exercise
 from exercises.hints import ShapeResult, hints
 from plumbing.config import var_dir
-from serve.pids import cleanup_shielded, free_port
+from serve.pids import cleanup_shielded, free_port, reaped
 
 PRECHECK = Path(__file__).resolve().parent / "precheck.py"
 PRECHECK_SECONDS = 20
@@ -150,11 +150,9 @@ def check_command(exercise: Exercise, app_dir: Path, report_dir: Path) -> list[s
 def stop(check: subprocess.Popen) -> None:
     """As Ctrl-C would: the check stops the servers it started, then exits."""
     check.send_signal(signal.SIGINT)
-    try:
-        check.wait(timeout=STOP_SECONDS)
-    except subprocess.TimeoutExpired:
+    if not reaped(check, STOP_SECONDS):  # not Popen.wait(): see serve.pids.stop_process
         check.kill()
-        check.wait()
+        reaped(check, None)
 
 
 def run(command: list[str], out: Path, interrupted: Callable[[], bool] | None) -> int:
@@ -177,15 +175,13 @@ def run(command: list[str], out: Path, interrupted: Callable[[], bool] | None) -
             # first. A second Ctrl-C must not cut that wait short: the kill in
             # `finally` would leave the servers it has not stopped yet.
             with cleanup_shielded((signal.SIGINT,)):
-                try:
-                    check.wait(timeout=STOP_GRACE_SECONDS)  # it had the terminal's SIGINT too
-                except subprocess.TimeoutExpired:
+                if not reaped(check, STOP_GRACE_SECONDS):  # it had the terminal's SIGINT too
                     stop(check)
             raise
         finally:
-            if check.poll() is None:
+            if not reaped(check, 0):
                 check.kill()
-                check.wait()
+                reaped(check, None)
     return check.returncode
 
 

@@ -15,7 +15,7 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-from serve.pids import LIBC, STOP_TIMEOUT_SECONDS, descendants, proc_stat, start_time
+from serve.pids import LIBC, STOP_TIMEOUT_SECONDS, descendants, proc_stat, reaped, start_time
 
 SERVER_ACCOUNT = "embedded_postgres"  # as root only
 ROOT_HOME = Path("/var/lib/flask-state-under-load")  # as root only
@@ -153,7 +153,7 @@ def kill_group(process: subprocess.Popen) -> None:
             if start_time(pid) == started:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-    process.wait()
+    reaped(process, None)  # not Popen.wait(): see serve.pids.stop_process
     deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if not any(start_time(pid) == started for pid, started in below):

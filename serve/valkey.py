@@ -38,6 +38,7 @@ from serve.pids import (
     Service,
     descendants,
     free_port,
+    reaped,
     signals_held,
     spawn,
     stop_process,
@@ -269,7 +270,7 @@ class EmbeddedValkey(Service):
         if process is not None and process.poll() is None:
             if sig == signal.SIGKILL:
                 os.kill(process.pid, signal.SIGKILL)
-                process.wait()
+                reaped(process, None)  # not Popen.wait(): see stop_process
             else:
                 stop_process(process)
         self._release_lock()
@@ -317,7 +318,7 @@ class EmbeddedValkey(Service):
                     why = f"restart failed: {error}"
                     if self.process.poll() is None:  # started, but not answering
                         os.kill(self.process.pid, signal.SIGKILL)
-                        self.process.wait()
+                        reaped(self.process, None)
             if self._stopping.is_set():
                 return  # stop() or kill() takes it from here
             self.restarts += 1
