@@ -62,7 +62,7 @@ def running(pid: int) -> bool:
     """Alive, and not a zombie: a process whose parent died is reaped by init."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before, or while, it was read
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
 
