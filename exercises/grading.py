@@ -26,7 +26,7 @@ from pathlib import Path
 from exercises.catalog import CHECK_SHAPES, REPO_ROOT, Exercise
 from exercises.hints import ShapeResult, hints
 from plumbing.config import var_dir
-from serve.pids import cleanup_shielded, free_port, reaped
+from serve.pids import cleanup_shielded, free_port, reaped, stop_process
 
 PRECHECK = Path(__file__).resolve().parent / "precheck.py"
 PRECHECK_SECONDS = 20
@@ -149,10 +149,7 @@ def check_command(exercise: Exercise, app_dir: Path, report_dir: Path) -> list[s
 
 def stop(check: subprocess.Popen) -> None:
     """As Ctrl-C would: the check stops the servers it started, then exits."""
-    check.send_signal(signal.SIGINT)
-    if not reaped(check, STOP_SECONDS):  # not Popen.wait(): see serve.pids.stop_process
-        check.kill()
-        reaped(check, None)
+    stop_process(check, STOP_SECONDS, signal.SIGINT)
 
 
 def run(command: list[str], out: Path, interrupted: Callable[[], bool] | None) -> int:

@@ -285,8 +285,11 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def stop_process(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-    """SIGTERM the process we started (by its PID), then SIGKILL if it lingers.
+def stop_process(
+    process: subprocess.Popen, timeout: float = STOP_TIMEOUT_SECONDS, sig: int = signal.SIGTERM
+) -> None:
+    """SIGTERM (or `sig`) the process we started, by its PID, then SIGKILL if
+    it lingers past `timeout`.
 
     Reaped with os.waitpid, not Popen.wait(): a Ctrl-C whose KeyboardInterrupt
     lands just after Popen.poll() took the lock it reaps under, before its
@@ -295,7 +298,7 @@ def stop_process(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_SECOND
     signals)."""
     if process.returncode is not None or reaped(process, 0):
         return
-    os.kill(process.pid, signal.SIGTERM)
+    os.kill(process.pid, sig)
     if not reaped(process, timeout):
         os.kill(process.pid, signal.SIGKILL)
         reaped(process, None)
