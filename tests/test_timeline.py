@@ -105,22 +105,12 @@ def test_fault_bands_are_drawn_from_the_fault_records(run):
     ]
 
 
-def rendered(driver) -> float:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(driver, browser.WAIT_SECONDS).until(
-        lambda d: d.execute_script("return document.body.dataset.rendered")
-    )
-    return float(driver.execute_script("return document.body.dataset.rendered"))
-
-
 def test_in_chromium_both_views_draw_bars_and_a_click_outlines_the_witness(run, tmp_path):
     need_a_browser()
     verdict, history = run
     path = write_timeline(tmp_path / "timeline.html", "broken_global", history, verdict)
     with browser.browser(1200, 800) as driver:
-        driver.get(path.as_uri())
-        rendered(driver)
+        timeline_bench.opened(driver, path)  # until the page's `rendered` mark
         find = lambda css: driver.find_elements("css selector", css)  # noqa: E731
         assert len(find("#bars rect.op")) == len(history)
         users = {e.text for e in find("#names text")}
