@@ -65,3 +65,14 @@ errorlog = "-"
 # user's own gunicorn's), and the folder would stay behind in their home.
 # Earlier versions ignore the name.
 control_socket_disable = True
+
+
+def on_starting(server) -> None:
+    """In the master, once, before it forks: import Flask, so that each
+    worker starts with it rather than importing it again. The app itself is
+    still imported by each worker after the fork (no preload_app), so its
+    globals, connections and threads stay each worker's own, as the lessons
+    need. Only for the worker classes that patch nothing: gevent's must
+    patch the standard library before Flask imports it."""
+    if server.cfg.worker_class_str in ("sync", "gthread"):
+        import flask  # noqa: F401

@@ -29,6 +29,23 @@ def test_the_environment_sets_the_number_of_workers(monkeypatch):
         assert server.shape() == "gunicorn gthread 3 workers x 1 threads"
 
 
+def mapped_in(pid: int, library: str) -> bool:
+    """Whether a process has a shared library in its memory, as /proc shows."""
+    return library in Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.parametrize(("worker_class", "imported"), [("gthread", True), ("gevent", False)])
+def test_the_master_imports_flask_before_it_forks_unless_gevent_patches(
+    monkeypatch, worker_class, imported
+):
+    # Flask imports Jinja, which loads MarkupSafe's compiled speedups: mapped
+    # in the master, it was imported there, once, and every worker inherits it.
+    monkeypatch.setenv("GUNICORN_WORKER_CLASS", worker_class)
+    with AppServer("broken_global", free_port()) as server:
+        assert mapped_in(server.process.pid, "markupsafe/_speedups") is imported
+        assert all(mapped_in(pid, "markupsafe/_speedups") for pid in server.worker_pids)
+
+
 def test_the_embedded_valkey_fsyncs_before_it_replies_unless_told_otherwise(tmp_path, monkeypatch):
     # "everysec" loses acknowledged writes to a badly timed kill (test_durability.py).
     command = EmbeddedValkey(tmp_path).command()
