@@ -5,7 +5,7 @@ words of `make demo`). output.py writes the same result to files."""
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtests.check.judge import ModelVerdict
+from loadtests.check.judge import ONE_PROCESS_SHOWS, ModelVerdict
 from loadtests.check.servers import DESCRIPTIONS
 from loadtests.judge.history import Event
 from loadtests.runs.report import format_anomaly
@@ -20,10 +20,24 @@ class Cell:
     history: list[Event] = field(default_factory=list)
     skipped: str = ""  # why the shape could not run here
     seconds: float = 0.0
+    workers_expected: int = 0  # the worker processes the shape runs
+    runs: int = 1  # the shape's runs this cell took (run.py)
 
     @property
     def failed(self) -> bool:
         return self.verdict is not None and self.verdict.anomalies > 0
+
+    @property
+    def short_of_workers(self) -> bool:
+        """No anomaly found, but its requests reached fewer worker processes
+        than the shape runs: a bug kept per process could not show."""
+        return (
+            self.verdict is not None
+            and not self.failed
+            and not self.verdict.not_served
+            and self.kind not in ONE_PROCESS_SHOWS
+            and self.verdict.workers < self.workers_expected
+        )
 
     def text(self) -> str:
         if self.skipped:
