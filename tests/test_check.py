@@ -24,7 +24,7 @@ import pytest
 
 from loadtests.check import Result, SpecError, check_app
 from loadtests.check.__main__ import main
-from loadtests.check.output import write_junit
+from loadtests.check.output import write_json, write_junit
 from loadtests.check.run import DEFAULT_SHAPES, default_shapes, run_check
 from loadtests.check.servers import skip_reason
 from loadtests.check.spec import load_spec
@@ -552,3 +552,22 @@ def test_a_shape_whose_requests_reached_one_worker_runs_again_and_finds_the_per_
         "[1/1] sync: its requests reached 1 of 2 workers; running it again (2 of 3)" in hook.lines
     )
     assert cell.runs >= 2 and cell.verdict.workers == 2 and "note:" not in result.report()
+
+
+def test_a_cell_that_never_reached_every_worker_says_so_and_still_passes(tmp_path):
+    result, hook = check_with_one_worker_stopped(runs=3)
+    cell = result.cell("price", "sync")
+    assert cell.text() == "ok" and result.exit_code == 0, result.report()
+    assert (
+        "[1/1] sync: its requests reached 1 of 2 workers; running it again (3 of 3)" in hook.lines
+    )
+    note = (
+        "note: price under sync reached 1 of 2 workers in 3 runs; "
+        "a per-process bug could pass it unseen"
+    )
+    assert note in result.report().splitlines()
+    [payload] = json.loads(write_json(result, tmp_path / "check.json").read_text())["cells"]
+    assert payload["verdict"] == "ok" and payload["note"] == note
+    assert (payload["workers"], payload["workers_expected"], payload["runs"]) == (1, 2, 3)
+    [case] = ElementTree.parse(write_junit(result, tmp_path / "j.xml")).getroot().iter("testcase")
+    assert case.find("failure") is None and case.findtext("system-out") == note

@@ -1,5 +1,6 @@
 """A check's result: a cell per model and shape, and the text the command
-line prints of it (the table, then each anomaly's smallest witness, in the
+line prints of it (the table, a note for each cell whose requests missed
+some of its shape's workers, then each anomaly's smallest witness, in the
 words of `make demo`). output.py writes the same result to files."""
 
 from dataclasses import dataclass, field
@@ -37,6 +38,16 @@ class Cell:
             and not self.verdict.not_served
             and self.kind not in ONE_PROCESS_SHOWS
             and self.verdict.workers < self.workers_expected
+        )
+
+    def note(self) -> str:
+        """The line under the table for a cell short of workers, else ''."""
+        if not self.short_of_workers:
+            return ""
+        runs = "1 run" if self.runs == 1 else f"{self.runs} runs"
+        return (
+            f"note: {self.model} under {self.shape} reached {self.verdict.workers} of "
+            f"{self.workers_expected} workers in {runs}; a per-process bug could pass it unseen"
         )
 
     def text(self) -> str:
@@ -112,6 +123,8 @@ def report(result: Result) -> str:
         else "no anomaly found"
     )
     text = f"{table(result)}\n"
+    if notes := [note for cell in result.cells if (note := cell.note())]:
+        text += "\n" + "\n".join(notes) + "\n"
     if shown := witnesses(result):
         text += f"\n{shown}\n"
     return text + f"\n{verdict} ({result.seconds:.1f}s)"
