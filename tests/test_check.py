@@ -1,32 +1,36 @@
 """python -m loadtests.check: the spec's errors with their lines, each model's
 broken and fixed case on the small shop (examples/shop), the restart and the
 two instances, the four apps' contract, JUnit output and the Python function;
-the store a spec names, and the store-paused shape on exercise 8's app.
+the store a spec names, and the store-paused shape on exercise 8's app; a
+shape run again when its requests reached one of its workers (exercise 5).
 
 The servers are shared per module: one check of the broken shop and one of
 the fixed shop, each under gthread, restart and two-instances."""
 
+import contextlib
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
 
-from loadtests.check import SpecError, check_app
+from loadtests.check import Result, SpecError, check_app
 from loadtests.check.__main__ import main
-from loadtests.check.output import write_junit
-from loadtests.check.run import DEFAULT_SHAPES, default_shapes
+from loadtests.check.output import write_json, write_junit
+from loadtests.check.run import DEFAULT_SHAPES, default_shapes, run_check
 from loadtests.check.servers import skip_reason
 from loadtests.check.spec import load_spec
 from plumbing.config import REPO_ROOT
 from serve import uwsgi
-from serve.pids import descendants, proc_stat, start_time
+from serve.pids import descendants, parent_pid, proc_stat, start_time
 from serve.valkey import EmbeddedValkey
 
 SHOP = REPO_ROOT / "examples" / "shop"
@@ -476,3 +480,94 @@ def test_ctrl_c_while_the_store_is_paused_stops_it_and_its_app_by_pid(tmp_path):
     assert len(started) >= 4
     assert [pid for pid, began in started if start_time(pid) == began] == []
     assert not list((tmp_path / "var" / "runs").iterdir())  # its {data}, Valkey's files too
+
+
+EXERCISE_5 = REPO_ROOT / "exercises" / "05_shared_cache"  # a price cached per worker process
+
+
+class OneWorkerStopped:
+    """A check's progress hook: as each of the first `runs` runs of a shape
+    sends its first requests, one of the two workers of the server it
+    started (found through /proc) is stopped (SIGSTOP), so every request of
+    that run reaches the other, as when one sync worker wins every accept.
+    It is resumed (SIGCONT) once a signal is pending for it, its master
+    stopping it, so the server stops as quickly as ever."""
+
+    def __init__(self, runs: int) -> None:
+        self.runs, self.lines, self.stopped = runs, [], []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        if line.endswith("first requests, one user at a time") and len(self.stopped) < self.runs:
+            me = os.getpid()
+            below = [pid for pid, _ in descendants(me)]
+            masters = {pid for pid in below if parent_pid(pid) == me}
+            workers = sorted(pid for pid in below if parent_pid(pid) in masters)
+            assert len(workers) == 2, workers
+            os.kill(workers[0], signal.SIGSTOP)
+            self.stopped.append(workers[0])
+            while (proc_stat(workers[0]) or "T")[0] != "T":  # stopped before a request is sent
+                time.sleep(0.001)
+            threading.Thread(target=self.resume, args=(workers[0],), daemon=True).start()
+
+    @staticmethod
+    def resume(pid: int) -> None:
+        while start_time(pid) is not None and not signal_pending(pid):
+            time.sleep(0.01)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+    def resume_all(self) -> None:
+        for pid in self.stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def signal_pending(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return False
+    masks = [line.split()[1] for line in status if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(int(mask, 16) for mask in masks)
+
+
+def check_with_one_worker_stopped(runs: int) -> tuple[Result, OneWorkerStopped]:
+    spec = load_spec(EXERCISE_5 / "spec.toml")
+    hook = OneWorkerStopped(runs)
+    try:
+        result = run_check(spec, spec.app.target, EXERCISE_5, ["sync"], progress=hook)
+    finally:
+        hook.resume_all()
+    return result, hook
+
+
+def test_a_shape_whose_requests_reached_one_worker_runs_again_and_finds_the_per_process_cache():
+    """Exercise 5's starting app under sync, its first run's requests all on
+    one worker: that run's "ok" shows nothing, so the shape runs again."""
+    result, hook = check_with_one_worker_stopped(runs=1)
+    cell = result.cell("price", "sync")
+    assert cell.failed and "stale_reads" in cell.verdict.counts, result.report()
+    assert (
+        "[1/1] sync: its requests reached 1 of 2 workers; running it again (2 of 3)" in hook.lines
+    )
+    assert cell.runs >= 2 and cell.verdict.workers == 2 and "note:" not in result.report()
+
+
+def test_a_cell_that_never_reached_every_worker_says_so_and_still_passes(tmp_path):
+    result, hook = check_with_one_worker_stopped(runs=3)
+    cell = result.cell("price", "sync")
+    assert cell.text() == "ok" and result.exit_code == 0, result.report()
+    assert (
+        "[1/1] sync: its requests reached 1 of 2 workers; running it again (3 of 3)" in hook.lines
+    )
+    note = (
+        "note: price under sync reached 1 of 2 workers in 3 runs; "
+        "a per-process bug could pass it unseen"
+    )
+    assert note in result.report().splitlines()
+    [payload] = json.loads(write_json(result, tmp_path / "check.json").read_text())["cells"]
+    assert payload["verdict"] == "ok" and payload["note"] == note
+    assert (payload["workers"], payload["workers_expected"], payload["runs"]) == (1, 2, 3)
+    [case] = ElementTree.parse(write_junit(result, tmp_path / "j.xml")).getroot().iter("testcase")
+    assert case.find("failure") is None and case.findtext("system-out") == note

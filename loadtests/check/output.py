@@ -4,8 +4,9 @@ The table has a row per model and a column per shape, a verdict in each
 cell; under it, each anomaly's smallest witness in the words of `make demo`
 (loadtests/runs/report.py format_anomaly). JUnit XML has one testcase per model x
 shape, named "<model name> [<shape>]", failed where an anomaly was found,
-skipped where the shape could not run. The replay file names the failed
-cells, for `--replay`.
+skipped where the shape could not run; a passed cell whose requests missed
+some of the shape's workers has the table's note as its system-out. The
+replay file names the failed cells, for `--replay`.
 """
 
 import json
@@ -29,6 +30,9 @@ def cell_payload(cell: Cell) -> dict:
         "verdict": "failed" if cell.failed else "n/a" if cell.verdict.not_served else "ok",
         "operations": cell.verdict.operations,
         "workers": cell.verdict.workers,
+        "workers_expected": cell.workers_expected,
+        "runs": cell.runs,
+        **({"note": note} if (note := cell.note()) else {}),
         "anomalies": cell.verdict.counts,
         "witnesses": [
             {"kind": a.kind, "summary": a.summary, "text": format_anomaly(a, origin)}
@@ -74,6 +78,8 @@ def write_junit(result: Result, path: Path) -> Path:
             origin = min(e.start for e in cell.history)
             failure = ElementTree.SubElement(case, "failure", message=cell.text())
             failure.text = "\n".join(format_anomaly(a, origin) for a in cell.verdict.examples)
+        elif note := cell.note():  # passed, but say so where a CI shows a test's output
+            ElementTree.SubElement(case, "system-out").text = note
     ElementTree.indent(suite)
     text = ElementTree.tostring(suite, encoding="unicode", xml_declaration=True)
     return write(path, text + "\n")

@@ -1,11 +1,12 @@
 """A check's result: a cell per model and shape, and the text the command
-line prints of it (the table, then each anomaly's smallest witness, in the
+line prints of it (the table, a note for each cell whose requests missed
+some of its shape's workers, then each anomaly's smallest witness, in the
 words of `make demo`). output.py writes the same result to files."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtests.check.judge import ModelVerdict
+from loadtests.check.judge import ONE_PROCESS_SHOWS, ModelVerdict
 from loadtests.check.servers import DESCRIPTIONS
 from loadtests.judge.history import Event
 from loadtests.runs.report import format_anomaly
@@ -20,10 +21,34 @@ class Cell:
     history: list[Event] = field(default_factory=list)
     skipped: str = ""  # why the shape could not run here
     seconds: float = 0.0
+    workers_expected: int = 0  # the worker processes the shape runs
+    runs: int = 1  # the shape's runs this cell took (run.py)
 
     @property
     def failed(self) -> bool:
         return self.verdict is not None and self.verdict.anomalies > 0
+
+    @property
+    def short_of_workers(self) -> bool:
+        """No anomaly found, but its requests reached fewer worker processes
+        than the shape runs: a bug kept per process could not show."""
+        return (
+            self.verdict is not None
+            and not self.failed
+            and not self.verdict.not_served
+            and self.kind not in ONE_PROCESS_SHOWS
+            and self.verdict.workers < self.workers_expected
+        )
+
+    def note(self) -> str:
+        """The line under the table for a cell short of workers, else ''."""
+        if not self.short_of_workers:
+            return ""
+        runs = "1 run" if self.runs == 1 else f"{self.runs} runs"
+        return (
+            f"note: {self.model} under {self.shape} reached {self.verdict.workers} of "
+            f"{self.workers_expected} workers in {runs}; a per-process bug could pass it unseen"
+        )
 
     def text(self) -> str:
         if self.skipped:
@@ -98,6 +123,8 @@ def report(result: Result) -> str:
         else "no anomaly found"
     )
     text = f"{table(result)}\n"
+    if notes := [note for cell in result.cells if (note := cell.note())]:
+        text += "\n" + "\n".join(notes) + "\n"
     if shown := witnesses(result):
         text += f"\n{shown}\n"
     return text + f"\n{verdict} ({result.seconds:.1f}s)"

@@ -79,6 +79,11 @@ class Shape:
     def describe(self) -> str:
         return DESCRIPTIONS[self.name]
 
+    @property
+    def processes(self) -> int:
+        """The worker processes serving at once: every instance's workers."""
+        return self.workers * self.instances
+
 
 GTHREAD = tuple(GunicornShape("gthread", 2, 4).environment().items())
 SHAPES = {
