@@ -568,6 +568,6 @@ def test_a_cell_that_never_reached_every_worker_says_so_and_still_passes(tmp_pat
     assert note in result.report().splitlines()
     [payload] = json.loads(write_json(result, tmp_path / "check.json").read_text())["cells"]
     assert payload["verdict"] == "ok" and payload["note"] == note
-    assert (payload["workers"], payload["workers_expected"], payload["runs"]) == (1, 2, 3)
+    assert (payload["workers"], payload["shape_workers"], payload["runs"]) == (1, 2, 3)
     [case] = ElementTree.parse(write_junit(result, tmp_path / "j.xml")).getroot().iter("testcase")
     assert case.find("failure") is None and case.findtext("system-out") == note

@@ -30,7 +30,7 @@ def cell_payload(cell: Cell) -> dict:
         "verdict": "failed" if cell.failed else "n/a" if cell.verdict.not_served else "ok",
         "operations": cell.verdict.operations,
         "workers": cell.verdict.workers,
-        "workers_expected": cell.workers_expected,
+        "shape_workers": cell.shape_workers,
         "runs": cell.runs,
         **({"note": note} if (note := cell.note()) else {}),
         "anomalies": cell.verdict.counts,

@@ -21,7 +21,7 @@ class Cell:
     history: list[Event] = field(default_factory=list)
     skipped: str = ""  # why the shape could not run here
     seconds: float = 0.0
-    workers_expected: int = 0  # the worker processes the shape runs
+    shape_workers: int = 0  # the worker processes the shape runs
     runs: int = 1  # the shape's runs this cell took (run.py)
 
     @property
@@ -30,14 +30,14 @@ class Cell:
 
     @property
     def short_of_workers(self) -> bool:
-        """No anomaly found, but its requests reached fewer worker processes
-        than the shape runs: a bug kept per process could not show."""
+        """No anomaly found, but its requests reached one worker process of a
+        shape that runs several: a copy kept per process takes two to show."""
         return (
             self.verdict is not None
             and not self.failed
             and not self.verdict.not_served
             and self.kind not in ONE_PROCESS_SHOWS
-            and self.verdict.workers < self.workers_expected
+            and self.verdict.workers < min(2, self.shape_workers)
         )
 
     def note(self) -> str:
@@ -47,7 +47,7 @@ class Cell:
         runs = "1 run" if self.runs == 1 else f"{self.runs} runs"
         return (
             f"note: {self.model} under {self.shape} reached {self.verdict.workers} of "
-            f"{self.workers_expected} workers in {runs}; a per-process bug could pass it unseen"
+            f"{self.shape_workers} workers in {runs}; a per-process bug could pass it unseen"
         )
 
     def text(self) -> str:

@@ -194,7 +194,7 @@ def run_shape(
             shape,
             judge(d.model.kind, d.history, tokens, d.model.keys),
             d.history,
-            workers_expected=SHAPES[shape].processes,
+            shape_workers=SHAPES[shape].processes,
         )
         for d in drivers
     ]
