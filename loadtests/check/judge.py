@@ -31,8 +31,8 @@ from loadtests.judge.writes import NOT_SERVED, check_counter, check_visits, span
 # The kinds one worker process shows as well as several: a per_request leak
 # is between requests inside one process at once. Every other kind keeps
 # state beyond a request, which a process keeping its own copy breaks: its
-# cell has shown nothing about that until its requests reached every worker
-# process of the shape (run.py runs the shape again until they do).
+# cell has shown nothing about that until its requests reached two worker
+# processes of the shape (run.py runs the shape again until they do).
 ONE_PROCESS_SHOWS = ("per_request",)
 
 # A kind's field: (its title in a cell, its witness's first word).

@@ -4,8 +4,8 @@ The table has a row per model and a column per shape, a verdict in each
 cell; under it, each anomaly's smallest witness in the words of `make demo`
 (loadtests/runs/report.py format_anomaly). JUnit XML has one testcase per model x
 shape, named "<model name> [<shape>]", failed where an anomaly was found,
-skipped where the shape could not run; a passed cell whose requests missed
-some of the shape's workers has the table's note as its system-out. The
+skipped where the shape could not run; a passed cell whose requests reached
+one worker of several has the table's note as its system-out. The
 replay file names the failed cells, for `--replay`.
 """
 

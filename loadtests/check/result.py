@@ -1,7 +1,7 @@
 """A check's result: a cell per model and shape, and the text the command
-line prints of it (the table, a note for each cell whose requests missed
-some of its shape's workers, then each anomaly's smallest witness, in the
-words of `make demo`). output.py writes the same result to files."""
+line prints of it (the table, a note for each cell whose requests reached
+one worker of a shape that runs several, then each anomaly's smallest
+witness, in the words of `make demo`). output.py writes the same result to files."""
 
 from dataclasses import dataclass, field
 from pathlib import Path

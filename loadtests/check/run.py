@@ -9,8 +9,9 @@ waiting for its servers to start and stop. Under store-paused the first burst op
 app thread's connection to the store, and each model's second burst is
 released into the store already stopped: its first writes are in flight
 when the pause lands. A shape that cannot run here gives "skipped" cells
-with the reason. A model that found nothing while its requests missed some
-of the shape's workers runs again on a fresh server (timed_shape, RUNS).
+with the reason. A model that found nothing while its requests reached one
+worker of a shape that runs several runs again on a fresh server
+(timed_shape, RUNS).
 The Result holds a Cell per model x shape.
 """
 
