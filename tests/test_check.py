@@ -7,7 +7,6 @@ shape run again when its requests reached one of its workers (exercise 5).
 The servers are shared per module: one check of the broken shop and one of
 the fixed shop, each under gthread, restart and two-instances."""
 
-import contextlib
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from loadtests.check.spec import load_spec
 from plumbing.config import REPO_ROOT
 from serve import uwsgi
 from serve.pids import descendants, parent_pid, proc_stat, start_time
+from serve.store import Paused
 from serve.valkey import EmbeddedValkey
 
 SHOP = REPO_ROOT / "examples" / "shop"
@@ -504,23 +504,20 @@ class OneWorkerStopped:
             masters = {pid for pid in below if parent_pid(pid) == me}
             workers = sorted(pid for pid in below if parent_pid(pid) in masters)
             assert len(workers) == 2, workers
-            os.kill(workers[0], signal.SIGSTOP)
-            self.stopped.append(workers[0])
-            while (proc_stat(workers[0]) or "T")[0] != "T":  # stopped before a request is sent
-                time.sleep(0.001)
-            threading.Thread(target=self.resume, args=(workers[0],), daemon=True).start()
+            worker = Paused("sync worker", workers[0], below=False)
+            self.stopped.append(worker)  # resume_all() resumes it whatever happens
+            worker.stop([(worker.pid, start_time(worker.pid))])  # and waits until it is halted
+            threading.Thread(target=self.resume, args=(worker,), daemon=True).start()
 
     @staticmethod
-    def resume(pid: int) -> None:
-        while start_time(pid) is not None and not signal_pending(pid):
+    def resume(worker: Paused) -> None:
+        while start_time(worker.pid) is not None and not signal_pending(worker.pid):
             time.sleep(0.01)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
+        worker.resume()
 
     def resume_all(self) -> None:
-        for pid in self.stopped:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        for worker in self.stopped:
+            worker.resume()
 
 
 def signal_pending(pid: int) -> bool:
