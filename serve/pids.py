@@ -3,6 +3,7 @@
 import collections
 import contextlib
 import ctypes
+import fcntl
 import functools
 import os
 import random
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +26,11 @@ START_TIMEOUT_SECONDS = 20.0
 
 SERVER_PORTS = 8192  # how many ports below the kernel's range free_port() picks from
 HANDED_OUT: collections.deque[int] = collections.deque(maxlen=1024)  # the latest, not again
+# Across processes: each port picked is claimed in a file of this folder, locked
+# while the process that picked it holds it (claim()).
+CLAIMS = Path(tempfile.gettempdir()) / f"serve-ports-{os.getuid()}"
+HELD_CLAIMS = 64  # the latest claims a process holds: far more than start at once
+HELD: collections.deque[tuple[int, int]] = collections.deque()  # (port, its file's descriptor)
 PICK = (
     random.SystemRandom()
 )  # its own: a test that seeds `random` (Hypothesis does) changes nothing
@@ -40,12 +47,34 @@ def free_port() -> int:
     if low is not None and low - SERVER_PORTS >= 1024:
         for _ in range(100):
             port = PICK.randrange(low - SERVER_PORTS, low)
-            if port not in HANDED_OUT and port_is_free(port):
+            if port not in HANDED_OUT and port_is_free(port) and claim(port):
                 HANDED_OUT.append(port)
                 return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def claim(port: int) -> bool:
+    """Whether no other process picked `port` lately. Two test processes
+    once picked the same free port, and the one whose server started second
+    found it taken. A port picked is claimed by a lock (flock) on its file
+    in CLAIMS, held until this process has picked HELD_CLAIMS more or exits
+    (the kernel drops a dead process's locks). Without the folder, no claim."""
+    try:
+        CLAIMS.mkdir(mode=0o700, exist_ok=True)
+        claimed = os.open(CLAIMS / str(port), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(claimed, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(claimed)
+        return False
+    HELD.append((port, claimed))
+    while len(HELD) > HELD_CLAIMS:
+        os.close(HELD.popleft()[1])
+    return True
 
 
 def outgoing_ports_start() -> int | None:

@@ -1,15 +1,19 @@
 """The launchers: the server shape the environment asks for is the one that runs."""
 
+import collections
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from plumbing.config import REPO_ROOT
+from serve import pids
 from serve.pids import outgoing_ports_start, pid_alive
 from serve.postgres import EmbeddedPostgres
 from serve.processes import AppServer, free_port
@@ -155,3 +159,38 @@ def test_free_ports_lie_below_the_range_outgoing_connections_take_theirs_from():
     ports = [free_port() for _ in range(50)]
     assert all(1024 <= port < start for port in ports), ports
     assert len(set(ports)) == len(ports)  # never the same one twice in a row
+
+
+PICKS_ONE_PORT = """
+import sys
+from serve import pids
+pids.PICK.randrange = lambda low, high: int(sys.argv[1])
+print(pids.free_port(), flush=True)
+sys.stdin.read()  # holds it until told
+"""
+
+
+def unclaimed_port() -> int:
+    """A free port this process has not claimed, as the kernel hands one out."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_port_another_process_just_picked_is_not_picked_again(monkeypatch):
+    # Two test processes once picked the same free port; the second server
+    # to start found it taken. Here another process picks it first, and has
+    # not started anything on it yet.
+    first, second = unclaimed_port(), unclaimed_port()
+    other = subprocess.Popen(
+        [sys.executable, "-c", PICKS_ONE_PORT, str(first)],
+        cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert other.stdout.readline().strip() == str(first)
+        picks = iter([first, second])
+        monkeypatch.setattr(pids.PICK, "randrange", lambda low, high: next(picks))
+        monkeypatch.setattr(pids, "HANDED_OUT", collections.deque())  # ours forgot both
+        assert free_port() == second
+    finally:
+        other.communicate("")
